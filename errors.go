@@ -1,0 +1,95 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error a public method returns either is one of these or wraps one, so
+// callers test with errors.Is.
+var (
+	// ErrNotLeader is returned by leader-only calls on a node that is not the leader. The
+	// concrete error is a *NotLeaderError carrying the known leader, if any. The command was
+	// not applied.
+	ErrNotLeader = errors.New("raft: not leader")
+
+	// ErrLeadershipLost is returned when the leader lost its leadership before a request
+	// completed. The outcome is unknown: the entry may still commit under a later leader.
+	ErrLeadershipLost = errors.New("raft: leadership lost while committing log")
+
+	// ErrEnqueueTimeout is returned when a request could not be queued within its timeout.
+	// The command was not applied.
+	ErrEnqueueTimeout = errors.New("raft: timed out enqueuing operation")
+
+	// ErrTimeout is returned when a request was queued but did not complete within its
+	// timeout. The outcome is unknown: the entry may still commit.
+	ErrTimeout = errors.New("raft: timed out waiting for the outcome")
+
+	// ErrRaftShutdown is returned by every call made on (or pending at) a node that shut down.
+	ErrRaftShutdown = errors.New("raft: raft is shutdown")
+
+	// ErrAbortedByRestore is returned to in-flight applies discarded by a user snapshot
+	// restore.
+	ErrAbortedByRestore = errors.New("raft: snapshot restored while committing log")
+
+	// ErrCantBootstrap is returned by BootstrapCluster when the stores already hold state.
+	ErrCantBootstrap = errors.New("raft: bootstrap only works on new clusters")
+
+	// ErrLeadershipTransferInProgress is returned to writes while a leadership transfer runs.
+	ErrLeadershipTransferInProgress = errors.New("raft: leadership transfer in progress")
+
+	// ErrNothingNewToSnapshot is returned by Snapshot when nothing was applied since the last
+	// snapshot.
+	ErrNothingNewToSnapshot = errors.New("raft: nothing new to snapshot")
+
+	// ErrConfigurationChanged is returned by a membership change whose prevIndex no longer
+	// matches the latest configuration index.
+	ErrConfigurationChanged = errors.New("raft: configuration changed since prevIndex")
+
+	// ErrInvalidConfig wraps every configuration validation failure.
+	ErrInvalidConfig = errors.New("raft: invalid config")
+
+	// ErrInvalidConfiguration wraps every invalid cluster membership configuration.
+	ErrInvalidConfiguration = errors.New("raft: invalid cluster configuration")
+
+	// ErrLogNotFound is returned by a LogStore for an index it does not hold.
+	ErrLogNotFound = errors.New("raft: log not found")
+
+	// ErrLogStoreTimeout is the cause a leader reports when a local log write took longer
+	// than Config.LogStoreTimeout and it stepped down.
+	ErrLogStoreTimeout = errors.New("raft: log store write timed out")
+
+	// ErrPipelineUnsupported is returned by Transport.AppendEntriesPipeline when the
+	// transport has no pipelined mode; replication then stays in the plain mode.
+	ErrPipelineUnsupported = errors.New("raft: pipeline replication not supported")
+
+	// ErrTransportShutdown is returned by transport calls after Close.
+	ErrTransportShutdown = errors.New("raft: transport shutdown")
+
+	// ErrUnknownPeer is returned by a transport that cannot reach the named peer at all.
+	ErrUnknownPeer = errors.New("raft: unknown peer")
+
+	// ErrBadRequest is returned to a peer whose request is malformed (bad indexes, unknown log
+	// type, undecodable configuration). The node keeps running.
+	ErrBadRequest = errors.New("raft: malformed request")
+
+	// ErrNotVoter is returned when an operation requires this node to be a voter.
+	ErrNotVoter = errors.New("raft: not a voter")
+)
+
+// NotLeaderError is the concrete error behind ErrNotLeader. It names the leader this node
+// knows of, which may be empty, so a client can redirect.
+type NotLeaderError struct {
+	LeaderID      ServerID
+	LeaderAddress ServerAddress
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return ErrNotLeader.Error() + " (no known leader)"
+	}
+	return fmt.Sprintf("%s (leader is %s at %s)", ErrNotLeader.Error(), e.LeaderID, e.LeaderAddress)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

@@ -1,0 +1,219 @@
+package raft
+
+import (
+	"io"
+	"time"
+)
+
+// ServerID is a server's stable, unique identity within a cluster.
+type ServerID string
+
+// ServerAddress is the network address a Transport reaches a server at.
+type ServerAddress string
+
+// ProtocolVersion is the version of the wire protocol this build speaks. A node refuses
+// requests from a newer, unknown version.
+const ProtocolVersion = 1
+
+// Transport carries RPCs between nodes. Implementations must be safe for concurrent use: the
+// main loop, every replication goroutine and every heartbeat goroutine call it at once.
+//
+// Outgoing calls block until the peer answered, the transport's own timeout fired, or the
+// transport closed; they never block forever. Incoming requests are delivered on Consumer and
+// answered with RPC.Respond.
+//
+// Ownership: request and response structs passed to a call belong to the caller; a transport
+// must not retain them after the call (or, for a pipeline, after its future completes). Values
+// delivered through Consumer belong to the receiver.
+type Transport interface {
+	// Consumer returns the channel incoming requests arrive on. The node reads it from its
+	// main loop only.
+	Consumer() <-chan RPC
+
+	// LocalAddr is the address peers reach this node at.
+	LocalAddr() ServerAddress
+
+	// AppendEntries sends one AppendEntries request and fills in resp. Implementations
+	// should carry requests without entries (heartbeats) on a path that never waits behind
+	// large requests or snapshot streams.
+	AppendEntries(id ServerID, target ServerAddress, args *AppendEntriesRequest, resp *AppendEntriesResponse) error
+
+	// AppendEntriesPipeline opens a pipeline of in-flight AppendEntries to the peer, or
+	// returns ErrPipelineUnsupported.
+	AppendEntriesPipeline(id ServerID, target ServerAddress) (AppendPipeline, error)
+
+	// RequestVote sends a vote request and fills in resp.
+	RequestVote(id ServerID, target ServerAddress, args *RequestVoteRequest, resp *RequestVoteResponse) error
+
+	// RequestPreVote sends a pre-vote request and fills in resp.
+	RequestPreVote(id ServerID, target ServerAddress, args *RequestPreVoteRequest, resp *RequestPreVoteResponse) error
+
+	// InstallSnapshot sends the request and streams data after it, then fills in resp.
+	InstallSnapshot(id ServerID, target ServerAddress, args *InstallSnapshotRequest, resp *InstallSnapshotResponse, data io.Reader) error
+
+	// TimeoutNow asks the peer to start an election at once (leadership transfer).
+	TimeoutNow(id ServerID, target ServerAddress, args *TimeoutNowRequest, resp *TimeoutNowResponse) error
+
+	// Close stops the transport: pending and later calls fail with ErrTransportShutdown.
+	Close() error
+}
+
+// AppendPipeline keeps several AppendEntries in flight to one peer. Responses are delivered
+// on Consumer in the order the requests were sent.
+type AppendPipeline interface {
+	// AppendEntries sends a request without waiting for its response. resp is filled in
+	// before the returned future is delivered on Consumer.
+	AppendEntries(args *AppendEntriesRequest, resp *AppendEntriesResponse) (AppendFuture, error)
+
+	// Consumer delivers completed requests, in order.
+	Consumer() <-chan AppendFuture
+
+	// Close stops the pipeline; in-flight requests complete with an error.
+	Close() error
+}
+
+// AppendFuture is one pipelined AppendEntries.
+type AppendFuture interface {
+	// Error blocks until the request completed and returns its transport error, if any.
+	Error() error
+	// Start is when the request was sent.
+	Start() time.Time
+	// Request is the request that was sent.
+	Request() *AppendEntriesRequest
+	// Response is the peer's response; valid only once Error returned nil.
+	Response() *AppendEntriesResponse
+}
+
+// RPC is one incoming request, delivered on Transport.Consumer.
+type RPC struct {
+	// Command is the request: one of *AppendEntriesRequest, *RequestVoteRequest,
+	// *RequestPreVoteRequest, *InstallSnapshotRequest or *TimeoutNowRequest.
+	Command any
+	// Reader carries the snapshot body of an InstallSnapshot request; nil otherwise.
+	Reader io.Reader
+	// RespChan receives exactly one response. Transports give it a buffer of one so the
+	// receiver never blocks answering.
+	RespChan chan<- RPCResponse
+}
+
+// Respond answers the request. It never blocks as long as RespChan has room for the one
+// response, which transports guarantee.
+func (r *RPC) Respond(resp any, err error) {
+	r.RespChan <- RPCResponse{Response: resp, Error: err}
+}
+
+// RPCResponse is the answer to an RPC.
+type RPCResponse struct {
+	Response any
+	Error    error
+}
+
+// The wire structs. Every message starts with an RPCHeader. Field names are the msgpack
+// encoding; renaming one breaks compatibility with running clusters.
+
+// RPCHeader identifies the sender of every message.
+type RPCHeader struct {
+	// ProtocolVersion is the sender's ProtocolVersion.
+	ProtocolVersion int
+	// ID and Addr name the sender; followers learn the leader from them.
+	ID   ServerID
+	Addr ServerAddress
+}
+
+// AppendEntriesRequest replicates entries and carries the commit index (Raft paper, Figure 2).
+// A request without entries and with PrevLogIndex 0 is a heartbeat: it asserts leadership but
+// neither checks nor changes the log.
+type AppendEntriesRequest struct {
+	RPCHeader
+	Term              uint64
+	PrevLogIndex      uint64
+	PrevLogTerm       uint64
+	Entries           []*Log
+	LeaderCommitIndex uint64
+}
+
+// AppendEntriesResponse answers an AppendEntriesRequest. A rejection for a log mismatch carries
+// a conflict hint so the leader can skip a whole term per round trip (Raft paper, section 5.3,
+// the optimization at its end).
+type AppendEntriesResponse struct {
+	RPCHeader
+	Term    uint64
+	Success bool
+	// LastLogIndex is the follower's last log index.
+	LastLogIndex uint64
+	// ConflictTerm is the term of the follower's entry at PrevLogIndex, or 0 if the follower
+	// has no entry there. ConflictIndex is the first index the follower holds with
+	// ConflictTerm (or LastLogIndex+1 when ConflictTerm is 0).
+	ConflictTerm  uint64
+	ConflictIndex uint64
+}
+
+// RequestVoteRequest asks for a vote (Raft paper, Figure 2).
+type RequestVoteRequest struct {
+	RPCHeader
+	Term         uint64
+	LastLogIndex uint64
+	LastLogTerm  uint64
+	// LeadershipTransfer is set when the candidate was told to run by TimeoutNow; voters
+	// then skip the check that they have not heard from a leader recently.
+	LeadershipTransfer bool
+}
+
+// RequestVoteResponse answers a RequestVoteRequest.
+type RequestVoteResponse struct {
+	RPCHeader
+	Term    uint64
+	Granted bool
+}
+
+// RequestPreVoteRequest asks whether the sender would win an election for Term without
+// anyone changing their term (Ongaro's thesis, section 9.6).
+type RequestPreVoteRequest struct {
+	RPCHeader
+	// Term is the term the candidate would use: its current term plus one.
+	Term         uint64
+	LastLogIndex uint64
+	LastLogTerm  uint64
+}
+
+// RequestPreVoteResponse answers a RequestPreVoteRequest.
+type RequestPreVoteResponse struct {
+	RPCHeader
+	// Term is the responder's current term.
+	Term    uint64
+	Granted bool
+}
+
+// InstallSnapshotRequest is sent to a follower whose next entry was already compacted away.
+// The snapshot body (Size bytes) follows on the stream.
+type InstallSnapshotRequest struct {
+	RPCHeader
+	SnapshotVersion int
+	Term            uint64
+	LastLogIndex    uint64
+	LastLogTerm     uint64
+	// Configuration is the encoded configuration as of LastLogIndex, ConfigurationIndex the
+	// index it was committed at.
+	Configuration      []byte
+	ConfigurationIndex uint64
+	Size               int64
+}
+
+// InstallSnapshotResponse answers an InstallSnapshotRequest.
+type InstallSnapshotResponse struct {
+	RPCHeader
+	Term    uint64
+	Success bool
+}
+
+// TimeoutNowRequest tells a follower to start an election at once (leadership transfer).
+type TimeoutNowRequest struct {
+	RPCHeader
+	Term uint64
+}
+
+// TimeoutNowResponse answers a TimeoutNowRequest.
+type TimeoutNowResponse struct {
+	RPCHeader
+	Term uint64
+}
