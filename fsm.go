@@ -1,6 +1,10 @@
 package raft
 
-import "io"
+import (
+	"fmt"
+	"io"
+	"time"
+)
 
 // FSM is the user's replicated state machine.
 //
@@ -45,4 +49,165 @@ type FSMSnapshot interface {
 	// Release is called once the snapshot is no longer needed, whether Persist succeeded
 	// or not.
 	Release()
+}
+
+// commitTuple is one committed entry on its way to the FSM, with the future of the client
+// waiting for it on this node, if any.
+type commitTuple struct {
+	log    *Log
+	future *logFuture
+}
+
+// fsmTask is one unit of work for the FSM goroutine, in log order: a batch of committed
+// entries, or a snapshot restore.
+type fsmTask struct {
+	commits []commitTuple
+	restore *restoreTask
+}
+
+// restoreTask asks the FSM goroutine to replace the FSM state with a stored snapshot.
+type restoreTask struct {
+	id                 string
+	index              uint64
+	term               uint64
+	configuration      Configuration
+	configurationIndex uint64
+	done               chan error // buffer 1: the FSM goroutine never blocks answering
+}
+
+// fsmSnapshotRequest asks the FSM goroutine for a point-in-time FSM snapshot.
+type fsmSnapshotRequest struct {
+	done chan fsmSnapshotResult // buffer 1
+}
+
+type fsmSnapshotResult struct {
+	snapshot           FSMSnapshot
+	index              uint64
+	term               uint64
+	configuration      Configuration
+	configurationIndex uint64
+	err                error
+}
+
+// runFSM is the FSM goroutine: the only caller of the user's FSM. It exits on shutdown.
+func (r *Raft) runFSM() {
+	batcher, batching := r.fsm.(BatchingFSM)
+	for {
+		select {
+		case t := <-r.fsmCh:
+			if t.restore != nil {
+				t.restore.done <- r.fsmRestore(t.restore)
+				continue
+			}
+			if batching {
+				r.applyBatch(batcher, t.commits)
+			} else {
+				r.applyOneByOne(t.commits)
+			}
+		case req := <-r.fsmSnapshotCh:
+			req.done <- r.fsmSnapshot()
+		case <-r.shutdownCh:
+			return
+		}
+	}
+}
+
+// applyOneByOne applies a batch through FSM.Apply.
+func (r *Raft) applyOneByOne(commits []commitTuple) {
+	start := time.Now()
+	for _, c := range commits {
+		var resp any
+		if c.log.Type == LogCommand {
+			resp = r.fsm.Apply(c.log)
+		}
+		if c.future != nil {
+			c.future.response = resp
+		}
+	}
+	r.finishApply(commits, start)
+}
+
+// applyBatch applies the commands of a batch with one ApplyBatch call.
+func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) {
+	start := time.Now()
+	cmds := make([]*Log, 0, len(commits))
+	for _, c := range commits {
+		if c.log.Type == LogCommand {
+			cmds = append(cmds, c.log)
+		}
+	}
+	var resps []any
+	if len(cmds) > 0 {
+		resps = fsm.ApplyBatch(cmds)
+		if len(resps) != len(cmds) {
+			panic(fmt.Sprintf("raft: BatchingFSM.ApplyBatch returned %d responses for %d entries", len(resps), len(cmds)))
+		}
+	}
+	i := 0
+	for _, c := range commits {
+		if c.log.Type != LogCommand {
+			continue
+		}
+		if c.future != nil {
+			c.future.response = resps[i]
+		}
+		i++
+	}
+	r.finishApply(commits, start)
+}
+
+// finishApply publishes the applied index, then resolves the futures: a client never hears
+// of success before its entry was applied.
+func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
+	for _, c := range commits {
+		if c.log.Type != LogConfiguration {
+			continue
+		}
+		if conf, err := DecodeConfiguration(c.log.Data); err == nil {
+			r.fsmConfig, r.fsmConfigIndex = conf, c.log.Index
+		} else {
+			r.logger.Error("committed configuration entry does not decode", "index", c.log.Index, "error", err)
+		}
+	}
+	last := commits[len(commits)-1].log
+	r.applied.Store(&indexTerm{index: last.Index, term: last.Term})
+	fsmApplyMetric(start, len(commits))
+	for _, c := range commits {
+		if c.future != nil {
+			applyLatencyMetric(c.future.created)
+			c.future.respond(nil)
+		}
+	}
+}
+
+// fsmSnapshot takes the FSM's point-in-time snapshot with the index it covers.
+func (r *Raft) fsmSnapshot() fsmSnapshotResult {
+	index, term := r.appliedIndexTerm()
+	if snapIndex, _ := r.snapshotIndexTerm(); index == 0 || index <= snapIndex {
+		return fsmSnapshotResult{err: ErrNothingNewToSnapshot}
+	}
+	start := time.Now()
+	snap, err := r.fsm.Snapshot()
+	fsmSnapshotMetric(start)
+	if err != nil {
+		return fsmSnapshotResult{err: fmt.Errorf("raft: FSM snapshot: %w", err)}
+	}
+	return fsmSnapshotResult{snapshot: snap, index: index, term: term,
+		configuration: r.fsmConfig.Clone(), configurationIndex: r.fsmConfigIndex}
+}
+
+// fsmRestore replaces the FSM state with a stored snapshot.
+func (r *Raft) fsmRestore(t *restoreTask) error {
+	_, rc, err := r.snaps.Open(t.id)
+	if err != nil {
+		return fmt.Errorf("raft: opening snapshot %s: %w", t.id, err)
+	}
+	start := time.Now()
+	if err := r.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("raft: restoring snapshot %s: %w", t.id, err)
+	}
+	fsmRestoreMetric(start)
+	r.fsmConfig, r.fsmConfigIndex = t.configuration.Clone(), t.configurationIndex
+	r.applied.Store(&indexTerm{index: t.index, term: t.term})
+	return nil
 }

@@ -1,6 +1,11 @@
 package raft
 
-import "io"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
 
 // SnapshotVersion is the snapshot format version this build writes and understands.
 const SnapshotVersion = 1
@@ -44,4 +49,393 @@ type SnapshotSink interface {
 	ID() string
 	// Cancel abandons the snapshot and removes what was written.
 	Cancel() error
+}
+
+// userSnapshotFuture is returned by Raft.Snapshot.
+type userSnapshotFuture struct {
+	deferError
+	r  *Raft
+	id string // written before respond
+}
+
+// Open implements SnapshotFuture.
+func (u *userSnapshotFuture) Open() (*SnapshotMeta, io.ReadCloser, error) {
+	if err := u.Error(); err != nil {
+		return nil, nil, err
+	}
+	return u.r.snaps.Open(u.id)
+}
+
+// Snapshot takes a snapshot now, whatever the threshold, and compacts the log. It fails with
+// ErrNothingNewToSnapshot when nothing was applied since the last one.
+func (r *Raft) Snapshot() SnapshotFuture {
+	f := &userSnapshotFuture{r: r}
+	f.init()
+	f.shutdownCh = r.shutdownCh
+	select {
+	case r.userSnapshotCh <- f:
+		return f
+	case <-r.shutdownCh:
+		return errorFuture{ErrRaftShutdown}
+	}
+}
+
+// runSnapshots is the snapshot goroutine: every SnapshotInterval (plus jitter) it snapshots
+// when SnapshotThreshold entries were applied since the last snapshot, and it serves
+// Snapshot calls. It exits on shutdown.
+func (r *Raft) runSnapshots() {
+	rng := r.snapshotRng
+	for {
+		timer := time.NewTimer(r.conf.SnapshotInterval + time.Duration(rng.Int63n(int64(r.conf.SnapshotInterval))))
+		select {
+		case <-timer.C:
+			applied, _ := r.appliedIndexTerm()
+			snapIndex, _ := r.snapshotIndexTerm()
+			if applied-snapIndex < r.conf.SnapshotThreshold {
+				continue
+			}
+			if _, err := r.takeSnapshot(); err != nil && !errors.Is(err, ErrNothingNewToSnapshot) {
+				r.logger.Error("taking snapshot failed", "error", err)
+			}
+		case f := <-r.userSnapshotCh:
+			timer.Stop()
+			id, err := r.takeSnapshot()
+			f.id = id
+			f.respond(err)
+		case <-r.shutdownCh:
+			timer.Stop()
+			return
+		}
+	}
+}
+
+// takeSnapshot asks the FSM goroutine for a point-in-time snapshot, persists it while the FSM
+// keeps applying, then compacts the log behind it.
+func (r *Raft) takeSnapshot() (string, error) {
+	req := &fsmSnapshotRequest{done: make(chan fsmSnapshotResult, 1)}
+	select {
+	case r.fsmSnapshotCh <- req:
+	case <-r.shutdownCh:
+		return "", ErrRaftShutdown
+	}
+	var res fsmSnapshotResult
+	select {
+	case res = <-req.done:
+	case <-r.shutdownCh:
+		return "", ErrRaftShutdown
+	}
+	if res.err != nil {
+		return "", res.err
+	}
+	defer res.snapshot.Release()
+	start := time.Now()
+	sink, err := r.snaps.Create(SnapshotVersion, res.index, res.term, res.configuration, res.configurationIndex)
+	if err != nil {
+		return "", fmt.Errorf("raft: creating snapshot: %w", err)
+	}
+	if err := res.snapshot.Persist(sink); err != nil {
+		_ = sink.Cancel()
+		return "", fmt.Errorf("raft: persisting snapshot: %w", err)
+	}
+	snapshotPersistMetric(start)
+	r.logger.Info("snapshot complete", "index", res.index, "term", res.term)
+
+	r.snapshotMu.Lock()
+	defer r.snapshotMu.Unlock()
+	if cur, _ := r.snapshotIndexTerm(); res.index > cur {
+		r.snapshot.Store(&indexTerm{index: res.index, term: res.term})
+	}
+	if err := r.compactLogs(res.index); err != nil {
+		return sink.ID(), err
+	}
+	return sink.ID(), nil
+}
+
+// compactLogs deletes the log up to snapIndex, keeping TrailingLogs entries behind it so
+// slightly lagging followers still catch up from the log. Called with snapshotMu held.
+func (r *Raft) compactLogs(snapIndex uint64) error {
+	if snapIndex <= r.conf.TrailingLogs {
+		return nil
+	}
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft: compaction: reading first index: %w", err)
+	}
+	upTo := snapIndex - r.conf.TrailingLogs
+	if first == 0 || upTo < first {
+		return nil
+	}
+	if err := r.logs.DeleteRange(first, upTo); err != nil {
+		return fmt.Errorf("raft: compacting log [%d, %d]: %w", first, upTo, err)
+	}
+	r.logger.Info("compacted log", "index", upTo)
+	return nil
+}
+
+// restoreSnapshotOnStart restores the newest snapshot that opens cleanly, falling back to
+// older ones when a newer one is corrupt.
+func (r *Raft) restoreSnapshotOnStart() error {
+	metas, err := r.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft: listing snapshots: %w", err)
+	}
+	for _, meta := range metas {
+		if !r.conf.NoSnapshotRestoreOnStart {
+			_, rc, err := r.snaps.Open(meta.ID)
+			if err != nil {
+				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
+				continue
+			}
+			if err := r.fsm.Restore(rc); err != nil {
+				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
+				continue
+			}
+			r.logger.Info("restored snapshot", "snapshot", meta.ID, "index", meta.Index)
+		}
+		r.adoptSnapshot(meta)
+		return nil
+	}
+	if len(metas) > 0 {
+		return fmt.Errorf("raft: none of the %d stored snapshots could be restored", len(metas))
+	}
+	return nil
+}
+
+// adoptSnapshot makes a restored snapshot the node's starting point.
+func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
+	it := &indexTerm{index: meta.Index, term: meta.Term}
+	r.snapshot.Store(it)
+	r.applied.Store(it)
+	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
+	r.commitIndex.Store(meta.Index)
+	r.fsmQueuedIndex = meta.Index
+	r.configurations = configurations{
+		committed: meta.Configuration.Clone(), committedIndex: meta.ConfigurationIndex,
+		latest: meta.Configuration.Clone(), latestIndex: meta.ConfigurationIndex,
+	}
+}
+
+// handleInstallSnapshot receives a snapshot from the leader, restores the FSM from it and
+// makes the log consistent with it (Raft paper, Figure 13).
+func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
+	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := checkHeader(req.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if req.Term < r.currentTerm.Load() {
+		rpc.Respond(resp, nil)
+		return
+	}
+	if req.Term > r.currentTerm.Load() || r.getState() != Follower {
+		if r.getState() == Leader && req.Term == r.currentTerm.Load() {
+			rpc.Respond(nil, fmt.Errorf("%w: two leaders in term %d", ErrBadRequest, req.Term))
+			return
+		}
+		if !r.stepDown(req.Term, ErrLeadershipLost) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
+		}
+		resp.Term = req.Term
+	}
+	r.setLeader(req.ID, req.Addr)
+	r.lastContact.Store(time.Now().UnixNano())
+	config, err := validateInstallSnapshot(req)
+	if err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if req.LastLogIndex <= r.commitIndex.Load() {
+		// We already hold everything it covers, committed.
+		resp.Success = true
+		rpc.Respond(resp, nil)
+		return
+	}
+	if err := r.installSnapshot(req, config, rpc.Reader); err != nil {
+		r.logger.Error("installing snapshot failed", "index", req.LastLogIndex, "error", err)
+		rpc.Respond(nil, err)
+		return
+	}
+	r.lastContact.Store(time.Now().UnixNano())
+	resp.Success = true
+	rpc.Respond(resp, nil)
+}
+
+func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error) {
+	switch {
+	case req.Size < 0:
+		return Configuration{}, fmt.Errorf("%w: negative snapshot size %d", ErrBadRequest, req.Size)
+	case req.LastLogIndex == 0 || req.LastLogTerm == 0 || req.LastLogTerm > req.Term:
+		return Configuration{}, fmt.Errorf("%w: snapshot at index %d term %d", ErrBadRequest, req.LastLogIndex, req.LastLogTerm)
+	case req.SnapshotVersion != SnapshotVersion:
+		return Configuration{}, fmt.Errorf("%w: snapshot version %d", ErrBadRequest, req.SnapshotVersion)
+	case req.ConfigurationIndex > req.LastLogIndex:
+		return Configuration{}, fmt.Errorf("%w: configuration index %d past the snapshot", ErrBadRequest, req.ConfigurationIndex)
+	}
+	c, err := DecodeConfiguration(req.Configuration)
+	if err != nil {
+		return Configuration{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return c, nil
+}
+
+// installSnapshot stores the streamed snapshot, restores the FSM from it and fixes the log.
+// The data is streamed into the store, never held whole in memory; an interrupted transfer
+// cancels the sink, leaving nothing behind.
+func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration, data io.Reader) error {
+	start := time.Now()
+	if data == nil {
+		return fmt.Errorf("%w: snapshot without data", ErrBadRequest)
+	}
+	sink, err := r.snaps.Create(req.SnapshotVersion, req.LastLogIndex, req.LastLogTerm, config, req.ConfigurationIndex)
+	if err != nil {
+		return fmt.Errorf("raft: creating snapshot: %w", err)
+	}
+	n, err := io.Copy(sink, io.LimitReader(data, req.Size))
+	if err == nil && n != req.Size {
+		err = fmt.Errorf("raft: snapshot stream ended after %d of %d bytes", n, req.Size)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("raft: receiving snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("raft: closing snapshot: %w", err)
+	}
+	task := &restoreTask{id: sink.ID(), index: req.LastLogIndex, term: req.LastLogTerm,
+		configuration: config, configurationIndex: req.ConfigurationIndex, done: make(chan error, 1)}
+	if !r.sendToFSM(fsmTask{restore: task}) {
+		return ErrRaftShutdown
+	}
+	select {
+	case err = <-task.done:
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+	if err != nil {
+		// The FSM may be half restored: this node cannot go on.
+		r.fatal(err)
+		return err
+	}
+	r.snapshotMu.Lock()
+	defer r.snapshotMu.Unlock()
+	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
+		r.fatal(err)
+		return err
+	}
+	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
+	r.fsmQueuedIndex = req.LastLogIndex
+	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
+		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
+	r.setCommitIndex(max(r.commitIndex.Load(), req.LastLogIndex))
+	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
+		r.fatal(err)
+		return err
+	}
+	snapshotInstallMetric(start)
+	r.logger.Info("installed snapshot", "index", req.LastLogIndex, "term", req.LastLogTerm)
+	return nil
+}
+
+// discardLogBehind keeps the entries after the snapshot only when the log holds the
+// snapshot's last entry with the same term; otherwise the whole log goes (Raft paper, Figure
+// 13, steps 6 and 7), so the node can never fall back into asking for the same snapshot.
+func (r *Raft) discardLogBehind(index, term uint64) error {
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft: reading first index: %w", err)
+	}
+	lastIndex, _ := r.lastLogIndexTerm()
+	keep := false
+	if index < lastIndex {
+		var l Log
+		if err := r.logs.GetLog(index, &l); err == nil && l.Term == term {
+			keep = true
+		}
+	}
+	if first == 0 {
+		r.lastLog.Store(&indexTerm{index: index, term: term})
+		return nil
+	}
+	if keep {
+		return r.logs.DeleteRange(first, index)
+	}
+	if err := r.logs.DeleteRange(first, max(lastIndex, first)); err != nil {
+		return fmt.Errorf("raft: discarding log: %w", err)
+	}
+	r.lastLog.Store(&indexTerm{index: index, term: term})
+	return nil
+}
+
+// rescanConfigurations makes the latest configuration entry at or after from, if any, the
+// latest configuration.
+func (r *Raft) rescanConfigurations(from uint64) error {
+	last, _ := r.lastLogIndexTerm()
+	for i := from; i <= last; i++ {
+		var l Log
+		if err := r.logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("raft: reading log entry %d: %w", i, err)
+		}
+		if l.Type != LogConfiguration {
+			continue
+		}
+		c, err := DecodeConfiguration(l.Data)
+		if err != nil {
+			return fmt.Errorf("raft: log entry %d: %w", i, err)
+		}
+		r.configurations.latest, r.configurations.latestIndex = c, i
+	}
+	r.publishConfigurations()
+	return nil
+}
+
+// sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
+// stop or back off.
+func (s *replicator) sendLatestSnapshot() bool {
+	peer := s.peer.Load()
+	metas, err := s.r.snaps.List()
+	if err != nil || len(metas) == 0 {
+		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
+		s.failures++
+		return s.wait(s.backoff())
+	}
+	meta, rc, err := s.r.snaps.Open(metas[0].ID)
+	if err != nil {
+		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
+		s.failures++
+		return s.wait(s.backoff())
+	}
+	defer rc.Close()
+	req := &InstallSnapshotRequest{
+		RPCHeader:          s.r.header(),
+		SnapshotVersion:    meta.Version,
+		Term:               s.ls.term,
+		LastLogIndex:       meta.Index,
+		LastLogTerm:        meta.Term,
+		Configuration:      EncodeConfiguration(meta.Configuration),
+		ConfigurationIndex: meta.ConfigurationIndex,
+		Size:               meta.Size,
+	}
+	var resp InstallSnapshotResponse
+	start := time.Now()
+	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, rc); err != nil {
+		s.r.logger.Warn("sending snapshot failed", "peer", string(peer.ID), "index", meta.Index, "error", err)
+		s.failures++
+		return s.wait(s.backoff())
+	}
+	rpcMetric("install_snapshot", peer.ID, start)
+	if resp.Term > s.ls.term {
+		s.notifyStepDown(resp.Term)
+		return false
+	}
+	s.setContact()
+	if !resp.Success {
+		s.failures++
+		return s.wait(s.backoff())
+	}
+	s.failures = 0
+	s.advanceMatch(meta.Index)
+	s.nextIndex = meta.Index + 1
+	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)
+	return true
 }

@@ -1,0 +1,128 @@
+package raft
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Config tunes a node. Start from DefaultConfig and set LocalID; NewRaft validates it with
+// ValidateConfig and keeps a copy, so changing a Config after NewRaft has no effect.
+type Config struct {
+	// LocalID is this server's ID; it must match the ID in the cluster configuration.
+	LocalID ServerID
+
+	// HeartbeatTimeout is how long a follower goes without hearing from a leader before it
+	// starts an election; the actual timeout is drawn at random from [HeartbeatTimeout,
+	// 2*HeartbeatTimeout) each time. The leader sends heartbeats every HeartbeatTimeout/10.
+	HeartbeatTimeout time.Duration
+
+	// ElectionTimeout is how long a candidate waits for an election round to succeed before
+	// starting another, again drawn from [ElectionTimeout, 2*ElectionTimeout).
+	ElectionTimeout time.Duration
+
+	// CommitTimeout is the longest a replication goroutine waits without new entries before it
+	// sends an AppendEntries anyway, so followers learn the commit index promptly.
+	CommitTimeout time.Duration
+
+	// LeaderLeaseTimeout is how long a leader may go without hearing from a quorum before it
+	// steps down (check-quorum). It must not exceed HeartbeatTimeout.
+	LeaderLeaseTimeout time.Duration
+
+	// LogStoreTimeout bounds one local log write on the leader: a leader whose LogStore takes
+	// longer steps down rather than heartbeating while every write times out.
+	LogStoreTimeout time.Duration
+
+	// MaxAppendEntries is the most entries the leader groups into one local write and sends
+	// in one AppendEntries request.
+	MaxAppendEntries int
+
+	// BatchApplyCh gives the apply queue a buffer of MaxAppendEntries so that concurrent
+	// Apply calls queue without waiting on the main loop; on by default.
+	BatchApplyCh bool
+
+	// PreVoteDisabled turns off the pre-vote phase (Ongaro's thesis, section 9.6). Pre-vote
+	// stops a node that was partitioned away from disrupting the cluster when it returns.
+	PreVoteDisabled bool
+
+	// TrailingLogs is how many entries stay in the log after a snapshot, so that slightly
+	// lagging followers catch up from the log rather than by InstallSnapshot.
+	TrailingLogs uint64
+
+	// SnapshotThreshold is how many entries must be applied since the last snapshot before
+	// the snapshot goroutine takes another one.
+	SnapshotThreshold uint64
+
+	// SnapshotInterval is how often (with random jitter up to the same again) the snapshot
+	// goroutine checks SnapshotThreshold.
+	SnapshotInterval time.Duration
+
+	// NoSnapshotRestoreOnStart skips restoring the newest snapshot into the FSM at start-up,
+	// for FSMs that persist their own state.
+	NoSnapshotRestoreOnStart bool
+
+	// NotifyCh, if set, receives true when this node becomes leader and false when it stops
+	// being leader. Sends never block: give it a buffer, or values are dropped.
+	NotifyCh chan<- bool
+
+	// Logger receives the node's logs; nil means a default hclog logger at Info level.
+	Logger hclog.Logger
+
+	// RandSeed seeds the node's random source (election timeouts). Zero picks a random seed;
+	// tests set it to replay a run.
+	RandSeed int64
+}
+
+// DefaultConfig returns a Config with production defaults. LocalID is left empty.
+func DefaultConfig() *Config {
+	return &Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		LogStoreTimeout:    5 * time.Second,
+		MaxAppendEntries:   64,
+		BatchApplyCh:       true,
+		TrailingLogs:       10240,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   120 * time.Second,
+	}
+}
+
+// maxAppendEntriesLimit caps MaxAppendEntries so one request stays a sane size.
+const maxAppendEntriesLimit = 1024
+
+// ValidateConfig reports the first problem with c. Every error wraps ErrInvalidConfig.
+func ValidateConfig(c *Config) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c == nil:
+		return bad("nil config")
+	case c.LocalID == "":
+		return bad("LocalID is empty")
+	case c.HeartbeatTimeout < 5*time.Millisecond:
+		return bad("HeartbeatTimeout %v is below 5ms", c.HeartbeatTimeout)
+	case c.ElectionTimeout < 5*time.Millisecond:
+		return bad("ElectionTimeout %v is below 5ms", c.ElectionTimeout)
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return bad("ElectionTimeout %v is below HeartbeatTimeout %v", c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.CommitTimeout < time.Millisecond:
+		return bad("CommitTimeout %v is below 1ms", c.CommitTimeout)
+	case c.LeaderLeaseTimeout < 5*time.Millisecond:
+		return bad("LeaderLeaseTimeout %v is below 5ms", c.LeaderLeaseTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return bad("LeaderLeaseTimeout %v is above HeartbeatTimeout %v: a deposed leader could outlive its lease", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.LogStoreTimeout <= 0:
+		return bad("LogStoreTimeout %v must be positive", c.LogStoreTimeout)
+	case c.MaxAppendEntries <= 0 || c.MaxAppendEntries > maxAppendEntriesLimit:
+		return bad("MaxAppendEntries %d is outside [1, %d]", c.MaxAppendEntries, maxAppendEntriesLimit)
+	case c.SnapshotInterval < 5*time.Millisecond:
+		return bad("SnapshotInterval %v is below 5ms", c.SnapshotInterval)
+	case c.SnapshotThreshold == 0:
+		return bad("SnapshotThreshold is zero")
+	}
+	return nil
+}

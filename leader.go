@@ -1,0 +1,447 @@
+package raft
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// leaderState is everything that exists only while this node leads one term. It is created by
+// runLeader and torn down by leaderCleanup, both on the main loop.
+type leaderState struct {
+	term uint64
+
+	// commitCh is poked by the commitment when the commit index moves (buffer 1, coalescing).
+	commitCh   chan struct{}
+	commitment *commitment
+
+	// inflight holds this term's entries from dispatch until they are handed to the FSM
+	// goroutine, in index order. Main loop only.
+	inflight []*logFuture
+
+	// replicators by peer; main loop only.
+	replicators map[ServerID]*replicator
+
+	// verifies awaiting a quorum of heartbeats; failed on cleanup. Main loop only.
+	verifies []*verifyFuture
+
+	// stepDownCh carries a higher term seen by a replication or heartbeat goroutine (buffer
+	// 1: one pending report is enough to make the main loop step down).
+	stepDownCh chan uint64
+
+	// stopCh is closed by leaderCleanup; every goroutine of this term exits on it.
+	stopCh chan struct{}
+
+	// cache holds this term's recent entries so replication can send them before (and while)
+	// the local write completes.
+	cache *logCache
+
+	// The local log writer: the main loop hands it one batch at a time.
+	writeCh      chan []*Log      // unbuffered: a batch is sent only while the writer is idle
+	writeDoneCh  chan writeResult // buffer 1: at most one batch is outstanding
+	writerExited chan struct{}    // closed by the writer when it exits
+	writerIdle   bool             // main loop only
+	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
+	pending      []*Log           // main loop only: dispatched, waiting for the writer
+}
+
+// writeResult is the outcome of one local StoreLogs by the leader's writer.
+type writeResult struct {
+	lastIndex uint64
+	err       error
+}
+
+// maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
+// leader stops taking applies until the disk catches up (backpressure instead of memory).
+func (r *Raft) maxPendingWrites() int { return 4 * r.conf.MaxAppendEntries }
+
+// runLeader leads one term: it sets up replication, appends the term's no-op entry and
+// serves requests until it steps down or shuts down.
+func (r *Raft) runLeader() {
+	term := r.currentTerm.Load()
+	r.logger.Info("entering leader state", "term", term)
+	r.setupLeaderState(term)
+	defer func() {
+		if r.leaderState != nil {
+			r.leaderCleanup(ErrRaftShutdown)
+		}
+	}()
+	// The no-op commits every entry of earlier terms with it (Raft paper, section 8).
+	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
+	r.dispatchLogs([]*logFuture{noop})
+
+	lease := time.NewTicker(max(r.conf.LeaderLeaseTimeout/4, time.Millisecond))
+	defer lease.Stop()
+	for r.getState() == Leader && r.leaderState != nil {
+		ls := r.leaderState
+		applyCh := r.applyCh
+		if len(ls.pending) >= r.maxPendingWrites() {
+			applyCh = nil // backpressure: the disk is behind
+		}
+		select {
+		case rpc := <-r.rpcCh:
+			r.processRPC(rpc)
+		case f := <-applyCh:
+			r.handleApply(f)
+		case res := <-ls.writeDoneCh:
+			r.handleWriteDone(res)
+		case <-ls.commitCh:
+			r.processLeaderCommits()
+		case t := <-ls.stepDownCh:
+			r.logger.Info("newer term seen by replication, stepping down", "term", t)
+			r.stepDown(t, ErrLeadershipLost)
+		case <-lease.C:
+			r.checkLeaderLease()
+		case v := <-r.verifyCh:
+			r.handleVerify(v)
+		case b := <-r.bootstrapCh:
+			b.respond(ErrCantBootstrap)
+		case <-r.shutdownCh:
+			return
+		}
+	}
+}
+
+// setupLeaderState creates this term's state and starts the writer and one replicator per
+// peer.
+func (r *Raft) setupLeaderState(term uint64) {
+	lastIndex, _ := r.lastLogIndexTerm()
+	ls := &leaderState{
+		term:         term,
+		commitCh:     make(chan struct{}, 1),
+		replicators:  make(map[ServerID]*replicator),
+		stepDownCh:   make(chan uint64, 1),
+		stopCh:       make(chan struct{}),
+		cache:        newLogCache(8 * maxAppendEntriesLimit),
+		writeCh:      make(chan []*Log),
+		writeDoneCh:  make(chan writeResult, 1),
+		writerExited: make(chan struct{}),
+		writerIdle:   true,
+	}
+	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
+	// counting replicas (Figure 8).
+	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
+	r.leaderState = ls
+	r.goFunc(func() { r.runLogWriter(ls) }) // exits on ls.stopCh or shutdown
+	r.startStopReplication()
+}
+
+// startStopReplication starts a replicator for every peer of the latest configuration that
+// has none and stops those of peers no longer in it.
+func (r *Raft) startStopReplication() {
+	ls := r.leaderState
+	lastIndex, _ := r.lastLogIndexTerm()
+	inConfig := make(map[ServerID]bool)
+	for _, s := range r.configurations.latest.Servers {
+		inConfig[s.ID] = true
+		if s.ID == r.localID {
+			continue
+		}
+		if repl, ok := ls.replicators[s.ID]; ok {
+			repl.setPeer(s)
+			continue
+		}
+		repl := newReplicator(r, ls, s, lastIndex+1)
+		ls.replicators[s.ID] = repl
+		r.goFunc(repl.run)       // exits on ls.stopCh, repl.stopCh or shutdown
+		r.goFunc(repl.heartbeat) // likewise
+		r.logger.Info("added peer, starting replication", "peer", string(s.ID))
+	}
+	for id, repl := range ls.replicators {
+		if !inConfig[id] {
+			close(repl.stopCh)
+			delete(ls.replicators, id)
+			r.logger.Info("removed peer, stopping replication", "peer", string(id))
+		}
+	}
+	ls.commitment.setVoters(r.configurations.latest.voters())
+}
+
+// handleApply drains the apply queue into one batch (group commit) and dispatches it.
+func (r *Raft) handleApply(first *logFuture) {
+	batch := []*logFuture{first}
+	limit := r.conf.MaxAppendEntries
+drain:
+	for len(batch) < limit {
+		select {
+		case f := <-r.applyCh:
+			batch = append(batch, f)
+		default:
+			break drain
+		}
+	}
+	r.dispatchLogs(batch)
+}
+
+// dispatchLogs gives entries their term and index, makes them visible to replication at once
+// and queues them for the local write; the leader counts itself only once the write is
+// durable.
+func (r *Raft) dispatchLogs(futures []*logFuture) {
+	ls := r.leaderState
+	now := time.Now()
+	lastIndex, _ := r.lastLogIndexTerm()
+	logs := make([]*Log, len(futures))
+	for i, f := range futures {
+		lastIndex++
+		f.log.Index, f.log.Term = lastIndex, ls.term
+		f.dispatched = now
+		logs[i] = &f.log
+	}
+	ls.inflight = append(ls.inflight, futures...)
+	ls.cache.add(logs)
+	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
+	ls.pending = append(ls.pending, logs...)
+	dispatchMetric(len(logs))
+	r.maybeStartWrite()
+	for _, repl := range ls.replicators {
+		repl.trigger()
+	}
+}
+
+// maybeStartWrite hands everything pending to the writer if it is idle.
+func (r *Raft) maybeStartWrite() {
+	ls := r.leaderState
+	if !ls.writerIdle || len(ls.pending) == 0 {
+		return
+	}
+	batch := ls.pending
+	ls.pending = nil
+	ls.writerIdle = false
+	ls.writeStarted = time.Now()
+	select {
+	case ls.writeCh <- batch:
+	case <-r.shutdownCh:
+	}
+}
+
+// runLogWriter persists the leader's batches, one StoreLogs (one fsync) per batch.
+func (r *Raft) runLogWriter(ls *leaderState) {
+	defer close(ls.writerExited)
+	for {
+		select {
+		case batch := <-ls.writeCh:
+			start := time.Now()
+			err := r.logs.StoreLogs(batch)
+			storeLogsMetric(start, len(batch))
+			ls.writeDoneCh <- writeResult{lastIndex: batch[len(batch)-1].Index, err: err}
+		case <-ls.stopCh:
+			return
+		case <-r.shutdownCh:
+			return
+		}
+	}
+}
+
+// handleWriteDone counts the leader's own durable progress, or steps down on a failed write.
+func (r *Raft) handleWriteDone(res writeResult) {
+	ls := r.leaderState
+	ls.writerIdle = true
+	if res.err != nil {
+		r.logger.Error("local log write failed, stepping down", "index", res.lastIndex, "error", res.err)
+		r.stepDown(r.currentTerm.Load(), fmt.Errorf("%w: local log write failed: %v", ErrLeadershipLost, res.err))
+		return
+	}
+	ls.commitment.match(r.localID, res.lastIndex)
+	r.maybeStartWrite()
+}
+
+// processLeaderCommits hands newly committed entries, with their futures, to the FSM.
+func (r *Raft) processLeaderCommits() {
+	ls := r.leaderState
+	commit := ls.commitment.getCommitIndex()
+	if commit <= r.commitIndex.Load() {
+		return
+	}
+	r.setCommitIndex(commit)
+	n := 0
+	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
+		commitTimeMetric(ls.inflight[n].dispatched)
+		n++
+	}
+	ready := ls.inflight[:n:n]
+	ls.inflight = ls.inflight[n:]
+	r.applyCommitted(commit, ready)
+	if r.configurations.committedIndex == r.configurations.latestIndex && !r.configurations.latest.isVoter(r.localID) {
+		r.logger.Info("removed from the configuration, stepping down")
+		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	}
+}
+
+// checkLeaderLease steps down when no quorum was heard from within LeaderLeaseTimeout, or
+// when the local disk has been stuck in a write for longer than LogStoreTimeout.
+func (r *Raft) checkLeaderLease() {
+	ls := r.leaderState
+	if !ls.writerIdle && time.Since(ls.writeStarted) > r.conf.LogStoreTimeout {
+		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", ErrLogStoreTimeout)
+		r.stepDown(r.currentTerm.Load(), fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout))
+		return
+	}
+	contacted := 0
+	now := time.Now()
+	for _, s := range r.configurations.latest.Servers {
+		if s.Suffrage != Voter {
+			continue
+		}
+		if s.ID == r.localID {
+			contacted++
+			continue
+		}
+		if repl, ok := ls.replicators[s.ID]; ok && now.Sub(repl.getLastContact()) <= r.conf.LeaderLeaseTimeout {
+			contacted++
+		}
+	}
+	if contacted < r.configurations.latest.quorumSize() {
+		r.logger.Warn("failed to contact a quorum within the leader lease, stepping down", "term", ls.term)
+		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	}
+}
+
+// handleVerify asks every voter for a fresh heartbeat acknowledgement.
+func (r *Raft) handleVerify(v *verifyFuture) {
+	ls := r.leaderState
+	v.quorum = r.configurations.latest.quorumSize()
+	live := ls.verifies[:0]
+	for _, old := range ls.verifies {
+		select {
+		case <-old.done:
+		default:
+			live = append(live, old)
+		}
+	}
+	ls.verifies = append(live, v)
+	if r.configurations.latest.isVoter(r.localID) {
+		v.vote(r.localID)
+	}
+	for _, s := range r.configurations.latest.Servers {
+		if repl, ok := ls.replicators[s.ID]; ok && s.Suffrage == Voter {
+			repl.addVerify(v)
+		}
+	}
+}
+
+// leaderCleanup ends this node's leadership: it stops the term's goroutines, fails every
+// request still waiting with err, waits for the log writer so no write of the old term races
+// with follower-side log changes, and reloads the log tail from the store, since entries that
+// were dispatched but never written are not part of the local log.
+func (r *Raft) leaderCleanup(err error) {
+	ls := r.leaderState
+	r.leaderState = nil
+	close(ls.stopCh)
+	for _, f := range ls.inflight {
+		f.respond(err)
+	}
+	for _, v := range ls.verifies {
+		v.respond(err)
+	}
+	if l := r.leader.Load(); l.id == r.localID {
+		r.setLeader("", "")
+	}
+	if r.getState() == Leader {
+		r.setState(Follower)
+	}
+	select {
+	case <-ls.writerExited:
+	case <-r.shutdownCh:
+		return
+	}
+	if lerr := r.loadLastLog(); lerr != nil {
+		r.fatal(lerr)
+		return
+	}
+	if last, _ := r.lastLogIndexTerm(); r.configurations.latestIndex > last {
+		r.configurations.latest = r.configurations.committed.Clone()
+		r.configurations.latestIndex = r.configurations.committedIndex
+		r.publishConfigurations()
+	}
+}
+
+// applyCommitted hands the entries up to commit that were not handed over yet to the FSM
+// goroutine, in batches. ready holds this term's futures for some of them, in index order;
+// the other entries are read from the log.
+func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
+	batchLimit := r.conf.MaxAppendEntries
+	var batch []commitTuple
+	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
+		for len(ready) > 0 && ready[0].log.Index < idx {
+			ready = ready[1:] // already handed over (cannot happen, but never hand twice)
+		}
+		if len(ready) > 0 && ready[0].log.Index == idx {
+			batch = append(batch, commitTuple{log: &ready[0].log, future: ready[0]})
+			ready = ready[1:]
+		} else {
+			l := new(Log)
+			if err := r.getLog(idx, l); err != nil {
+				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
+				return
+			}
+			batch = append(batch, commitTuple{log: l})
+		}
+		if len(batch) >= batchLimit {
+			if !r.sendToFSM(fsmTask{commits: batch}) {
+				return
+			}
+			batch = nil
+		}
+		r.fsmQueuedIndex = idx
+	}
+	if len(batch) > 0 {
+		r.sendToFSM(fsmTask{commits: batch})
+	}
+}
+
+// getLog reads an entry, from the leader's cache first.
+func (r *Raft) getLog(index uint64, l *Log) error {
+	if ls := r.leaderState; ls != nil {
+		if e := ls.cache.get(index); e != nil {
+			*l = *e
+			return nil
+		}
+	}
+	return r.logs.GetLog(index, l)
+}
+
+// sendToFSM queues a task for the FSM goroutine; false on shutdown.
+func (r *Raft) sendToFSM(t fsmTask) bool {
+	select {
+	case r.fsmCh <- t:
+		return true
+	case <-r.shutdownCh:
+		for _, c := range t.commits {
+			if c.future != nil {
+				c.future.respond(ErrRaftShutdown)
+			}
+		}
+		return false
+	}
+}
+
+// logCache is a ring of the leader's most recent entries, so replication can send entries
+// the local writer has not made durable yet. Readers are replication goroutines; the main
+// loop writes.
+type logCache struct {
+	mu      sync.RWMutex
+	entries []*Log // guarded by mu; slot index % len
+}
+
+func newLogCache(capacity int) *logCache {
+	return &logCache{entries: make([]*Log, capacity)}
+}
+
+func (c *logCache) add(logs []*Log) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range logs {
+		c.entries[l.Index%uint64(len(c.entries))] = l
+	}
+}
+
+// get returns the cached entry or nil. Entries are never modified after dispatch, so the
+// pointer may be shared.
+func (c *logCache) get(index uint64) *Log {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if l := c.entries[index%uint64(len(c.entries))]; l != nil && l.Index == index {
+		return l
+	}
+	return nil
+}

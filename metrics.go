@@ -1,0 +1,73 @@
+package raft
+
+import (
+	"time"
+
+	metrics "github.com/hashicorp/go-metrics"
+)
+
+// Metrics go to go-metrics' global sink, which the embedding program configures. The names
+// are listed in the README; peer and role are labels, never parts of a name.
+
+var (
+	metricApplyLatency    = []string{"raft", "client", "apply_latency"}
+	metricCommitTime      = []string{"raft", "commit", "commit_time"}
+	metricDispatchBatch   = []string{"raft", "leader", "dispatch_batch_size"}
+	metricStoreLogsTime   = []string{"raft", "log", "store_logs_time"}
+	metricStoreLogsBatch  = []string{"raft", "log", "store_logs_batch_size"}
+	metricFSMApplyTime    = []string{"raft", "fsm", "apply_time"}
+	metricFSMBatchSize    = []string{"raft", "fsm", "apply_batch_size"}
+	metricFSMSnapshotTime = []string{"raft", "fsm", "snapshot_time"}
+	metricFSMRestoreTime  = []string{"raft", "fsm", "restore_time"}
+	metricRPCLatency      = []string{"raft", "replication", "rpc_latency"}
+	metricRPCProcessTime  = []string{"raft", "rpc", "process_time"}
+	metricRoleChange      = []string{"raft", "state", "role_change"}
+	metricElection        = []string{"raft", "state", "election"}
+	metricSnapshotPersist = []string{"raft", "snapshot", "persist_time"}
+	metricSnapshotInstall = []string{"raft", "snapshot", "install_time"}
+)
+
+func applyLatencyMetric(created time.Time) { metrics.MeasureSince(metricApplyLatency, created) }
+
+func commitTimeMetric(dispatched time.Time) { metrics.MeasureSince(metricCommitTime, dispatched) }
+
+func dispatchMetric(n int) { metrics.AddSample(metricDispatchBatch, float32(n)) }
+
+func storeLogsMetric(start time.Time, n int) {
+	metrics.MeasureSince(metricStoreLogsTime, start)
+	metrics.AddSample(metricStoreLogsBatch, float32(n))
+}
+
+func fsmApplyMetric(start time.Time, n int) {
+	metrics.MeasureSince(metricFSMApplyTime, start)
+	metrics.AddSample(metricFSMBatchSize, float32(n))
+}
+
+func fsmSnapshotMetric(start time.Time) { metrics.MeasureSince(metricFSMSnapshotTime, start) }
+
+func fsmRestoreMetric(start time.Time) { metrics.MeasureSince(metricFSMRestoreTime, start) }
+
+func rpcMetric(rpc string, peer ServerID, start time.Time) {
+	metrics.MeasureSinceWithLabels(metricRPCLatency, start,
+		[]metrics.Label{{Name: "rpc", Value: rpc}, {Name: "peer", Value: string(peer)}})
+}
+
+func rpcProcessMetric(rpc string, start time.Time) {
+	metrics.MeasureSinceWithLabels(metricRPCProcessTime, start, []metrics.Label{{Name: "rpc", Value: rpc}})
+}
+
+func roleChanged(s RaftState) {
+	metrics.IncrCounterWithLabels(metricRoleChange, 1, []metrics.Label{{Name: "role", Value: s.String()}})
+}
+
+func electionMetric(preVote bool) {
+	kind := "vote"
+	if preVote {
+		kind = "pre_vote"
+	}
+	metrics.IncrCounterWithLabels(metricElection, 1, []metrics.Label{{Name: "kind", Value: kind}})
+}
+
+func snapshotPersistMetric(start time.Time) { metrics.MeasureSince(metricSnapshotPersist, start) }
+
+func snapshotInstallMetric(start time.Time) { metrics.MeasureSince(metricSnapshotInstall, start) }

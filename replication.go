@@ -1,0 +1,497 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// replicator brings one peer's log up to date during one leader term. Its run goroutine owns
+// nextIndex and matchIndex; its heartbeat goroutine sends empty AppendEntries on their own so
+// they never queue behind a large request.
+type replicator struct {
+	r  *Raft
+	ls *leaderState
+
+	peer atomic.Pointer[Server] // main loop writes (address changes); goroutines read
+
+	// Owned by the run goroutine.
+	nextIndex uint64
+	failures  int
+
+	// matchIndex is written by the run goroutine, or by the pipeline receiver while the run
+	// goroutine waits for it.
+	matchIndex atomic.Uint64
+
+	// triggerCh is poked when new entries were dispatched (buffer 1, coalescing).
+	triggerCh chan struct{}
+	// stopCh is closed by the main loop when the peer leaves the configuration.
+	stopCh chan struct{}
+
+	lastContact atomic.Int64 // unix nanos of the last response in this term; both goroutines write
+
+	// Verify requests waiting for this peer's next heartbeat acknowledgement.
+	verifyMu sync.Mutex
+	verifies []*verifyFuture // guarded by verifyMu
+	verifyCh chan struct{}   // buffer 1, coalescing: wakes the heartbeat goroutine
+}
+
+func newReplicator(r *Raft, ls *leaderState, peer Server, nextIndex uint64) *replicator {
+	s := &replicator{
+		r:         r,
+		ls:        ls,
+		nextIndex: nextIndex,
+		triggerCh: make(chan struct{}, 1),
+		stopCh:    make(chan struct{}),
+		verifyCh:  make(chan struct{}, 1),
+	}
+	s.peer.Store(&peer)
+	// The lease starts with the term: a new leader is not deposed before it could reach
+	// anyone.
+	s.lastContact.Store(time.Now().UnixNano())
+	return s
+}
+
+func (s *replicator) setPeer(p Server) { s.peer.Store(&p) }
+
+func (s *replicator) getLastContact() time.Time { return time.Unix(0, s.lastContact.Load()) }
+
+func (s *replicator) setContact() { s.lastContact.Store(time.Now().UnixNano()) }
+
+// trigger wakes the run goroutine without blocking.
+func (s *replicator) trigger() {
+	select {
+	case s.triggerCh <- struct{}{}:
+	default:
+	}
+}
+
+// stopped reports whether the term or this peer's replication ended.
+func (s *replicator) stopped() bool {
+	select {
+	case <-s.ls.stopCh:
+		return true
+	case <-s.stopCh:
+		return true
+	case <-s.r.shutdownCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait blocks for d, or less if the replicator is stopped; false when stopped.
+func (s *replicator) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ls.stopCh:
+	case <-s.stopCh:
+	case <-s.r.shutdownCh:
+	}
+	return false
+}
+
+// notifyStepDown reports a higher term to the main loop.
+func (s *replicator) notifyStepDown(term uint64) {
+	select {
+	case s.ls.stepDownCh <- term:
+	default: // a report is already pending
+	}
+}
+
+// backoff is the pause after the n-th consecutive failure: doubling from 10ms, capped so a
+// recovered peer is caught up within half a heartbeat timeout.
+func (s *replicator) backoff() time.Duration {
+	d := 10 * time.Millisecond << min(s.failures, 10)
+	return min(d, s.r.conf.HeartbeatTimeout/2)
+}
+
+// run replicates until stopped: on new entries, or every CommitTimeout so the peer learns the
+// commit index.
+func (s *replicator) run() {
+	pipelineOK := true
+	for {
+		timer := time.NewTimer(s.r.conf.CommitTimeout)
+		select {
+		case <-s.triggerCh:
+		case <-timer.C:
+		case <-s.ls.stopCh:
+		case <-s.stopCh:
+		case <-s.r.shutdownCh:
+		}
+		timer.Stop()
+		if s.stopped() {
+			return
+		}
+		if s.replicate() && pipelineOK {
+			pipelineOK = s.runPipeline()
+		}
+	}
+}
+
+// replicate sends AppendEntries (or a snapshot) until the peer holds the whole log. It
+// returns true when the peer is caught up.
+func (s *replicator) replicate() bool {
+	for !s.stopped() {
+		lastIndex, _ := s.r.lastLogIndexTerm()
+		req, err := s.buildRequest(s.nextIndex, lastIndex)
+		if errors.Is(err, ErrLogNotFound) {
+			// The entries the peer needs were compacted away.
+			if !s.sendLatestSnapshot() {
+				return false
+			}
+			continue
+		}
+		if err != nil {
+			s.r.logger.Error("building append entries failed", "peer", string(s.peer.Load().ID), "error", err)
+			s.failures++
+			if !s.wait(s.backoff()) {
+				return false
+			}
+			continue
+		}
+		var resp AppendEntriesResponse
+		peer := s.peer.Load()
+		start := time.Now()
+		if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, &resp); err != nil {
+			s.failures++
+			s.r.logger.Debug("append entries failed", "peer", string(peer.ID), "error", err)
+			if !s.wait(s.backoff()) {
+				return false
+			}
+			continue
+		}
+		rpcMetric("append_entries", peer.ID, start)
+		if !s.handleResponse(req, &resp) {
+			return false
+		}
+		if resp.Success && s.nextIndex > lastIndex {
+			return true
+		}
+	}
+	return false
+}
+
+// handleResponse applies one AppendEntries response to nextIndex/matchIndex; false when the
+// term is over for this node.
+func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntriesResponse) bool {
+	if resp.Term > s.ls.term {
+		s.notifyStepDown(resp.Term)
+		return false
+	}
+	s.failures = 0
+	s.setContact()
+	if resp.Success {
+		last := req.PrevLogIndex + uint64(len(req.Entries))
+		s.advanceMatch(last)
+		s.nextIndex = max(s.nextIndex, last+1)
+		return true
+	}
+	s.nextIndex = nextIndexAfterReject(req.PrevLogIndex, s.matchIndex.Load(), resp, s.leaderTermAt)
+	return true
+}
+
+// leaderTermAt reads the term of one of the leader's entries for the conflict search.
+func (s *replicator) leaderTermAt(index uint64) (uint64, bool) {
+	t, err := s.termAt(index)
+	return t, err == nil
+}
+
+// nextIndexAfterReject picks the next index to try after a log-mismatch rejection of a
+// request whose previous entry was prevIndex (Raft paper, end of section 5.3). A follower
+// whose log is too short says where it ends; otherwise it names the term it has at prevIndex
+// and that term's first index. If the leader has entries of that term, it resumes after its
+// last one; if not, it skips the whole term. The result never passes prevIndex (so every
+// round makes progress) and never goes below matchIndex+1.
+func nextIndexAfterReject(prevIndex, matchIndex uint64, resp *AppendEntriesResponse, termAt func(uint64) (uint64, bool)) uint64 {
+	next := resp.ConflictIndex
+	if resp.ConflictTerm != 0 {
+		// Terms never decrease along the log: binary search the last index <= prevIndex
+		// with a term <= ConflictTerm.
+		lo, hi := max(resp.ConflictIndex, 1), prevIndex
+		found := uint64(0)
+		for lo <= hi && hi > 0 {
+			mid := lo + (hi-lo)/2
+			t, ok := termAt(mid)
+			if !ok {
+				break
+			}
+			if t <= resp.ConflictTerm {
+				if t == resp.ConflictTerm {
+					found = mid
+				}
+				lo = mid + 1
+			} else {
+				hi = mid - 1
+			}
+		}
+		if found > 0 {
+			next = found + 1
+		}
+	}
+	if next == 0 || resp.ConflictIndex == 0 && resp.ConflictTerm == 0 {
+		next = resp.LastLogIndex + 1
+	}
+	next = min(next, prevIndex)
+	return max(next, matchIndex+1, 1)
+}
+
+// termAt returns the term of the leader's entry at index: from the snapshot, the cache or
+// the log store.
+func (s *replicator) termAt(index uint64) (uint64, error) {
+	if index == 0 {
+		return 0, nil
+	}
+	if snapIndex, snapTerm := s.r.snapshotIndexTerm(); index == snapIndex {
+		return snapTerm, nil
+	}
+	var l Log
+	if err := s.getEntry(index, &l); err != nil {
+		return 0, err
+	}
+	return l.Term, nil
+}
+
+// getEntry reads one of the leader's entries, from the term's cache first.
+func (s *replicator) getEntry(index uint64, l *Log) error {
+	if e := s.ls.cache.get(index); e != nil {
+		*l = *e
+		return nil
+	}
+	return s.r.logs.GetLog(index, l)
+}
+
+// buildRequest builds the AppendEntries carrying entries [next, lastIndex], at most
+// MaxAppendEntries of them. An error wrapping ErrLogNotFound means the peer needs a
+// snapshot.
+func (s *replicator) buildRequest(next, lastIndex uint64) (*AppendEntriesRequest, error) {
+	req := &AppendEntriesRequest{
+		RPCHeader:         s.r.header(),
+		Term:              s.ls.term,
+		PrevLogIndex:      next - 1,
+		LeaderCommitIndex: s.r.commitIndex.Load(),
+	}
+	if next == 0 {
+		return nil, fmt.Errorf("raft: next index 0 for peer %s", s.peer.Load().ID)
+	}
+	snapIndex, _ := s.r.snapshotIndexTerm()
+	if req.PrevLogIndex < snapIndex {
+		if first, err := s.r.logs.FirstIndex(); err != nil || first == 0 || first > next {
+			return nil, fmt.Errorf("%w: entry %d compacted", ErrLogNotFound, next)
+		}
+	}
+	var err error
+	if req.PrevLogTerm, err = s.termAt(req.PrevLogIndex); err != nil {
+		return nil, err
+	}
+	end := min(lastIndex, next+uint64(s.r.conf.MaxAppendEntries)-1)
+	if end >= next {
+		req.Entries = make([]*Log, 0, end-next+1)
+	}
+	for i := next; i <= end; i++ {
+		if e := s.ls.cache.get(i); e != nil {
+			req.Entries = append(req.Entries, e)
+			continue
+		}
+		l := new(Log)
+		if err := s.r.logs.GetLog(i, l); err != nil {
+			return nil, err
+		}
+		req.Entries = append(req.Entries, l)
+	}
+	return req, nil
+}
+
+// heartbeat keeps the peer's election timer from firing and answers verify requests. It runs
+// on its own goroutine so a heartbeat never waits behind a large AppendEntries.
+func (s *replicator) heartbeat() {
+	interval := s.r.conf.HeartbeatTimeout / 10
+	failures := 0
+	for {
+		timer := time.NewTimer(interval)
+		select {
+		case <-timer.C:
+		case <-s.verifyCh:
+		case <-s.ls.stopCh:
+		case <-s.stopCh:
+		case <-s.r.shutdownCh:
+		}
+		timer.Stop()
+		if s.stopped() {
+			return
+		}
+		verifies := s.takeVerifies()
+		peer := s.peer.Load()
+		req := &AppendEntriesRequest{RPCHeader: s.r.header(), Term: s.ls.term}
+		var resp AppendEntriesResponse
+		start := time.Now()
+		if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, &resp); err != nil {
+			failures++
+			if failures == 1 {
+				s.r.logger.Warn("heartbeat failed", "peer", string(peer.ID), "error", err)
+			}
+			s.putBackVerifies(verifies)
+			if !s.wait(min(10*time.Millisecond<<min(failures, 10), s.r.conf.HeartbeatTimeout/2)) {
+				return
+			}
+			continue
+		}
+		rpcMetric("heartbeat", peer.ID, start)
+		if resp.Term > s.ls.term {
+			s.notifyStepDown(resp.Term)
+			return
+		}
+		if failures > 0 {
+			s.r.logger.Info("heartbeats resumed", "peer", string(peer.ID))
+			failures = 0
+		}
+		s.setContact()
+		for _, v := range verifies {
+			v.vote(peer.ID)
+		}
+	}
+}
+
+func (s *replicator) addVerify(v *verifyFuture) {
+	s.verifyMu.Lock()
+	s.verifies = append(s.verifies, v)
+	s.verifyMu.Unlock()
+	select {
+	case s.verifyCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *replicator) takeVerifies() []*verifyFuture {
+	s.verifyMu.Lock()
+	defer s.verifyMu.Unlock()
+	v := s.verifies
+	s.verifies = nil
+	return v
+}
+
+func (s *replicator) putBackVerifies(v []*verifyFuture) {
+	if len(v) == 0 {
+		return
+	}
+	s.verifyMu.Lock()
+	s.verifies = append(v, s.verifies...)
+	s.verifyMu.Unlock()
+}
+
+// runPipeline replicates with many AppendEntries in flight while the peer keeps up. It
+// returns to the plain mode on any failure (with nextIndex reset to matchIndex+1), and
+// reports false when the transport has no pipeline so the caller stops asking.
+func (s *replicator) runPipeline() bool {
+	peer := s.peer.Load()
+	pipe, err := s.r.trans.AppendEntriesPipeline(peer.ID, peer.Address)
+	if err != nil {
+		if !errors.Is(err, ErrPipelineUnsupported) {
+			s.r.logger.Warn("opening pipeline failed", "peer", string(peer.ID), "error", err)
+			return true
+		}
+		return false
+	}
+	s.r.logger.Debug("pipelining replication", "peer", string(peer.ID))
+	failed := make(chan struct{})   // closed by the receiver when the pipeline must end
+	recvStop := make(chan struct{}) // closed by the sender to stop the receiver
+	recvDone := make(chan struct{})
+	// The receiver applies responses in order; it exits when the pipeline fails or the
+	// sender stops it.
+	s.r.goFunc(func() {
+		defer close(recvDone)
+		s.pipelineReceive(pipe, failed, recvStop)
+	})
+	s.pipelineSend(pipe, failed)
+	close(recvStop)
+	_ = pipe.Close()
+	<-recvDone
+	s.nextIndex = s.matchIndex.Load() + 1
+	return true
+}
+
+// pipelineSend sends new entries as they are dispatched, without waiting for responses.
+func (s *replicator) pipelineSend(pipe AppendPipeline, failed <-chan struct{}) {
+	for {
+		lastIndex, _ := s.r.lastLogIndexTerm()
+		for s.nextIndex <= lastIndex {
+			req, err := s.buildRequest(s.nextIndex, lastIndex)
+			if err != nil {
+				return // compaction or a read error: the plain mode sorts it out
+			}
+			if _, err := pipe.AppendEntries(req, new(AppendEntriesResponse)); err != nil {
+				return
+			}
+			s.nextIndex = req.Entries[len(req.Entries)-1].Index + 1
+		}
+		timer := time.NewTimer(s.r.conf.CommitTimeout)
+		select {
+		case <-s.triggerCh:
+		case <-timer.C:
+			// Nothing new: send an empty request so the peer learns the commit index.
+			req, err := s.buildRequest(s.nextIndex, s.nextIndex-1)
+			if err == nil {
+				_, err = pipe.AppendEntries(req, new(AppendEntriesResponse))
+			}
+			if err != nil {
+				timer.Stop()
+				return
+			}
+		case <-failed:
+		case <-s.ls.stopCh:
+		case <-s.stopCh:
+		case <-s.r.shutdownCh:
+		}
+		timer.Stop()
+		select {
+		case <-failed:
+			return
+		default:
+		}
+		if s.stopped() {
+			return
+		}
+	}
+}
+
+// pipelineReceive consumes pipeline responses in order.
+func (s *replicator) pipelineReceive(pipe AppendPipeline, failed chan<- struct{}, stop <-chan struct{}) {
+	defer close(failed)
+	for {
+		select {
+		case fut := <-pipe.Consumer():
+			if err := fut.Error(); err != nil {
+				s.r.logger.Debug("pipelined append entries failed", "peer", string(s.peer.Load().ID), "error", err)
+				return
+			}
+			resp := fut.Response()
+			if resp.Term > s.ls.term {
+				s.notifyStepDown(resp.Term)
+				return
+			}
+			if !resp.Success {
+				return
+			}
+			s.setContact()
+			req := fut.Request()
+			last := req.PrevLogIndex + uint64(len(req.Entries))
+			s.advanceMatch(last)
+		case <-stop:
+			return
+		}
+	}
+}
+
+// advanceMatch records that the peer holds everything up to last and tells the commitment.
+func (s *replicator) advanceMatch(last uint64) {
+	if last <= s.matchIndex.Load() {
+		return
+	}
+	s.matchIndex.Store(last)
+	s.ls.commitment.match(s.peer.Load().ID, last)
+}

@@ -1,0 +1,387 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// processRPC handles one incoming request on the main loop. Nothing a peer sends can make it
+// panic: malformed requests are answered with an error wrapping ErrBadRequest.
+func (r *Raft) processRPC(rpc RPC) {
+	start := time.Now()
+	kind := "unknown"
+	switch cmd := rpc.Command.(type) {
+	case *AppendEntriesRequest:
+		kind = "append_entries"
+		r.handleAppendEntries(rpc, cmd)
+	case *RequestVoteRequest:
+		kind = "request_vote"
+		r.handleRequestVote(rpc, cmd)
+	case *RequestPreVoteRequest:
+		kind = "request_pre_vote"
+		r.handleRequestPreVote(rpc, cmd)
+	case *InstallSnapshotRequest:
+		kind = "install_snapshot"
+		r.handleInstallSnapshot(rpc, cmd)
+	case *TimeoutNowRequest:
+		kind = "timeout_now"
+		r.handleTimeoutNow(rpc, cmd)
+	default:
+		r.logger.Warn("unexpected rpc command", "error", fmt.Sprintf("%T", rpc.Command))
+		rpc.Respond(nil, fmt.Errorf("%w: unexpected command %T", ErrBadRequest, rpc.Command))
+	}
+	rpcProcessMetric(kind, start)
+}
+
+// checkHeader refuses messages from a newer protocol version or without a sender.
+func checkHeader(h RPCHeader) error {
+	if h.ProtocolVersion > ProtocolVersion || h.ProtocolVersion < 1 {
+		return fmt.Errorf("%w: protocol version %d, this node speaks %d", ErrBadRequest, h.ProtocolVersion, ProtocolVersion)
+	}
+	if h.ID == "" || h.Addr == "" {
+		return fmt.Errorf("%w: sender without ID or address", ErrBadRequest)
+	}
+	return nil
+}
+
+// handleAppendEntries is the follower side of replication (Raft paper, Figure 2).
+func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
+	resp := &AppendEntriesResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := checkHeader(a.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if a.Term < r.currentTerm.Load() {
+		resp.LastLogIndex, _ = r.lastLogIndexTerm()
+		rpc.Respond(resp, nil)
+		return
+	}
+	if a.Term > r.currentTerm.Load() || r.getState() != Follower {
+		if r.getState() == Leader && a.Term == r.currentTerm.Load() {
+			// Two leaders in one term cannot happen unless a peer is broken.
+			r.logger.Error("append entries from another leader in our term", "peer", string(a.ID), "term", a.Term)
+			rpc.Respond(nil, fmt.Errorf("%w: two leaders in term %d", ErrBadRequest, a.Term))
+			return
+		}
+		if !r.stepDown(a.Term, ErrLeadershipLost) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
+		}
+		resp.Term = a.Term
+	}
+	r.setLeader(a.ID, a.Addr)
+	r.lastContact.Store(time.Now().UnixNano())
+
+	if err := validateEntries(a); err != nil {
+		r.logger.Warn("rejecting malformed append entries", "peer", string(a.ID), "error", err)
+		rpc.Respond(nil, err)
+		return
+	}
+	ok, err := r.appendFollowerEntries(a, resp)
+	if err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	resp.LastLogIndex, _ = r.lastLogIndexTerm()
+	if ok {
+		resp.Success = true
+		if a.LeaderCommitIndex > 0 {
+			r.advanceFollowerCommit(min(a.LeaderCommitIndex, a.PrevLogIndex+uint64(len(a.Entries))))
+		}
+	}
+	rpc.Respond(resp, nil)
+}
+
+// validateEntries checks what a peer sent before any of it touches the log: consecutive
+// indexes after PrevLogIndex, known types, terms that never decrease, never pass the
+// request's term and never precede PrevLogTerm, and configurations that decode.
+func validateEntries(a *AppendEntriesRequest) error {
+	prevTerm := a.PrevLogTerm
+	for i, e := range a.Entries {
+		want := a.PrevLogIndex + uint64(i) + 1
+		switch {
+		case e == nil:
+			return fmt.Errorf("%w: nil entry at position %d", ErrBadRequest, i)
+		case e.Index != want:
+			return fmt.Errorf("%w: entry index %d at position %d, want %d", ErrBadRequest, e.Index, i, want)
+		case !e.Type.Valid():
+			return fmt.Errorf("%w: entry %d has unknown type %s", ErrBadRequest, e.Index, e.Type)
+		case e.Term < prevTerm || e.Term > a.Term || e.Term == 0:
+			return fmt.Errorf("%w: entry %d has term %d out of order", ErrBadRequest, e.Index, e.Term)
+		}
+		if e.Type == LogConfiguration {
+			if _, err := DecodeConfiguration(e.Data); err != nil {
+				return fmt.Errorf("%w: entry %d: %v", ErrBadRequest, e.Index, err)
+			}
+		}
+		prevTerm = e.Term
+	}
+	if a.PrevLogIndex > 0 && a.PrevLogTerm == 0 {
+		return fmt.Errorf("%w: previous entry %d without a term", ErrBadRequest, a.PrevLogIndex)
+	}
+	return nil
+}
+
+// appendFollowerEntries checks the previous entry and appends what is new. It reports false
+// with a conflict hint in resp when the logs do not match at PrevLogIndex. Only a real
+// conflict (same index, different term) truncates the log; entries already held are skipped,
+// so duplicated or reordered requests never cut anything.
+func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntriesResponse) (bool, error) {
+	lastIndex, _ := r.lastLogIndexTerm()
+	snapIndex, _ := r.snapshotIndexTerm()
+	if a.PrevLogIndex > lastIndex {
+		resp.ConflictIndex = lastIndex + 1
+		return false, nil
+	}
+	if a.PrevLogIndex > snapIndex {
+		term, err := r.termAt(a.PrevLogIndex)
+		if err != nil {
+			return false, err
+		}
+		if term != a.PrevLogTerm {
+			resp.ConflictTerm = term
+			resp.ConflictIndex = r.firstIndexOfTerm(term, a.PrevLogIndex)
+			return false, nil
+		}
+	}
+	// Entries at or below the snapshot are committed and match the leader's by the Log
+	// Matching property; skip them, and skip what we already hold with the same term.
+	var fresh []*Log
+	for i, e := range a.Entries {
+		if e.Index <= snapIndex {
+			continue
+		}
+		if e.Index > lastIndex {
+			fresh = a.Entries[i:]
+			break
+		}
+		term, err := r.termAt(e.Index)
+		if err != nil {
+			return false, err
+		}
+		if term == e.Term {
+			continue
+		}
+		if err := r.truncateSuffix(e.Index, lastIndex); err != nil {
+			return false, err
+		}
+		fresh = a.Entries[i:]
+		break
+	}
+	if len(fresh) == 0 {
+		return true, nil
+	}
+	start := time.Now()
+	if err := r.logs.StoreLogs(fresh); err != nil {
+		r.fatal(fmt.Errorf("raft: storing %d entries from the leader: %w", len(fresh), err))
+		return false, ErrRaftShutdown
+	}
+	storeLogsMetric(start, len(fresh))
+	last := fresh[len(fresh)-1]
+	r.lastLog.Store(&indexTerm{index: last.Index, term: last.Term})
+	r.noteConfigurationEntries(fresh)
+	return true, nil
+}
+
+// truncateSuffix deletes the conflicting entries [from, last]. A committed entry is never
+// deleted: a leader asking for it is broken, and the request is refused.
+func (r *Raft) truncateSuffix(from, last uint64) error {
+	if from <= r.commitIndex.Load() {
+		r.logger.Error("leader asked to overwrite a committed entry; refusing", "index", from)
+		return fmt.Errorf("%w: entry %d is committed and cannot be replaced", ErrBadRequest, from)
+	}
+	r.logger.Warn("truncating conflicting log suffix", "index", from)
+	if err := r.logs.DeleteRange(from, last); err != nil {
+		r.fatal(fmt.Errorf("raft: truncating log [%d, %d]: %w", from, last, err))
+		return ErrRaftShutdown
+	}
+	prevTerm, err := r.termAt(from - 1)
+	if err != nil {
+		return err
+	}
+	r.lastLog.Store(&indexTerm{index: from - 1, term: prevTerm})
+	if r.configurations.latestIndex >= from {
+		// The uncommitted configuration was cut away; at most one is uncommitted at a
+		// time, so the committed one is the latest again.
+		r.configurations.latest = r.configurations.committed.Clone()
+		r.configurations.latestIndex = r.configurations.committedIndex
+		r.publishConfigurations()
+	}
+	return nil
+}
+
+// termAt returns the term of the entry at index, from the snapshot or the log. An entry that
+// should exist but cannot be read is a local storage failure.
+func (r *Raft) termAt(index uint64) (uint64, error) {
+	if index == 0 {
+		return 0, nil
+	}
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); index == snapIndex {
+		return snapTerm, nil
+	}
+	if lastIndex, lastTerm := r.lastLogIndexTerm(); index == lastIndex {
+		return lastTerm, nil
+	}
+	var l Log
+	if err := r.logs.GetLog(index, &l); err != nil {
+		return 0, fmt.Errorf("raft: reading entry %d: %w", index, err)
+	}
+	return l.Term, nil
+}
+
+// firstIndexOfTerm finds the first index holding term, searching back from index; terms
+// never decrease along the log, so a binary search over [first, index] does it in a few
+// reads. Unreadable entries end the search early, which only makes the hint less sharp.
+func (r *Raft) firstIndexOfTerm(term, index uint64) uint64 {
+	lo, _ := r.snapshotIndexTerm()
+	lo++
+	if first, err := r.logs.FirstIndex(); err == nil && first > lo {
+		lo = first
+	}
+	hi := index
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		t, err := r.termAt(mid)
+		if err != nil {
+			return index
+		}
+		if t < term {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// noteConfigurationEntries makes a configuration take effect as soon as it is appended.
+func (r *Raft) noteConfigurationEntries(entries []*Log) {
+	changed := false
+	for _, e := range entries {
+		if e.Type != LogConfiguration {
+			continue
+		}
+		c, err := DecodeConfiguration(e.Data)
+		if err != nil {
+			// validateEntries decoded it already; an error here is a broken invariant.
+			panic(fmt.Sprintf("raft: configuration entry %d no longer decodes: %v", e.Index, err))
+		}
+		r.configurations.latest, r.configurations.latestIndex = c, e.Index
+		changed = true
+	}
+	if changed {
+		r.publishConfigurations()
+	}
+}
+
+// advanceFollowerCommit moves the commit index forward and hands the newly committed entries
+// to the FSM goroutine.
+func (r *Raft) advanceFollowerCommit(commit uint64) {
+	if commit <= r.commitIndex.Load() {
+		return
+	}
+	r.setCommitIndex(commit)
+	r.applyCommitted(commit, nil)
+}
+
+// setCommitIndex publishes a new commit index and promotes the latest configuration to
+// committed once its entry is.
+func (r *Raft) setCommitIndex(commit uint64) {
+	r.commitIndex.Store(commit)
+	if r.configurations.latestIndex <= commit && r.configurations.committedIndex != r.configurations.latestIndex {
+		r.configurations.committed = r.configurations.latest.Clone()
+		r.configurations.committedIndex = r.configurations.latestIndex
+		r.publishConfigurations()
+	}
+}
+
+// handleRequestVote decides a vote (Raft paper, Figure 2, and thesis section 4.2.3).
+func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
+	resp := &RequestVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := checkHeader(req.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if req.Term < r.currentTerm.Load() {
+		rpc.Respond(resp, nil)
+		return
+	}
+	if !req.LeadershipTransfer && r.leaderRecentlyHeard() && r.leader.Load().id != req.ID {
+		// A live leader exists: do not let a node that merely lost touch depose it.
+		r.logger.Debug("rejecting vote request, leader is alive", "peer", string(req.ID), "term", req.Term)
+		rpc.Respond(resp, nil)
+		return
+	}
+	if req.Term > r.currentTerm.Load() {
+		r.logger.Info("newer term in vote request, stepping down", "peer", string(req.ID), "term", req.Term)
+		if !r.stepDown(req.Term, ErrLeadershipLost) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
+		}
+		r.setLeader("", "")
+		resp.Term = req.Term
+	}
+	if r.votedTerm == req.Term && r.votedFor != "" {
+		resp.Granted = r.votedFor == req.ID
+		rpc.Respond(resp, nil)
+		return
+	}
+	if !r.logUpToDate(req.LastLogIndex, req.LastLogTerm) {
+		rpc.Respond(resp, nil)
+		return
+	}
+	if !r.persistVote(req.Term, req.ID) {
+		rpc.Respond(nil, ErrRaftShutdown)
+		return
+	}
+	resp.Granted = true
+	r.lastContact.Store(time.Now().UnixNano())
+	r.logger.Info("vote granted", "peer", string(req.ID), "term", req.Term)
+	rpc.Respond(resp, nil)
+}
+
+// handleRequestPreVote answers whether we would vote, without changing any state.
+func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
+	resp := &RequestPreVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := checkHeader(req.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	switch {
+	case req.Term < r.currentTerm.Load():
+	case r.leaderRecentlyHeard():
+	case !r.logUpToDate(req.LastLogIndex, req.LastLogTerm):
+	default:
+		resp.Granted = true
+	}
+	rpc.Respond(resp, nil)
+}
+
+// handleTimeoutNow starts an election at once, skipping pre-vote (leadership transfer).
+func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
+	resp := &TimeoutNowResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := checkHeader(req.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if req.Term < r.currentTerm.Load() {
+		rpc.Respond(nil, fmt.Errorf("%w: stale term %d", ErrBadRequest, req.Term))
+		return
+	}
+	if !r.configurations.latest.isVoter(r.localID) {
+		rpc.Respond(nil, ErrNotVoter)
+		return
+	}
+	r.logger.Info("timeout now received, starting election", "peer", string(req.ID))
+	if r.getState() == Leader {
+		r.leaderCleanup(ErrLeadershipLost)
+	}
+	r.setLeader("", "")
+	r.transferElection = true
+	r.setState(Candidate)
+	rpc.Respond(resp, nil)
+}
+
+// isShutdownErr reports whether err means the node stopped.
+func isShutdownErr(err error) bool { return errors.Is(err, ErrRaftShutdown) }
