@@ -15,6 +15,7 @@ type voteResult struct {
 // TimeoutNow), then the real vote. It returns when the node won, learned of a higher term or
 // a leader, the round timed out (the main loop then starts another round), or on shutdown.
 func (r *Raft) runCandidate() {
+	r.rounds.Add(1)
 	preVote := !r.conf.PreVoteDisabled && !r.transferElection
 	transfer := r.transferElection
 	r.transferElection = false

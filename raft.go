@@ -119,7 +119,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	logger = logger.With("server", string(conf.LocalID))
 	seed := conf.RandSeed
 	if seed == 0 {
-		seed = time.Now().UnixNano()
+		seed = rand.Int63() // the global source is randomly seeded
 	}
 	r := &Raft{
 		conf:           *conf,
@@ -132,6 +132,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		localID:        conf.LocalID,
 		localAddr:      trans.LocalAddr(),
 		rng:            rand.New(rand.NewSource(seed)),
+		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
 		rpcCh:          trans.Consumer(),
 		verifyCh:       make(chan *verifyFuture),
 		bootstrapCh:    make(chan *bootstrapFuture),
@@ -634,6 +635,7 @@ func (r *Raft) Stats() map[string]string {
 		"latest_config_index":  u(c.latestIndex),
 		"num_peers":            strconv.Itoa(max(len(c.latest.Servers)-1, 0)),
 		"protocol_version":     strconv.Itoa(ProtocolVersion),
+		"election_rounds":      u(r.rounds.Load()),
 		"last_contact":         time.Unix(0, r.lastContact.Load()).UTC().Format(time.RFC3339Nano),
 	}
 }

@@ -60,6 +60,7 @@ type published struct {
 	leader      atomic.Pointer[leaderInfo]
 	configs     atomic.Pointer[configurations] // main loop
 	lastContact atomic.Int64                   // main loop: unix nanos of the last leader contact
+	rounds      atomic.Uint64                  // main loop: election rounds (pre-vote or vote) run
 	applied     atomic.Pointer[indexTerm]      // FSM goroutine: last applied entry
 	snapshot    atomic.Pointer[indexTerm]      // snapshot goroutine and main loop, under snapshotMu
 }
