@@ -364,6 +364,11 @@ func (c *Cluster) CheckSafety() {
 	}
 }
 
+// SafetyErr returns the safety violations observed so far (two leaders in a term, different
+// entries applied at one index), or nil. Unlike CheckSafety it reads no logs, so it is safe to
+// call while the cluster runs.
+func (c *Cluster) SafetyErr() error { return c.checker.err() }
+
 // monitor samples every node's role and term to catch two leaders in one term.
 func (c *Cluster) monitor() {
 	defer close(c.monDone)
