@@ -63,7 +63,7 @@ func expectClosedByPeer(t *testing.T, c net.Conn, limit time.Duration) {
 }
 
 // encodeFrame returns one frame of type typ carrying v.
-func encodeFrame(t *testing.T, typ frameType, v any) []byte {
+func encodeFrame(t testing.TB, typ frameType, v any) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	bw := bufio.NewWriter(&out)
@@ -104,6 +104,7 @@ func TestBadPeer_ClosesConnection(t *testing.T) {
 		{"trailing_bytes", "trailing bytes", append(rawHeader(frameTimeoutNow, uint32(len(valid)-5+2)), append(append([]byte{}, valid[5:]...), 0, 0)...), false},
 		{"wrong_body_type", "malformed frame body", append(rawHeader(frameRequestVote, 2), 0xa1, 'x'), false},
 		{"response_sent_to_listener", "unexpected frame", append(rawHeader(frameAppendEntries|responseFlag, 1), 0xc0), false},
+		{"keepalive_with_body", "malformed frame body", append(rawHeader(frameKeepalive, 1), 0xc0), false},
 		{"error_frame_sent_to_listener", "unexpected frame", append(rawHeader(frameError, 1), 0xa0), false},
 	}
 	for _, c := range cases {

@@ -42,7 +42,9 @@
 // The listening side answers each request, in order, with either the response frame, of type
 // request|0x80 (0x81 ... 0x85) carrying the matching raft response struct, or an error frame
 // of type 0xFF whose body is a msgpack string: the message of the error the node answered
-// with, returned to the caller as a *RemoteError. There is no handshake and no other frame.
+// with, returned to the caller as a *RemoteError. Type 0x00 is a keepalive: empty body, no
+// answer; a pipeline sends one when it opens and every IdleTimeout/3 after, so a listener
+// never closes it as silent or idle. There is no handshake and no other frame.
 //
 // # Bad peers
 //

@@ -15,6 +15,10 @@ import (
 type frameType uint8
 
 const (
+	// frameKeepalive has an empty body and no answer. A pipeline sends it when it opens and
+	// while it is idle, so the listener does not close it as silent.
+	frameKeepalive frameType = 0x00
+
 	frameAppendEntries   frameType = 0x01
 	frameRequestVote     frameType = 0x02
 	frameRequestPreVote  frameType = 0x03
@@ -39,9 +43,9 @@ func (t frameType) isRequest() bool {
 	return t >= frameAppendEntries && t <= frameTimeoutNow
 }
 
-// known reports whether t is a request, a response to one, or the error frame.
+// known reports whether t is a request, a response to one, the error frame or a keepalive.
 func (t frameType) known() bool {
-	return t.isRequest() || (t &^ responseFlag).isRequest() || t == frameError
+	return t.isRequest() || (t &^ responseFlag).isRequest() || t == frameError || t == frameKeepalive
 }
 
 // String names the frame type for errors and logs.
@@ -50,6 +54,8 @@ func (t frameType) String() string {
 	switch {
 	case t == frameError:
 		return "error"
+	case t == frameKeepalive:
+		return "keepalive"
 	case t.isRequest():
 		return names[t]
 	case (t &^ responseFlag).isRequest():
@@ -212,6 +218,13 @@ func (fw *frameWriter) writeFrame(w *bufio.Writer, typ frameType, v any) error {
 		return err
 	}
 	_, err := w.Write(fw.buf)
+	return err
+}
+
+// writeKeepalive writes a keepalive frame to w. It does not flush.
+func (fw *frameWriter) writeKeepalive(w *bufio.Writer) error {
+	fw.hdr = [frameHeaderBytes]byte{byte(frameKeepalive)}
+	_, err := w.Write(fw.hdr[:])
 	return err
 }
 

@@ -28,11 +28,32 @@ func (t *Transport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAdd
 		closeCh:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
+	if err := p.keepalive(); err != nil {
+		t.discard(c)
+		return nil, t.callError(frameKeepalive, target, err)
+	}
 	if !t.spawn(func() bool { t.pipelines[p] = struct{}{}; return true }, p.readLoop) {
 		t.discard(c)
 		return nil, raft.ErrTransportShutdown
 	}
 	return p, nil
+}
+
+// keepalive writes a keepalive frame, telling the listener the connection is in use.
+func (p *pipeline) keepalive() error {
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	err := p.c.nc.SetWriteDeadline(time.Now().Add(p.t.opts.Timeout))
+	if err == nil {
+		err = p.c.fw.writeKeepalive(p.c.bw)
+	}
+	if err == nil {
+		err = p.c.bw.Flush()
+	}
+	return err
 }
 
 // pipeline implements raft.AppendPipeline on one dedicated connection.
@@ -127,10 +148,19 @@ func (p *pipeline) Close() error {
 // transport; exits when the pipeline closes or its connection fails.
 func (p *pipeline) readLoop() {
 	defer close(p.readerDone)
+	// A third of the idle timeout leaves the listener two chances to see a keepalive.
+	ticker := time.NewTicker(p.t.opts.IdleTimeout / 3)
+	defer ticker.Stop()
 	for {
 		var f *appendFuture
 		select {
 		case f = <-p.inflight:
+		case <-ticker.C:
+			if err := p.keepalive(); err != nil {
+				p.fail(p.t.callError(frameKeepalive, p.c.target, err))
+				return
+			}
+			continue
 		case <-p.closeCh:
 			return
 		}

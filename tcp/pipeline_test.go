@@ -2,10 +2,12 @@ package tcp
 
 import (
 	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/raftkit/raft"
 )
 
@@ -176,5 +178,64 @@ func TestPipeline_CloseCompletesInflight(t *testing.T) {
 	}
 	if _, err := p.AppendEntries(appendReq(1, 9, 1, 8), new(raft.AppendEntriesResponse)); !errors.Is(err, ErrPipelineShutdown) {
 		t.Fatalf("AppendEntries after Close: %v, want ErrPipelineShutdown", err)
+	}
+}
+
+// countingLayer is a StreamLayer that counts the keepalive frames its dialed connections
+// write (a keepalive is flushed as one 5-byte write starting with 0x00).
+type countingLayer struct {
+	StreamLayer
+	keepalives atomic.Int64
+}
+
+func (l *countingLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := l.StreamLayer.Dial(address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, layer: l}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	layer *countingLayer
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if len(p) == frameHeaderBytes && p[0] == byte(frameKeepalive) {
+		c.layer.keepalives.Add(1)
+	}
+	return c.Conn.Write(p)
+}
+
+// TestPipeline_IdlePipelineSurvivesListenerTimeouts leaves a pipeline without requests for
+// longer than the listener's first-frame and idle timeouts: its keepalives keep the
+// connection open and it still works afterwards.
+func TestPipeline_IdlePipelineSurvivesListenerTimeouts(t *testing.T) {
+	timeouts := Options{Timeout: 200 * time.Millisecond, IdleTimeout: 600 * time.Millisecond}
+	server, logs := newTestTransport(t, timeouts)
+	startNode(t, server, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := &countingLayer{StreamLayer: &tcpLayer{Listener: ln, advertise: ln.Addr()}}
+	timeouts.Logger = hclog.NewNullLogger()
+	client, err := NewTransportWithLayer(layer, timeouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p, err := client.AppendEntriesPipeline("s", server.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The first keepalive goes out on open; three more span a whole idle timeout.
+	waitFor(t, "four keepalives", func() bool { return layer.keepalives.Load() >= 4 })
+	pipeSend(t, p, 0, 5)
+	pipeCollect(t, p, 0, 5)
+	if n := logs.count("idle connection closed"); n != 0 {
+		t.Fatalf("the listener closed %d idle connections:\n%s", n, logs)
 	}
 }

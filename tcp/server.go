@@ -161,6 +161,12 @@ func (t *Transport) serveFrame(ic *inConn, wait time.Duration) error {
 	if err != nil {
 		return err
 	}
+	if typ == frameKeepalive {
+		if len(body) != 0 {
+			return fmt.Errorf("%w: keepalive with a %d byte body", ErrMalformedFrame, len(body))
+		}
+		return nil
+	}
 	if !typ.isRequest() {
 		return fmt.Errorf("%w: %s sent to a listener", ErrUnexpectedFrame, typ)
 	}
