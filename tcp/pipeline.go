@@ -43,8 +43,8 @@ func (t *Transport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAdd
 func (p *pipeline) keepalive() error {
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
-	if p.err != nil {
-		return p.err
+	if err := p.stopped(); err != nil {
+		return err
 	}
 	err := p.c.nc.SetWriteDeadline(time.Now().Add(p.t.opts.Timeout))
 	if err == nil {
@@ -94,9 +94,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	f := &appendFuture{args: args, resp: resp, done: make(chan struct{})}
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
-	if p.err != nil {
+	if err := p.stopped(); err != nil {
 		<-p.slots
-		return nil, p.err
+		return nil, err
 	}
 	f.start = time.Now()
 	err := p.c.nc.SetWriteDeadline(f.start.Add(p.t.opts.Timeout))
@@ -118,6 +118,17 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	}
 	p.inflight <- f // never blocks: f holds a slot
 	return f, nil
+}
+
+// stopped returns why the pipeline takes no more requests, or nil. After Close that is always
+// ErrPipelineShutdown, even if the connection failed first. Called with writeMu held.
+func (p *pipeline) stopped() error {
+	select {
+	case <-p.closeCh:
+		return ErrPipelineShutdown
+	default:
+		return p.err
+	}
 }
 
 // Consumer delivers completed requests in the order they were sent.
