@@ -1,6 +1,6 @@
 module github.com/raftkit/raft
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/anishathalye/porcupine v1.3.1 // indirect
