@@ -63,6 +63,9 @@ func (s *Store) loadSegment(base uint64, isLast bool) error {
 
 // cutTail truncates the last segment after its last good record, durably, and reports it.
 func (s *Store) cutTail(seg *segment, prob *scanProblem) error {
+	if prob.fileBytes == seg.size {
+		return nil // an empty file: nothing to cut, dropHiddenSegments removes and reports it
+	}
 	s.report.TailCut = true
 	s.report.CutFile = seg.path
 	s.report.CutOffset = seg.size

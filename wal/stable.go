@@ -106,6 +106,7 @@ func encodeStable(kv map[string][]byte, key string, val []byte) ([]byte, error) 
 }
 
 // decodeStable decodes a stable file payload, checking every length against what is left.
+// It accepts only the canonical form encodeStable writes: keys unique and sorted.
 func decodeStable(payload []byte) (map[string][]byte, error) {
 	if len(payload) < len(stableMagic)+4 || string(payload[:len(stableMagic)]) != stableMagic {
 		return nil, errors.New("not a stable file")
@@ -117,6 +118,7 @@ func decodeStable(payload []byte) (map[string][]byte, error) {
 		return nil, fmt.Errorf("count %d does not fit in %d bytes", count, len(rest))
 	}
 	kv := make(map[string][]byte, count)
+	prev := ""
 	for i := uint32(0); i < count; i++ {
 		if len(rest) < 8 {
 			return nil, fmt.Errorf("pair %d cut short", i)
@@ -126,7 +128,12 @@ func decodeStable(payload []byte) (map[string][]byte, error) {
 		if kl+vl > uint64(len(rest)) {
 			return nil, fmt.Errorf("pair %d of %d bytes exceeds the %d left", i, kl+vl, len(rest))
 		}
-		kv[string(rest[:kl])] = append([]byte{}, rest[kl:kl+vl]...)
+		key := string(rest[:kl])
+		if i > 0 && key <= prev {
+			return nil, fmt.Errorf("pair %d: keys not in strictly increasing order", i)
+		}
+		kv[key] = append([]byte{}, rest[kl:kl+vl]...)
+		prev = key
 		rest = rest[kl+vl:]
 	}
 	if len(rest) != 0 {
