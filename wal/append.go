@@ -14,6 +14,13 @@ func (s *Store) appendBatch(logs []*raft.Log) error {
 	if err != nil {
 		return s.fail(err)
 	}
+	need := segmentHeaderBytes
+	for _, l := range logs {
+		need += recordBytes(l)
+	}
+	if cap(s.buf) < need {
+		s.buf = make([]byte, 0, need) // sized once, so encoding never regrows it
+	}
 	buf := s.buf[:0]
 	if fresh {
 		buf = appendSegmentHeader(buf, seg.base)
