@@ -8,9 +8,11 @@ import (
 	"github.com/raftkit/raft"
 )
 
-// getLogAttempts bounds how often GetLog retries a read that raced with a truncation or
-// compaction moving the record under it, before it reports the failure.
-const getLogAttempts = 3
+// getLogAttempts bounds how often GetLog retries a read that raced with a truncation,
+// compaction or Close moving the record under it. Each retry needs the writer to have moved
+// that record again in the meantime, so a few are plenty; the bound makes a record that is
+// really corrupt fail fast.
+const getLogAttempts = 8
 
 // FirstIndex implements raft.LogStore: the first index held, or 0 for an empty log.
 func (s *Store) FirstIndex() (uint64, error) {
