@@ -539,6 +539,11 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 	}
 	var ctxDone <-chan struct{}
 	if f.ctx != nil {
+		if err := f.ctx.Err(); err != nil {
+			// Checked first: a select with both the queue and Done ready picks at random,
+			// which would queue the command (outcome unknown) half the time.
+			return errorFuture{&wrappedErr{base: ErrEnqueueTimeout, cause: err}}
+		}
 		ctxDone = f.ctx.Done()
 	}
 	f.enqueued.Store(true)
