@@ -1,0 +1,424 @@
+package raft_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest"
+)
+
+// Failure modes seen in other Go Raft libraries, one named test each: a heartbeat path that
+// changes state outside the main loop, an apply timeout that bounds only part of the wait, a
+// panic on peer input, a leader that keeps leading over a hung disk, and status calls that
+// wait on the disk.
+
+const fakeAddr = raft.ServerAddress("addr-fake")
+
+// gatedStable is a StableStore whose writes of the current term wait, once armed, until the
+// test opens the gate.
+type gatedStable struct {
+	*raft.InmemStore
+	mu   sync.Mutex
+	gate chan struct{} // guarded by mu; nil: writes pass
+}
+
+func (s *gatedStable) SetUint64(key []byte, val uint64) error {
+	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil && string(key) == "CurrentTerm" {
+		<-gate
+	}
+	return s.InmemStore.SetUint64(key, val)
+}
+
+// arm makes the next term writes wait; the returned func opens the gate for good.
+func (s *gatedStable) arm() (open func()) {
+	gate := make(chan struct{})
+	s.mu.Lock()
+	s.gate = gate
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.gate = nil
+		s.mu.Unlock()
+		close(gate)
+	}
+}
+
+// soloNode is one real node (n1) whose configuration names two more voters: a fake leader
+// the test drives through its own transport, and n3, which never exists.
+type soloNode struct {
+	r      *raft.Raft
+	logs   *raft.InmemStore
+	stable *gatedStable
+	fsm    *raftest.RecordingFSM
+	fake   *raft.InmemTransport
+	addr   raft.ServerAddress
+}
+
+// newSoloNode starts a soloNode; call it inside a synctest bubble.
+func newSoloNode(t *testing.T) *soloNode {
+	t.Helper()
+	seed := testSeed(t)
+	net := raft.NewInmemNetwork(seed)
+	store := raft.NewInmemStore()
+	n := &soloNode{logs: store, stable: &gatedStable{InmemStore: store}, fsm: raftest.NewRecordingFSM(), addr: "addr-n1"}
+	conf := fastConfig("n1")
+	conf.RandSeed = seed
+	conf.Logger = testLogger(t)
+	snaps := raft.NewInmemSnapshotStore()
+	configuration := raft.Configuration{Servers: []raft.Server{
+		{Suffrage: raft.Voter, ID: "n1", Address: n.addr},
+		{Suffrage: raft.Voter, ID: "fake", Address: fakeAddr},
+		{Suffrage: raft.Voter, ID: "n3", Address: "addr-n3"},
+	}}
+	if err := raft.BootstrapCluster(conf, store, n.stable, snaps, nil, configuration); err != nil {
+		t.Fatal(err)
+	}
+	trans, err := net.NewTransport(n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.fake, err = net.NewTransport(fakeAddr); err != nil {
+		t.Fatal(err)
+	}
+	if n.r, err = raft.NewRaft(conf, n.fsm, store, n.stable, snaps, trans); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.r.Shutdown().Error(); err != nil {
+			t.Error(err)
+		}
+		_ = n.fake.Close()
+	})
+	return n
+}
+
+func fakeHeader() raft.RPCHeader {
+	return raft.RPCHeader{ProtocolVersion: raft.ProtocolVersion, ID: "fake", Addr: fakeAddr}
+}
+
+// send sends an AppendEntries from the fake leader.
+func (n *soloNode) send(req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, error) {
+	req.RPCHeader = fakeHeader()
+	var resp raft.AppendEntriesResponse
+	err := n.fake.AppendEntries("n1", n.addr, req, &resp)
+	return &resp, err
+}
+
+func (n *soloNode) storedTerm(t *testing.T) uint64 {
+	t.Helper()
+	term, err := n.logs.GetUint64([]byte("CurrentTerm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return term
+}
+
+func TestFailureMode_HigherTermAppendPersistsTermBeforeResponding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSoloNode(t)
+		cases := []struct {
+			name string
+			req  *raft.AppendEntriesRequest
+		}{
+			{"heartbeat", &raft.AppendEntriesRequest{Term: 7}},
+			{"append", &raft.AppendEntriesRequest{Term: 9, PrevLogIndex: 1, PrevLogTerm: 1,
+				Entries: []*raft.Log{{Index: 2, Term: 9, Type: raft.LogCommand, Data: []byte("x")}}}},
+		}
+		for _, tc := range cases {
+			open := n.stable.arm()
+			type result struct {
+				resp *raft.AppendEntriesResponse
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := n.send(tc.req)
+				done <- result{resp, err}
+			}()
+			// Every goroutine is now blocked: the node's handler must be the one waiting
+			// inside the term write, with nothing answered or published yet.
+			synctest.Wait()
+			select {
+			case res := <-done:
+				t.Fatalf("%s: answered (%+v, %v) while the new term was not yet persisted", tc.name, res.resp, res.err)
+			default:
+			}
+			if got := n.r.CurrentTerm(); got >= tc.req.Term {
+				t.Fatalf("%s: term %d published before it was persisted", tc.name, got)
+			}
+			open()
+			res := <-done
+			if res.err != nil || !res.resp.Success || res.resp.Term != tc.req.Term {
+				t.Fatalf("%s: response %+v, error %v; want success in term %d", tc.name, res.resp, res.err, tc.req.Term)
+			}
+			if got := n.storedTerm(t); got != tc.req.Term {
+				t.Fatalf("%s: stored term %d after the response, want %d", tc.name, got, tc.req.Term)
+			}
+		}
+		if _, id := n.r.LeaderWithID(); id != "fake" || n.r.State() != raft.Follower {
+			t.Fatalf("node is %v following %q, want a follower of the fake leader", n.r.State(), id)
+		}
+		if last := n.r.LastIndex(); last != 2 {
+			t.Fatalf("last index %d, want 2", last)
+		}
+	})
+}
+
+// canonicalLog is the fake leader's log: the bootstrap entry, then entries 2..n of term 3 up
+// to index 100 and of term 5 after.
+func canonicalLog(t *testing.T, store raft.LogStore, n uint64) []*raft.Log {
+	t.Helper()
+	first := new(raft.Log)
+	if err := store.GetLog(1, first); err != nil {
+		t.Fatal(err)
+	}
+	logs := []*raft.Log{nil, first}
+	for i := uint64(2); i <= n; i++ {
+		term := uint64(3)
+		if i > 100 {
+			term = 5
+		}
+		logs = append(logs, &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: fmt.Appendf(nil, "cmd-%d", i)})
+	}
+	return logs
+}
+
+// appendWindows sends random, overlapping, out-of-order windows of the canonical log until
+// the node holds all of it, pausing up to 2ms between requests so they interleave with the
+// heartbeats. It reports false if that takes more than maxRequests requests.
+func appendWindows(n *soloNode, canon []*raft.Log, term *atomic.Uint64, rng *rand.Rand, maxRequests int) bool {
+	last := uint64(len(canon) - 1)
+	for i := 0; i < maxRequests; i++ {
+		have := n.r.LastIndex()
+		if have >= last {
+			return true
+		}
+		lo := max(int(have)-20, 0)
+		prev := uint64(lo + rng.Intn(int(have)+6-lo))
+		prev = min(prev, last-1)
+		end := min(prev+1+uint64(rng.Intn(16)), last)
+		req := &raft.AppendEntriesRequest{Term: term.Load(), PrevLogIndex: prev, LeaderCommitIndex: last}
+		if prev > 0 {
+			req.PrevLogTerm = canon[prev].Term
+		}
+		req.Entries = canon[prev+1 : end+1]
+		_, _ = n.send(req) // rejections and stale-term answers are expected
+		timer := time.NewTimer(time.Duration(rng.Intn(2000)) * time.Microsecond)
+		<-timer.C
+	}
+	return n.r.LastIndex() >= last
+}
+
+func TestFailureMode_ConcurrentHeartbeatsAndAppendsKeepLogIntact(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSoloNode(t)
+		seed := testSeed(t)
+		const last = 300
+		canon := canonicalLog(t, n.logs, last)
+		var term atomic.Uint64
+		term.Store(5)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // heartbeats every millisecond; the 20th moves the fake leader to term 6
+			defer wg.Done()
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			for beats := 1; ; beats++ {
+				if beats == 20 {
+					term.Store(6)
+				}
+				_, _ = n.send(&raft.AppendEntriesRequest{Term: term.Load()})
+				select {
+				case <-tick.C:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		ok := make([]bool, 4)
+		for i := range ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok[i] = appendWindows(n, canon, &term, rand.New(rand.NewSource(seed+int64(i))), 20000)
+			}()
+		}
+		raftest.Eventually(time.Minute, func() bool { return n.r.LastIndex() >= last })
+		close(stop)
+		wg.Wait()
+		for i, done := range ok {
+			if !done {
+				t.Fatalf("appender %d did not bring the log to %d (at %d)", i, last, n.r.LastIndex())
+			}
+		}
+		// One consistent request tells the node that everything is committed.
+		resp, err := n.send(&raft.AppendEntriesRequest{Term: 6, PrevLogIndex: last, PrevLogTerm: 5, LeaderCommitIndex: last})
+		if err != nil || !resp.Success {
+			t.Fatalf("final commit request: %+v, %v", resp, err)
+		}
+		if !raftest.Eventually(time.Second, func() bool { return n.r.AppliedIndex() == last }) {
+			t.Fatalf("applied index %d, want %d", n.r.AppliedIndex(), last)
+		}
+		checkLogEquals(t, n.logs, canon)
+		applied := n.fsm.Entries()
+		if len(applied) != last-1 {
+			t.Fatalf("FSM applied %d commands, want %d", len(applied), last-1)
+		}
+		for i, e := range applied {
+			want := canon[i+2]
+			if e.Index != want.Index || e.Term != want.Term || !bytes.Equal(e.Data, want.Data) {
+				t.Fatalf("FSM entry %d is %d/%d/%q, want %d/%d/%q", i, e.Index, e.Term, e.Data, want.Index, want.Term, want.Data)
+			}
+		}
+		if n.r.CurrentTerm() != 6 || n.storedTerm(t) != 6 {
+			t.Fatalf("term %d (stored %d), want 6", n.r.CurrentTerm(), n.storedTerm(t))
+		}
+	})
+}
+
+// checkLogEquals fails unless store holds exactly canon[1:].
+func checkLogEquals(t *testing.T, store raft.LogStore, canon []*raft.Log) {
+	t.Helper()
+	first, _ := store.FirstIndex()
+	lastIndex, _ := store.LastIndex()
+	if first != 1 || lastIndex != uint64(len(canon)-1) {
+		t.Fatalf("log holds [%d, %d], want [1, %d]", first, lastIndex, len(canon)-1)
+	}
+	for i := uint64(1); i <= lastIndex; i++ {
+		var got raft.Log
+		if err := store.GetLog(i, &got); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		want := canon[i]
+		if got.Index != want.Index || got.Term != want.Term || got.Type != want.Type || !bytes.Equal(got.Data, want.Data) {
+			t.Fatalf("entry %d is %d/%d/%v/%q, want %d/%d/%v/%q", i, got.Index, got.Term, got.Type, got.Data,
+				want.Index, want.Term, want.Type, want.Data)
+		}
+	}
+}
+
+// slowLeaseOptions keep a cut-off leader leading for seconds: it cannot commit, yet it does
+// not step down within the test's timeouts.
+func slowLeaseOptions() raftest.Options {
+	return raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
+		c.HeartbeatTimeout = 5 * time.Second
+		c.ElectionTimeout = 5 * time.Second
+		c.LeaderLeaseTimeout = 5 * time.Second
+	}}
+}
+
+// requireElapsed fails unless d is within [want, want+10ms].
+func requireElapsed(t *testing.T, what string, d, want time.Duration) {
+	t.Helper()
+	if d < want || d > want+10*time.Millisecond {
+		t.Fatalf("%s took %v, want %v", what, d, want)
+	}
+}
+
+func TestFailureMode_ApplyTimeoutBoundsTheWholeWait(t *testing.T) {
+	raftest.Run(t, slowLeaseOptions(), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(time.Minute)
+		r := c.Node(leader).Raft()
+		mustApply(t, c, "warm-up")
+		c.Isolate(leader)
+
+		start := time.Now()
+		err := r.Apply([]byte("cut-off"), 200*time.Millisecond).Error()
+		if !errors.Is(err, raft.ErrTimeout) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			t.Fatalf("apply on a leader that cannot commit: %v, want ErrTimeout", err)
+		}
+		requireElapsed(t, "the timed-out apply", time.Since(start), 200*time.Millisecond)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		f := r.ApplyContext(ctx, []byte("cancelled-after-enqueue"))
+		cancel()
+		if err := f.Error(); !errors.Is(err, context.Canceled) || !errors.Is(err, raft.ErrTimeout) {
+			t.Fatalf("apply cancelled after it was queued: %v, want context.Canceled and ErrTimeout", err)
+		}
+
+		ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start = time.Now()
+		if err := r.ApplyContext(ctx, []byte("deadline")).Error(); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, raft.ErrTimeout) {
+			t.Fatalf("apply past its context deadline: %v, want context.DeadlineExceeded and ErrTimeout", err)
+		}
+		requireElapsed(t, "the apply with a context deadline", time.Since(start), 300*time.Millisecond)
+
+		done, cancelDone := context.WithCancel(context.Background())
+		cancelDone()
+		if err := r.ApplyContext(done, []byte("never-queued")).Error(); !errors.Is(err, context.Canceled) || !errors.Is(err, raft.ErrEnqueueTimeout) {
+			t.Fatalf("apply with a context cancelled beforehand: %v, want context.Canceled and ErrEnqueueTimeout (not applied)", err)
+		}
+		if r.State() != raft.Leader {
+			t.Fatalf("leader stepped down (%v) within its lease; the test needs it to keep leading", r.State())
+		}
+
+		c.Heal()
+		g := mustApply(t, c, "healed")
+		c.WaitApplied(g.Index(), waitLong)
+		for i := range c.Nodes() {
+			if countOf(c, i, "never-queued") != 0 {
+				t.Fatalf("node %d applied a command whose apply reported it was never queued", i)
+			}
+		}
+		c.CheckSafety()
+	})
+}
+
+func TestFailureMode_ApplyThatCannotEnqueueReportsEnqueueTimeout(t *testing.T) {
+	opts := withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
+		// An unbuffered apply queue, and a leader that takes no more applies once four
+		// entries wait for its (hung) disk.
+		c.BatchApplyCh = false
+		c.MaxAppendEntries = 1
+		c.LogStoreTimeout = time.Hour
+	}})
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		mustApply(t, c, "warm-up")
+		store := hangingStoreOf(t, c, leader)
+		store.Hang()
+		rejected := ""
+		for i := 0; i < 20 && rejected == ""; i++ {
+			cmd := fmt.Sprintf("cmd-%d", i)
+			start := time.Now()
+			err := r.Apply([]byte(cmd), 200*time.Millisecond).Error()
+			switch {
+			case errors.Is(err, raft.ErrEnqueueTimeout):
+				requireElapsed(t, "the apply that could not be queued", time.Since(start), 200*time.Millisecond)
+				rejected = cmd
+			case err != nil && !errors.Is(err, raft.ErrTimeout):
+				t.Fatalf("apply %d: %v", i, err)
+			}
+		}
+		if rejected == "" {
+			t.Fatal("no apply reported ErrEnqueueTimeout although the leader stopped taking applies")
+		}
+		if r.State() != raft.Leader {
+			t.Fatalf("leader is %v; the test needs it to keep leading", r.State())
+		}
+		store.Release()
+		g := mustApply(t, c, "released")
+		c.WaitApplied(g.Index(), waitLong)
+		for i := range c.Nodes() {
+			if countOf(c, i, rejected) != 0 {
+				t.Fatalf("node %d applied %q, whose apply reported ErrEnqueueTimeout (not applied)", i, rejected)
+			}
+		}
+		c.CheckSafety()
+	})
+}
