@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -97,6 +98,10 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 // indexes after PrevLogIndex, known types, terms that never decrease, never pass the
 // request's term and never precede PrevLogTerm, and configurations that decode.
 func validateEntries(a *AppendEntriesRequest) error {
+	if a.PrevLogIndex > math.MaxUint64-uint64(len(a.Entries)) {
+		// The indexes would wrap around to 0 and pass the consecutive check.
+		return fmt.Errorf("%w: %d entries after index %d overflow the index space", ErrBadRequest, len(a.Entries), a.PrevLogIndex)
+	}
 	prevTerm := a.PrevLogTerm
 	for i, e := range a.Entries {
 		want := a.PrevLogIndex + uint64(i) + 1
