@@ -53,6 +53,13 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		rpc.Respond(nil, err)
 		return
 	}
+	// Validate before the term is looked at: a malformed request must not move this node to
+	// its term or make its sender the leader.
+	if err := validateEntries(a); err != nil {
+		r.logger.Warn("rejecting malformed append entries", "peer", string(a.ID), "error", err)
+		rpc.Respond(nil, err)
+		return
+	}
 	if a.Term < r.currentTerm.Load() {
 		resp.LastLogIndex, _ = r.lastLogIndexTerm()
 		rpc.Respond(resp, nil)
@@ -74,11 +81,6 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	r.setLeader(a.ID, a.Addr)
 	r.lastContact.Store(time.Now().UnixNano())
 
-	if err := validateEntries(a); err != nil {
-		r.logger.Warn("rejecting malformed append entries", "peer", string(a.ID), "error", err)
-		rpc.Respond(nil, err)
-		return
-	}
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
 		rpc.Respond(nil, err)
