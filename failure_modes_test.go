@@ -560,3 +560,96 @@ func TestFailureMode_MalformedPeerInputGetsErrorsNotPanics(t *testing.T) {
 		c.CheckSafety()
 	})
 }
+
+func TestFailureMode_LeaderWithHungLogStoreStepsDown(t *testing.T) {
+	const lease = time.Second
+	opts := withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
+		// A lease far longer than the store timeout: only the hung disk can end leadership
+		// within it.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = lease, lease, lease
+		c.LogStoreTimeout = 50 * time.Millisecond
+	}})
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(time.Minute)
+		r := c.Node(leader).Raft()
+		mustApply(t, c, "warm-up")
+		hangingStoreOf(t, c, leader).Hang()
+		// Cut the followers off too, so nothing commits without the leader's own disk and
+		// the futures stay in flight until the step-down.
+		c.Isolate(leader)
+		start := time.Now()
+		var futures []raft.ApplyFuture
+		for i := 0; i < 3; i++ {
+			futures = append(futures, r.Apply(fmt.Appendf(nil, "stuck-%d", i), 0))
+		}
+		for i, f := range futures {
+			err := f.Error()
+			if !errors.Is(err, raft.ErrLeadershipLost) || !errors.Is(err, raft.ErrLogStoreTimeout) {
+				t.Fatalf("in-flight apply %d: %v, want ErrLeadershipLost and ErrLogStoreTimeout", i, err)
+			}
+		}
+		if d := time.Since(start); d >= lease {
+			t.Fatalf("step-down took %v, not shorter than the lease %v", d, lease)
+		}
+		if r.State() == raft.Leader {
+			t.Fatal("the leader kept leading over a hung disk")
+		}
+		c.Heal()
+		next := c.WaitLeader(time.Minute)
+		if next == leader {
+			t.Fatal("the node with the hung disk leads again")
+		}
+		g, err := c.Apply([]byte("after"), time.Minute)
+		if err != nil {
+			t.Fatalf("apply on the new leader: %v", err)
+		}
+		if got := c.Node(next).Raft().AppliedIndex(); got < g.Index() {
+			t.Fatalf("new leader applied %d, want at least %d", got, g.Index())
+		}
+	})
+}
+
+func TestFailureMode_StatusGettersNeverWaitOnDisk(t *testing.T) {
+	raftest.Run(t, withHangingStores(raftest.Options{Nodes: 3}), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		warm := mustApply(t, c, "warm-up")
+		c.WaitApplied(warm.Index(), waitLong)
+		victim := others(c, leader)[0]
+		store := hangingStoreOf(t, c, victim)
+		store.Hang()
+		f := mustApply(t, c, "while-hung") // commits through the other follower
+		c.WaitFor(waitLong, "the follower's main loop to block in StoreLogs", func() bool { return store.hung.Load() > 0 })
+		r := c.Node(victim).Raft()
+		var (
+			state        raft.RaftState
+			stats        map[string]string
+			last, commit uint64
+			applied      uint64
+			config       raft.ConfigurationFuture
+			leaderAddr   raft.ServerAddress
+		)
+		if !within(time.Millisecond, func() {
+			state, stats = r.State(), r.Stats()
+			last, commit, applied = r.LastIndex(), r.CommitIndex(), r.AppliedIndex()
+			config, leaderAddr = r.GetConfiguration(), r.Leader()
+			_ = config.Error()
+		}) {
+			t.Fatal("status getters of a node whose disk hangs did not return within 1ms")
+		}
+		if state != raft.Follower || stats["state"] != "follower" {
+			t.Fatalf("state %v (stats %q), want follower", state, stats["state"])
+		}
+		if leaderAddr != c.Node(leader).Addr {
+			t.Fatalf("leader %q, want %q", leaderAddr, c.Node(leader).Addr)
+		}
+		if last >= f.Index() || commit < warm.Index() || applied != warm.Index() {
+			t.Fatalf("last %d commit %d applied %d; want last below %d and applied %d", last, commit, applied, f.Index(), warm.Index())
+		}
+		if err := config.Error(); err != nil || len(config.Configuration().Servers) != 3 {
+			t.Fatalf("configuration %+v, %v", config.Configuration(), err)
+		}
+		store.Release()
+		c.WaitApplied(f.Index(), waitLong)
+		c.CheckSafety()
+	})
+}
