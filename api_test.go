@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -322,4 +326,271 @@ func TestRaft_ShutdownLeavesNoGoroutines(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines before the node, %d after its shutdown:\n%s", before, now, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+func TestRaft_RestartFromStoresGivesIdenticalFSMs(t *testing.T) {
+	opts := raftest.Options{Nodes: 3, Config: func(c *raft.Config) { c.TrailingLogs = 5 }}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		var last uint64
+		for i := 0; i < 60; i++ {
+			last = mustApply(t, c, fmt.Sprintf("cmd-%d", i)).Index()
+			if i == 30 {
+				// One node restarts from snapshot plus log, the others from the log alone.
+				if err := c.Node(leader).Raft().Snapshot().Error(); err != nil {
+					t.Fatalf("snapshot: %v", err)
+				}
+			}
+		}
+		c.WaitApplied(last, waitLong)
+		want := recorded(c, leader)
+		if len(want) != 60 {
+			t.Fatalf("leader applied %d commands, want 60", len(want))
+		}
+		for i := range c.Nodes() {
+			c.Crash(i)
+		}
+		for i := range c.Nodes() {
+			c.Start(i)
+		}
+		c.WaitLeader(waitLong)
+		c.WaitApplied(last, waitLong)
+		for i := range c.Nodes() {
+			if got := recorded(c, i); !slices.Equal(got, want) {
+				t.Fatalf("node %d after restart applied %v, want %v", i, got, want)
+			}
+		}
+		if first, _ := c.Node(leader).Logs.FirstIndex(); first <= 1 {
+			t.Fatalf("the snapshotting node's log starts at %d: nothing was compacted, so the snapshot path went untested", first)
+		}
+		c.CheckSafety()
+	})
+}
+
+// leadershipChans hands every node a NotifyCh, created inside the bubble when the harness
+// builds the node's Config.
+type leadershipChans struct {
+	mu sync.Mutex
+	ch map[raft.ServerID]chan bool
+}
+
+func (l *leadershipChans) config(c *raft.Config) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ch == nil {
+		l.ch = make(map[raft.ServerID]chan bool)
+	}
+	if l.ch[c.LocalID] == nil {
+		l.ch[c.LocalID] = make(chan bool, 16) // more than the changes one test makes
+	}
+	c.NotifyCh = l.ch[c.LocalID]
+}
+
+func (l *leadershipChans) of(id raft.ServerID) <-chan bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ch[id]
+}
+
+// awaitLeadership reads ch until it delivers want, failing after waitLong.
+func awaitLeadership(t *testing.T, what string, ch <-chan bool, want bool) {
+	t.Helper()
+	timer := time.NewTimer(waitLong)
+	defer timer.Stop()
+	for {
+		select {
+		case v := <-ch:
+			if v == want {
+				return
+			}
+		case <-timer.C:
+			t.Fatalf("%s did not report leadership %v", what, want)
+		}
+	}
+}
+
+func TestRaft_LeaderChAndNotifyChReportLeadership(t *testing.T) {
+	notify := &leadershipChans{}
+	raftest.Run(t, raftest.Options{Nodes: 3, Config: notify.config}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		n := c.Node(leader)
+		r := n.Raft()
+		awaitLeadership(t, "LeaderCh", r.LeaderCh(), true)
+		awaitLeadership(t, "NotifyCh", notify.of(n.ID), true)
+		c.Isolate(leader)
+		awaitLeadership(t, "LeaderCh", r.LeaderCh(), false)
+		awaitLeadership(t, "NotifyCh", notify.of(n.ID), false)
+		if r.State() == raft.Leader {
+			t.Fatal("LeaderCh reported the loss while the node still leads")
+		}
+		c.Heal()
+		next := c.WaitLeader(waitLong)
+		awaitLeadership(t, "the next leader's LeaderCh", c.Node(next).Raft().LeaderCh(), true)
+		awaitLeadership(t, "the next leader's NotifyCh", notify.of(c.Node(next).ID), true)
+		for i, node := range c.Nodes() {
+			if i == next {
+				continue
+			}
+			select {
+			case v := <-node.Raft().LeaderCh():
+				if v {
+					t.Fatalf("node %d's LeaderCh says leader; node %d leads", i, next)
+				}
+			default:
+			}
+		}
+	})
+}
+
+func TestRaft_BarrierResolvesAfterPriorApplies(t *testing.T) {
+	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		var futures []raft.ApplyFuture
+		for i := 0; i < 200; i++ {
+			futures = append(futures, r.Apply(fmt.Appendf(nil, "cmd-%d", i), 0))
+		}
+		barrier := r.Barrier(waitLong)
+		if err := barrier.Error(); err != nil {
+			t.Fatalf("barrier: %v", err)
+		}
+		// Every earlier apply is already resolved: reading them takes no (virtual) time.
+		start := time.Now()
+		for i, f := range futures {
+			if err := f.Error(); err != nil {
+				t.Fatalf("apply %d: %v", i, err)
+			}
+		}
+		if time.Since(start) != 0 {
+			t.Fatalf("applies resolved %v after the barrier", time.Since(start))
+		}
+		if got := len(recorded(c, leader)); got != 200 {
+			t.Fatalf("leader's FSM holds %d commands when the barrier resolved, want 200", got)
+		}
+		if bi := barrier.(raft.IndexFuture).Index(); bi <= futures[199].Index() || r.AppliedIndex() < bi {
+			t.Fatalf("barrier at %d (applied %d), last apply at %d", bi, r.AppliedIndex(), futures[199].Index())
+		}
+	})
+}
+
+// batchingFSM records commands like RecordingFSM, through ApplyBatch, and notes the largest
+// batch. Each response names its entry.
+type batchingFSM struct {
+	*raftest.RecordingFSM
+	mu       sync.Mutex
+	maxBatch int // guarded by mu
+}
+
+func (f *batchingFSM) ApplyBatch(logs []*raft.Log) []any {
+	f.mu.Lock()
+	f.maxBatch = max(f.maxBatch, len(logs))
+	f.mu.Unlock()
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		f.RecordingFSM.Apply(l)
+		out[i] = fmt.Sprintf("%d:%s", l.Index, l.Data)
+	}
+	return out
+}
+
+func (f *batchingFSM) largestBatch() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxBatch
+}
+
+func TestRaft_BatchingFSMGetsBatchesAndPerEntryResponses(t *testing.T) {
+	opts := raftest.Options{Nodes: 3, NewFSM: func(raft.ServerID) raft.FSM {
+		return &batchingFSM{RecordingFSM: raftest.NewRecordingFSM()}
+	}}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		const workers, perWorker = 32, 20
+		errs := make(chan error, workers)
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < perWorker; i++ {
+					cmd := fmt.Sprintf("w%d-%d", w, i)
+					f := r.Apply([]byte(cmd), waitLong)
+					if err := f.Error(); err != nil {
+						errs <- err
+						return
+					}
+					if want := fmt.Sprintf("%d:%s", f.Index(), cmd); f.Response() != want {
+						errs <- fmt.Errorf("response %v for %s, want %s", f.Response(), cmd, want)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		fsm := c.Node(leader).FSM().(*batchingFSM)
+		if got := len(fsm.Entries()); got != workers*perWorker {
+			t.Fatalf("leader applied %d commands, want %d", got, workers*perWorker)
+		}
+		if b := fsm.largestBatch(); b < 2 {
+			t.Fatalf("largest ApplyBatch call held %d entries; concurrent load should batch", b)
+		}
+	})
+}
+
+func TestRaft_VerifyLeaderSucceedsOnHealthyLeader(t *testing.T) {
+	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		for i := 0; i < 5; i++ {
+			if err := r.VerifyLeader().Error(); err != nil {
+				t.Fatalf("verify %d on a healthy leader: %v", i, err)
+			}
+		}
+		// Concurrent verifies share heartbeats and all succeed.
+		futures := make([]raft.Future, 10)
+		for i := range futures {
+			futures[i] = r.VerifyLeader()
+		}
+		for i, f := range futures {
+			if err := f.Error(); err != nil {
+				t.Fatalf("concurrent verify %d: %v", i, err)
+			}
+		}
+	})
+}
+
+func TestRaft_StatsHasDocumentedKeys(t *testing.T) {
+	documented := []string{"state", "term", "last_log_index", "last_log_term", "commit_index", "applied_index",
+		"last_snapshot_index", "last_snapshot_term", "leader_id", "leader_addr", "latest_configuration",
+		"latest_config_index", "num_peers", "protocol_version", "election_rounds", "last_contact"}
+	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		f := mustApply(t, c, "x")
+		r := c.Node(leader).Raft()
+		stats := r.Stats()
+		keys := slices.Sorted(maps.Keys(stats))
+		if want := slices.Sorted(slices.Values(documented)); !slices.Equal(keys, want) {
+			t.Fatalf("Stats keys %v, documented %v", keys, want)
+		}
+		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+		want := map[string]string{
+			"state": "leader", "term": u(r.CurrentTerm()), "leader_id": string(c.Node(leader).ID),
+			"leader_addr": string(c.Node(leader).Addr), "num_peers": "2", "last_log_index": u(f.Index()),
+			"commit_index": u(f.Index()), "applied_index": u(f.Index()), "last_log_term": u(r.CurrentTerm()),
+			"protocol_version": strconv.Itoa(raft.ProtocolVersion), "latest_config_index": "1",
+		}
+		for k, v := range want {
+			if stats[k] != v {
+				t.Errorf("Stats()[%q] = %q, want %q", k, stats[k], v)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339Nano, stats["last_contact"]); err != nil {
+			t.Errorf("last_contact %q: %v", stats["last_contact"], err)
+		}
+	})
 }
