@@ -378,36 +378,46 @@ func TestFailureMode_ApplyTimeoutBoundsTheWholeWait(t *testing.T) {
 	})
 }
 
-func TestFailureMode_ApplyThatCannotEnqueueReportsEnqueueTimeout(t *testing.T) {
-	opts := withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
-		// An unbuffered apply queue, and a leader that takes no more applies once four
-		// entries wait for its (hung) disk.
+// backpressureOptions give every node a hangingStore, an unbuffered apply queue and a
+// leader that takes no more applies once four entries wait for its (hung) disk.
+func backpressureOptions(lease time.Duration) raftest.Options {
+	return withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
 		c.BatchApplyCh = false
 		c.MaxAppendEntries = 1
 		c.LogStoreTimeout = time.Hour
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = lease, lease, lease
 	}})
-	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+}
+
+// fillApplyQueue hangs the leader's disk and applies until one apply cannot be queued; it
+// returns that command, which reported ErrEnqueueTimeout after exactly its timeout.
+func fillApplyQueue(t *testing.T, c *raftest.Cluster, leader int) string {
+	t.Helper()
+	r := c.Node(leader).Raft()
+	hangingStoreOf(t, c, leader).Hang()
+	for i := 0; i < 20; i++ {
+		cmd := fmt.Sprintf("cmd-%d", i)
+		start := time.Now()
+		err := r.Apply([]byte(cmd), 200*time.Millisecond).Error()
+		switch {
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			requireElapsed(t, "the apply that could not be queued", time.Since(start), 200*time.Millisecond)
+			return cmd
+		case err != nil && !errors.Is(err, raft.ErrTimeout):
+			t.Fatalf("apply %d: %v", i, err)
+		}
+	}
+	t.Fatal("no apply reported ErrEnqueueTimeout although the leader stopped taking applies")
+	return ""
+}
+
+func TestFailureMode_ApplyThatCannotEnqueueReportsEnqueueTimeout(t *testing.T) {
+	raftest.Run(t, backpressureOptions(100*time.Millisecond), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		r := c.Node(leader).Raft()
 		mustApply(t, c, "warm-up")
 		store := hangingStoreOf(t, c, leader)
-		store.Hang()
-		rejected := ""
-		for i := 0; i < 20 && rejected == ""; i++ {
-			cmd := fmt.Sprintf("cmd-%d", i)
-			start := time.Now()
-			err := r.Apply([]byte(cmd), 200*time.Millisecond).Error()
-			switch {
-			case errors.Is(err, raft.ErrEnqueueTimeout):
-				requireElapsed(t, "the apply that could not be queued", time.Since(start), 200*time.Millisecond)
-				rejected = cmd
-			case err != nil && !errors.Is(err, raft.ErrTimeout):
-				t.Fatalf("apply %d: %v", i, err)
-			}
-		}
-		if rejected == "" {
-			t.Fatal("no apply reported ErrEnqueueTimeout although the leader stopped taking applies")
-		}
+		rejected := fillApplyQueue(t, c, leader)
 		if r.State() != raft.Leader {
 			t.Fatalf("leader is %v; the test needs it to keep leading", r.State())
 		}
@@ -537,6 +547,13 @@ func TestFailureMode_MalformedPeerInputGetsErrorsNotPanics(t *testing.T) {
 			if err := evil.AppendEntries("", target, req, &resp); err != nil || resp.Success || resp.Term != term {
 				t.Fatalf("stale append far beyond the log to node %d: %+v, %v; want a rejection in term %d", i, resp, err, term)
 			}
+			// A well-formed request of the current term that would overwrite a committed
+			// entry (or come from a second leader) is refused.
+			req = &raft.AppendEntriesRequest{RPCHeader: req.RPCHeader, Term: term,
+				Entries: []*raft.Log{{Index: 1, Term: term, Type: raft.LogCommand, Data: []byte("evil")}}}
+			if err := evil.AppendEntries("", target, req, &resp); !errors.Is(err, raft.ErrBadRequest) {
+				t.Fatalf("overwriting committed entry 1 on node %d: %v, want ErrBadRequest", i, err)
+			}
 		}
 		for i, n := range c.Nodes() {
 			r := n.Raft()
@@ -651,5 +668,28 @@ func TestFailureMode_StatusGettersNeverWaitOnDisk(t *testing.T) {
 		store.Release()
 		c.WaitApplied(f.Index(), waitLong)
 		c.CheckSafety()
+	})
+}
+
+func TestFailureMode_ApplyTimeoutCountsTimeSpentQueueing(t *testing.T) {
+	raftest.Run(t, backpressureOptions(5*time.Second), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(time.Minute)
+		r := c.Node(leader).Raft()
+		mustApply(t, c, "warm-up")
+		c.Isolate(leader) // nothing commits; the long lease keeps it leading
+		fillApplyQueue(t, c, leader)
+		// The disk comes back 100ms into the next apply's 200ms: it is queued then, cannot
+		// commit, and must still fail 200ms after the call, not 200ms after it was queued.
+		releaser := time.AfterFunc(100*time.Millisecond, hangingStoreOf(t, c, leader).Release)
+		defer releaser.Stop()
+		start := time.Now()
+		err := r.Apply([]byte("late"), 200*time.Millisecond).Error()
+		if !errors.Is(err, raft.ErrTimeout) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			t.Fatalf("apply queued after 100ms that cannot commit: %v, want ErrTimeout", err)
+		}
+		requireElapsed(t, "the apply", time.Since(start), 200*time.Millisecond)
+		if r.State() != raft.Leader {
+			t.Fatalf("leader is %v; the test needs it to keep leading", r.State())
+		}
 	})
 }
