@@ -232,21 +232,9 @@ func TestFailureMode_ConcurrentHeartbeatsAndAppendsKeepLogIntact(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
-		go func() { // heartbeats every millisecond; the 20th moves the fake leader to term 6
+		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(time.Millisecond)
-			defer tick.Stop()
-			for beats := 1; ; beats++ {
-				if beats == 20 {
-					term.Store(6)
-				}
-				_, _ = n.send(&raft.AppendEntriesRequest{Term: term.Load()})
-				select {
-				case <-tick.C:
-				case <-stop:
-					return
-				}
-			}
+			heartbeatUntil(n, &term, stop)
 		}()
 		ok := make([]bool, 4)
 		for i := range ok {
@@ -273,20 +261,44 @@ func TestFailureMode_ConcurrentHeartbeatsAndAppendsKeepLogIntact(t *testing.T) {
 			t.Fatalf("applied index %d, want %d", n.r.AppliedIndex(), last)
 		}
 		checkLogEquals(t, n.logs, canon)
-		applied := n.fsm.Entries()
-		if len(applied) != last-1 {
-			t.Fatalf("FSM applied %d commands, want %d", len(applied), last-1)
-		}
-		for i, e := range applied {
-			want := canon[i+2]
-			if e.Index != want.Index || e.Term != want.Term || !bytes.Equal(e.Data, want.Data) {
-				t.Fatalf("FSM entry %d is %d/%d/%q, want %d/%d/%q", i, e.Index, e.Term, e.Data, want.Index, want.Term, want.Data)
-			}
-		}
+		checkAppliedEquals(t, n.fsm, canon[2:])
 		if n.r.CurrentTerm() != 6 || n.storedTerm(t) != 6 {
 			t.Fatalf("term %d (stored %d), want 6", n.r.CurrentTerm(), n.storedTerm(t))
 		}
 	})
+}
+
+// heartbeatUntil sends the fake leader's heartbeats every millisecond until stop closes; the
+// 20th moves the fake leader to term 6.
+func heartbeatUntil(n *soloNode, term *atomic.Uint64, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for beats := 1; ; beats++ {
+		if beats == 20 {
+			term.Store(6)
+		}
+		_, _ = n.send(&raft.AppendEntriesRequest{Term: term.Load()})
+		select {
+		case <-tick.C:
+		case <-stop:
+			return
+		}
+	}
+}
+
+// checkAppliedEquals fails unless fsm applied exactly the commands want, in order.
+func checkAppliedEquals(t *testing.T, fsm *raftest.RecordingFSM, want []*raft.Log) {
+	t.Helper()
+	applied := fsm.Entries()
+	if len(applied) != len(want) {
+		t.Fatalf("FSM applied %d commands, want %d", len(applied), len(want))
+	}
+	for i, e := range applied {
+		w := want[i]
+		if e.Index != w.Index || e.Term != w.Term || !bytes.Equal(e.Data, w.Data) {
+			t.Fatalf("FSM entry %d is %d/%d/%q, want %d/%d/%q", i, e.Index, e.Term, e.Data, w.Index, w.Term, w.Data)
+		}
+	}
 }
 
 // checkLogEquals fails unless store holds exactly canon[1:].
