@@ -112,9 +112,9 @@ func withHangingStores(opts raftest.Options) raftest.Options {
 	return opts
 }
 
-// hangingStoreOf returns node i's hangingStore. The first call registers a cleanup that
-// releases every node's store, so no goroutine of the cluster stays blocked at shutdown; it
-// runs before the cluster's own cleanup.
+// hangingStoreOf returns node i's hangingStore. Each call registers a cleanup (releasing is
+// idempotent) that releases every node's store, so no goroutine of the cluster stays blocked
+// at shutdown; it runs before the cluster's own cleanup, which was registered earlier.
 func hangingStoreOf(t *testing.T, c *raftest.Cluster, i int) *hangingStore {
 	t.Helper()
 	t.Cleanup(func() {
