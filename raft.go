@@ -539,6 +539,11 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 	}
 	var ctxDone <-chan struct{}
 	if f.ctx != nil {
+		if err := f.ctx.Err(); err != nil {
+			// Checked first: a select with both the queue and Done ready picks at random,
+			// which would queue the command (outcome unknown) half the time.
+			return errorFuture{&wrappedErr{base: ErrEnqueueTimeout, cause: err}}
+		}
 		ctxDone = f.ctx.Done()
 	}
 	f.enqueued.Store(true)
@@ -612,7 +617,11 @@ func (r *Raft) GetConfiguration() ConfigurationFuture {
 }
 
 // Stats returns the node's status for humans and dashboards. It never waits on the main loop
-// or the disk.
+// or the disk. The keys are state, term, last_log_index, last_log_term, commit_index,
+// applied_index, last_snapshot_index, last_snapshot_term, leader_id, leader_addr,
+// latest_configuration, latest_config_index, num_peers (servers in the latest configuration
+// besides this one), protocol_version, election_rounds and last_contact (RFC 3339, when a
+// leader was last heard from or a vote was granted).
 func (r *Raft) Stats() map[string]string {
 	lastIndex, lastTerm := r.lastLogIndexTerm()
 	appliedIndex, _ := r.appliedIndexTerm()

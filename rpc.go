@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -52,6 +53,13 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		rpc.Respond(nil, err)
 		return
 	}
+	// Validate before the term is looked at: a malformed request must not move this node to
+	// its term or make its sender the leader.
+	if err := validateEntries(a); err != nil {
+		r.logger.Warn("rejecting malformed append entries", "peer", string(a.ID), "error", err)
+		rpc.Respond(nil, err)
+		return
+	}
 	if a.Term < r.currentTerm.Load() {
 		resp.LastLogIndex, _ = r.lastLogIndexTerm()
 		rpc.Respond(resp, nil)
@@ -73,11 +81,6 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	r.setLeader(a.ID, a.Addr)
 	r.lastContact.Store(time.Now().UnixNano())
 
-	if err := validateEntries(a); err != nil {
-		r.logger.Warn("rejecting malformed append entries", "peer", string(a.ID), "error", err)
-		rpc.Respond(nil, err)
-		return
-	}
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
 		rpc.Respond(nil, err)
@@ -97,6 +100,10 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 // indexes after PrevLogIndex, known types, terms that never decrease, never pass the
 // request's term and never precede PrevLogTerm, and configurations that decode.
 func validateEntries(a *AppendEntriesRequest) error {
+	if a.PrevLogIndex > math.MaxUint64-uint64(len(a.Entries)) {
+		// The indexes would wrap around to 0 and pass the consecutive check.
+		return fmt.Errorf("%w: %d entries after index %d overflow the index space", ErrBadRequest, len(a.Entries), a.PrevLogIndex)
+	}
 	prevTerm := a.PrevLogTerm
 	for i, e := range a.Entries {
 		want := a.PrevLogIndex + uint64(i) + 1

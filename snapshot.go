@@ -223,6 +223,12 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		rpc.Respond(nil, err)
 		return
 	}
+	// Validate before the term is looked at, as for AppendEntries.
+	config, err := validateInstallSnapshot(req)
+	if err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
 	if req.Term < r.currentTerm.Load() {
 		rpc.Respond(resp, nil)
 		return
@@ -240,11 +246,6 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 	}
 	r.setLeader(req.ID, req.Addr)
 	r.lastContact.Store(time.Now().UnixNano())
-	config, err := validateInstallSnapshot(req)
-	if err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
 	if req.LastLogIndex <= r.commitIndex.Load() {
 		// We already hold everything it covers, committed.
 		resp.Success = true

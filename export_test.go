@@ -1,0 +1,18 @@
+package raft
+
+// Test-only hooks for the external raft_test package.
+
+// BogusRequest is a request type no node knows. Tests send it to check that an unexpected
+// command is refused with an error rather than a panic.
+type BogusRequest struct {
+	RPCHeader
+	Junk string
+}
+
+// SendBogusRPC sends a BogusRequest from t to the node at target, through the same copying
+// path as every real request, and returns the error the node answered with.
+func SendBogusRPC(t *InmemTransport, target ServerAddress) error {
+	req := &BogusRequest{RPCHeader: RPCHeader{ProtocolVersion: ProtocolVersion, ID: "bogus", Addr: t.LocalAddr()}, Junk: "?"}
+	var resp AppendEntriesResponse
+	return inmemCall(t, target, req, &resp)
+}
