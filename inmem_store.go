@@ -49,6 +49,8 @@ func (s *InmemStore) GetLog(index uint64, log *Log) error {
 		return fmt.Errorf("%w: index %d", ErrLogNotFound, index)
 	}
 	*log = *l
+	log.Data = append([]byte(nil), l.Data...)
+	log.Extensions = append([]byte(nil), l.Extensions...)
 	return nil
 }
 
@@ -88,25 +90,23 @@ func (s *InmemStore) StoreLogs(logs []*Log) error {
 }
 
 // DeleteRange implements LogStore.
-func (s *InmemStore) DeleteRange(min, max uint64) error {
-	if min > max {
-		return nil
-	}
+func (s *InmemStore) DeleteRange(lo, hi uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := min; i <= max; i++ {
+	if lo > hi || s.lastIdx == 0 || hi < s.firstIdx || lo > s.lastIdx {
+		return nil // nothing stored in the range
+	}
+	lo, hi = max(lo, s.firstIdx), min(hi, s.lastIdx)
+	for i := lo; i <= hi; i++ {
 		delete(s.logs, i)
-		if i == max {
-			break // guards max == MaxUint64
-		}
 	}
 	switch {
-	case min <= s.firstIdx && max >= s.lastIdx:
+	case lo == s.firstIdx && hi == s.lastIdx:
 		s.firstIdx, s.lastIdx = 0, 0
-	case min <= s.firstIdx:
-		s.firstIdx = max + 1
-	case max >= s.lastIdx:
-		s.lastIdx = min - 1
+	case lo == s.firstIdx:
+		s.firstIdx = hi + 1
+	case hi == s.lastIdx:
+		s.lastIdx = lo - 1
 	}
 	return nil
 }

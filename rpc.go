@@ -1,7 +1,6 @@
 package raft
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -389,6 +388,3 @@ func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
 	r.setState(Candidate)
 	rpc.Respond(resp, nil)
 }
-
-// isShutdownErr reports whether err means the node stopped.
-func isShutdownErr(err error) bool { return errors.Is(err, ErrRaftShutdown) }
