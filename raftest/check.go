@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/raftkit/raft"
 )
@@ -131,4 +133,44 @@ func logsMatch(a, b *Node) error {
 		}
 	}
 	return nil
+}
+
+// Commands returns the commands node i's RecordingFSM applied, as strings, in order (after a
+// snapshot restore, the restored ones first). It fails the test if the node's FSM is not a
+// RecordingFSM.
+func (c *Cluster) Commands(i int) []string {
+	c.t.Helper()
+	fsm, ok := c.nodes[i].FSM().(*RecordingFSM)
+	if !ok {
+		c.t.Fatalf("raftest: node %d's FSM is a %T, not a *RecordingFSM", i, c.nodes[i].FSM())
+	}
+	var out []string
+	for _, e := range fsm.Entries() {
+		out = append(out, string(e.Data))
+	}
+	return out
+}
+
+// WaitSameCommands waits until every running node applied index, checks that the
+// RecordingFSMs of all running nodes hold the same commands in the same order, and returns
+// them. It fails the test otherwise.
+func (c *Cluster) WaitSameCommands(index uint64, timeout time.Duration) []string {
+	c.t.Helper()
+	c.WaitApplied(index, timeout)
+	var want []string
+	first := -1
+	for i, n := range c.nodes {
+		if n.Raft() == nil {
+			continue
+		}
+		got := c.Commands(i)
+		if first < 0 {
+			want, first = got, i
+			continue
+		}
+		if !slices.Equal(got, want) {
+			c.t.Fatalf("raftest: node %d applied %d commands, different from node %d's %d", i, len(got), first, len(want))
+		}
+	}
+	return want
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -35,6 +36,20 @@ type Options struct {
 	// NewStores builds the durable stores of a node, once per cluster (they survive
 	// crashes); nil means in-memory stores.
 	NewStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore)
+	// OpenStores, if set instead of NewStores, opens a node's stores at every start, the way
+	// a restarted process reopens its data directory (wal, files). The harness closes them
+	// when the node crashes, after it shut down: each store that is an io.Closer, once. The
+	// first start reuses the stores opened to bootstrap the node. While a node is crashed its
+	// Logs, Stable and Snaps fields hold the closed stores.
+	OpenStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error)
+	// NewTransport, if set, builds a node's transport at every start instead of joining the
+	// in-memory network. addr is empty at the node's first start; at a restart it is the
+	// node's address, which the new transport's LocalAddr must report again, since peers know
+	// the node by it (a TCP transport binds the same port again). The cluster is bootstrapped
+	// with each node's LocalAddr. With a custom transport Net is nil, and Partition, Isolate
+	// and Heal fail the test. logger writes where the node logs go (printed when the test
+	// fails).
+	NewTransport func(id raft.ServerID, addr raft.ServerAddress, logger hclog.Logger) (raft.Transport, error)
 	// Prepare, if set, runs after the stores exist (and were bootstrapped) and before any
 	// node starts, so a test can lay down a specific history in them.
 	Prepare func(nodes []*Node)
@@ -43,11 +58,13 @@ type Options struct {
 	LogLevel string
 }
 
-// Cluster is a set of nodes over one InmemNetwork.
+// Cluster is a set of nodes over one InmemNetwork, or over the transports of
+// Options.NewTransport.
 type Cluster struct {
-	t     testing.TB
-	opts  Options
-	Seed  int64
+	t    testing.TB
+	opts Options
+	Seed int64
+	// Net is the in-memory network the nodes talk over; nil with Options.NewTransport.
 	Net   *raft.InmemNetwork
 	logs  *logBuffer
 	rng   *rand.Rand
@@ -70,6 +87,10 @@ type Node struct {
 	c    *Cluster
 	raft *raft.Raft   // nil while crashed; guarded by c.mu
 	fsm  *recorderFSM // the current incarnation's FSM; guarded by c.mu
+
+	// Used by the test goroutine only (New, Start, Crash, cleanup).
+	trans      raft.Transport // built by New for the first Start (NewTransport); nil after
+	storesOpen bool           // OpenStores opened the stores and they were not closed yet
 }
 
 // New starts a cluster and registers its shutdown, the final safety check and the seed
@@ -78,6 +99,9 @@ func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
+	}
+	if opts.NewStores != nil && opts.OpenStores != nil {
+		t.Fatal("raftest: set NewStores or OpenStores, not both")
 	}
 	seed := opts.Seed
 	if seed == 0 {
@@ -91,26 +115,20 @@ func New(t testing.TB, opts Options) *Cluster {
 		t:       t,
 		opts:    opts,
 		Seed:    seed,
-		Net:     raft.NewInmemNetwork(seed),
 		logs:    newLogBuffer(4 << 20),
 		rng:     rand.New(rand.NewSource(seed)),
 		stopMon: make(chan struct{}),
 		monDone: make(chan struct{}),
 	}
+	if opts.NewTransport == nil {
+		c.Net = raft.NewInmemNetwork(seed)
+	}
 	c.checker = newChecker()
 	t.Cleanup(c.cleanup)
 	var servers []raft.Server
 	for i := 0; i < opts.Nodes; i++ {
-		id := raft.ServerID(fmt.Sprintf("n%d", i+1))
-		n := &Node{c: c, ID: id, Addr: raft.ServerAddress(fmt.Sprintf("addr-%s", id))}
-		if opts.NewStores != nil {
-			n.Logs, n.Stable, n.Snaps = opts.NewStores(id)
-		} else {
-			store := raft.NewInmemStore()
-			n.Logs, n.Stable, n.Snaps = store, store, raft.NewInmemSnapshotStore()
-		}
-		c.nodes = append(c.nodes, n)
-		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: id, Address: n.Addr})
+		n := c.newNode(raft.ServerID(fmt.Sprintf("n%d", i+1)))
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: n.ID, Address: n.Addr})
 	}
 	if !opts.NoBootstrap {
 		conf := raft.Configuration{Servers: servers}
@@ -128,6 +146,35 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	go c.monitor()
 	return c
+}
+
+// newNode adds a node with its stores and, with a custom transport, the transport of its
+// first start, which gives the node its address.
+func (c *Cluster) newNode(id raft.ServerID) *Node {
+	c.t.Helper()
+	n := &Node{c: c, ID: id}
+	c.nodes = append(c.nodes, n) // first, so cleanup releases whatever fails below
+	switch {
+	case c.opts.NewStores != nil:
+		n.Logs, n.Stable, n.Snaps = c.opts.NewStores(id)
+	case c.opts.OpenStores != nil:
+		if err := c.openStores(n); err != nil {
+			c.t.Fatalf("raftest: %v", err)
+		}
+	default:
+		store := raft.NewInmemStore()
+		n.Logs, n.Stable, n.Snaps = store, store, raft.NewInmemSnapshotStore()
+	}
+	if c.Net != nil {
+		n.Addr = raft.ServerAddress(fmt.Sprintf("addr-%s", id))
+		return n
+	}
+	trans, err := c.newTransport(n)
+	if err != nil {
+		c.t.Fatalf("raftest: %v", err)
+	}
+	n.trans = trans
+	return n
 }
 
 // Nodes returns the cluster's nodes.
@@ -160,6 +207,16 @@ func (c *Cluster) config(n *Node) *raft.Config {
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.SnapshotInterval = time.Hour
 	conf.RandSeed = c.rng.Int63() + 1
+	conf.Logger = c.logger("raft")
+	if c.opts.Config != nil {
+		c.opts.Config(conf)
+	}
+	return conf
+}
+
+// logger returns a logger named name writing into the cluster's log buffer at the level of
+// Options.LogLevel or RAFTEST_LOG.
+func (c *Cluster) logger(name string) hclog.Logger {
 	level := c.opts.LogLevel
 	if env := os.Getenv("RAFTEST_LOG"); env != "" {
 		level = env
@@ -167,22 +224,28 @@ func (c *Cluster) config(n *Node) *raft.Config {
 	if level == "" {
 		level = "info"
 	}
-	conf.Logger = hclog.New(&hclog.LoggerOptions{
-		Name: "raft", Level: hclog.LevelFromString(level), Output: c.logs, TimeFormat: "15:04:05.000000",
+	return hclog.New(&hclog.LoggerOptions{
+		Name: name, Level: hclog.LevelFromString(level), Output: c.logs, TimeFormat: "15:04:05.000000",
 	})
-	if c.opts.Config != nil {
-		c.opts.Config(conf)
-	}
-	return conf
 }
 
 // Start starts node i from its stores (after New or Crash). It fails the test on error.
 func (c *Cluster) Start(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
-	trans, err := c.Net.NewTransport(n.Addr)
-	if err != nil {
-		c.t.Fatalf("raftest: transport for %s: %v", n.ID, err)
+	trans := n.trans
+	n.trans = nil
+	if trans == nil {
+		var err error
+		if trans, err = c.newTransport(n); err != nil {
+			c.t.Fatalf("raftest: %v", err)
+		}
+	}
+	if c.opts.OpenStores != nil && !n.storesOpen {
+		if err := c.openStores(n); err != nil {
+			_ = trans.Close()
+			c.t.Fatalf("raftest: %v", err)
+		}
 	}
 	var inner raft.FSM
 	if c.opts.NewFSM != nil {
@@ -194,6 +257,7 @@ func (c *Cluster) Start(i int) {
 	r, err := raft.NewRaft(c.config(n), wrapFSM(fsm), n.Logs, n.Stable, n.Snaps, trans)
 	if err != nil {
 		_ = trans.Close()
+		c.closeStores(n)
 		c.t.Fatalf("raftest: starting %s: %v", n.ID, err)
 	}
 	c.mu.Lock()
@@ -201,9 +265,63 @@ func (c *Cluster) Start(i int) {
 	c.mu.Unlock()
 }
 
+// newTransport builds a transport for n: on the in-memory network, or from
+// Options.NewTransport, which must keep the address the node already has.
+func (c *Cluster) newTransport(n *Node) (raft.Transport, error) {
+	if c.Net != nil {
+		trans, err := c.Net.NewTransport(n.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("transport for %s: %w", n.ID, err)
+		}
+		return trans, nil
+	}
+	trans, err := c.opts.NewTransport(n.ID, n.Addr, c.logger("transport").With("server", string(n.ID)))
+	if err != nil {
+		return nil, fmt.Errorf("transport for %s: %w", n.ID, err)
+	}
+	if addr := trans.LocalAddr(); n.Addr != "" && addr != n.Addr {
+		_ = trans.Close()
+		return nil, fmt.Errorf("transport for %s has address %s, but peers know the node as %s", n.ID, addr, n.Addr)
+	}
+	n.Addr = trans.LocalAddr()
+	return trans, nil
+}
+
+// openStores opens n's stores with Options.OpenStores.
+func (c *Cluster) openStores(n *Node) error {
+	logs, stable, snaps, err := c.opts.OpenStores(n.ID)
+	if err != nil {
+		return fmt.Errorf("opening stores of %s: %w", n.ID, err)
+	}
+	n.Logs, n.Stable, n.Snaps, n.storesOpen = logs, stable, snaps, true
+	return nil
+}
+
+// closeStores closes the stores OpenStores opened for n, each io.Closer once. A failure
+// fails the test but lets the caller go on releasing the rest of the cluster.
+func (c *Cluster) closeStores(n *Node) {
+	c.t.Helper()
+	if !n.storesOpen {
+		return
+	}
+	n.storesOpen = false
+	var closed []io.Closer
+	for _, s := range []any{n.Logs, n.Stable, n.Snaps} {
+		cl, ok := s.(io.Closer)
+		if !ok || slices.Contains(closed, cl) {
+			continue
+		}
+		closed = append(closed, cl)
+		if err := cl.Close(); err != nil {
+			c.t.Errorf("raftest: closing stores of %s: %v", n.ID, err)
+		}
+	}
+}
+
 // Crash stops node i abruptly: its goroutines exit and its transport closes, but its stores
 // keep exactly what they held (in-memory stores lose nothing acknowledged, as a disk with
-// fsync would).
+// fsync would). Stores from Options.OpenStores are closed, as a dying process would leave
+// them.
 func (c *Cluster) Crash(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
@@ -217,6 +335,7 @@ func (c *Cluster) Crash(i int) {
 	if err := r.Shutdown().Error(); err != nil {
 		c.t.Fatalf("raftest: crashing %s: %v", n.ID, err)
 	}
+	c.closeStores(n)
 }
 
 // Restart crashes node i and starts it again from its stores.
@@ -229,6 +348,8 @@ func (c *Cluster) Restart(i int) {
 // Partition splits the network: only nodes in the same group can talk. Nodes in no group
 // are isolated.
 func (c *Cluster) Partition(groups ...[]int) {
+	c.t.Helper()
+	c.needNet("Partition")
 	var addrGroups [][]raft.ServerAddress
 	for _, g := range groups {
 		var addrs []raft.ServerAddress
@@ -241,10 +362,27 @@ func (c *Cluster) Partition(groups ...[]int) {
 }
 
 // Isolate cuts node i off from everyone.
-func (c *Cluster) Isolate(i int) { c.Net.Isolate(c.nodes[i].Addr) }
+func (c *Cluster) Isolate(i int) {
+	c.t.Helper()
+	c.needNet("Isolate")
+	c.Net.Isolate(c.nodes[i].Addr)
+}
 
 // Heal reconnects every link (configured random faults stay).
-func (c *Cluster) Heal() { c.Net.Heal() }
+func (c *Cluster) Heal() {
+	c.t.Helper()
+	c.needNet("Heal")
+	c.Net.Heal()
+}
+
+// needNet fails the test when the cluster does not run over the in-memory network, the only
+// one that can inject faults.
+func (c *Cluster) needNet(what string) {
+	c.t.Helper()
+	if c.Net == nil {
+		c.t.Fatalf("raftest: %s needs the in-memory network; this cluster uses Options.NewTransport", what)
+	}
+}
 
 // Leader returns the index of the node that is leader in the highest term, or -1.
 func (c *Cluster) Leader() int {
@@ -400,8 +538,14 @@ func (c *Cluster) monitor() {
 func (c *Cluster) cleanup() {
 	close(c.stopMon)
 	<-c.monDone
-	for i := range c.nodes {
+	for i, n := range c.nodes {
 		c.Crash(i)
+		// A node that never started holds an open transport or stores.
+		if n.trans != nil {
+			_ = n.trans.Close()
+			n.trans = nil
+		}
+		c.closeStores(n)
 	}
 	if !c.t.Failed() {
 		if err := c.checker.err(); err != nil {
