@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftkit/raft"
+)
+
+// result is what one load run measured.
+type result struct {
+	ops     int           // acknowledged applies
+	errors  int           // applies that failed
+	bytes   int64         // command bytes acknowledged
+	elapsed time.Duration // from the first apply to the last answer
+	latency []time.Duration
+}
+
+// leaderFunc returns the current leader, waiting for one if needed.
+type leaderFunc func() (*raft.Raft, error)
+
+// runLoad runs cfg.clients concurrent clients, each applying cfg.size-byte commands until
+// cfg.duration passed or cfg.ops commands were started in total.
+func runLoad(cfg config, leader leaderFunc) (result, error) {
+	r, err := leader()
+	if err != nil {
+		return result{}, err
+	}
+	var cur atomic.Pointer[raft.Raft]
+	cur.Store(r)
+	var started atomic.Int64
+	deadline := time.Now().Add(cfg.duration)
+	more := func() bool {
+		if cfg.ops > 0 {
+			return started.Add(1) <= int64(cfg.ops)
+		}
+		return time.Now().Before(deadline)
+	}
+	results := make([]result, cfg.clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range results {
+		wg.Add(1)
+		go func() { // owned by runLoad, which waits; exits when more says stop
+			defer wg.Done()
+			results[i] = runClient(cfg, i, &cur, leader, more)
+		}()
+	}
+	wg.Wait()
+	total := result{elapsed: time.Since(start)}
+	for _, cr := range results {
+		total.ops += cr.ops
+		total.errors += cr.errors
+		total.bytes += cr.bytes
+		total.latency = append(total.latency, cr.latency...)
+	}
+	slices.Sort(total.latency)
+	return total, nil
+}
+
+// runClient applies commands one at a time until more returns false. On an error it looks
+// for the leader again and goes on with the next command: a benchmark counts failures rather
+// than retrying them.
+func runClient(cfg config, client int, cur *atomic.Pointer[raft.Raft], leader leaderFunc, more func() bool) result {
+	payloads := newPayloads(cfg.seed, client, cfg.size)
+	var res result
+	for seq := uint64(0); more(); seq++ {
+		cmd := payloads.next(seq)
+		t0 := time.Now()
+		err := cur.Load().Apply(cmd, cfg.timeout).Error()
+		lat := time.Since(t0)
+		if err != nil {
+			res.errors++
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return res
+			}
+			if r, lerr := leader(); lerr == nil {
+				cur.Store(r)
+			}
+			continue
+		}
+		res.ops++
+		res.bytes += int64(len(cmd))
+		res.latency = append(res.latency, lat)
+	}
+	return res
+}
+
+// payloads makes a client's commands: each is size bytes, drawn from a pool filled by a PRNG
+// seeded with the run seed and the client number, and stamped with the client and sequence
+// number, so every run with the same flags sends the same bytes.
+type payloads struct {
+	client uint32
+	size   int
+	pool   [][]byte
+}
+
+// payloadPool is how many distinct random bodies each client cycles through.
+const payloadPool = 64
+
+func newPayloads(seed int64, client, size int) *payloads {
+	rng := rand.New(rand.NewSource(seed*1_000_003 + int64(client)))
+	p := &payloads{client: uint32(client), size: size, pool: make([][]byte, payloadPool)}
+	for i := range p.pool {
+		p.pool[i] = make([]byte, size)
+		rng.Read(p.pool[i])
+	}
+	return p
+}
+
+// next returns a fresh slice (raft keeps the command) for sequence number seq.
+func (p *payloads) next(seq uint64) []byte {
+	cmd := append([]byte(nil), p.pool[seq%payloadPool]...)
+	var stamp [12]byte
+	binary.BigEndian.PutUint32(stamp[:4], p.client)
+	binary.BigEndian.PutUint64(stamp[4:], seq)
+	copy(cmd, stamp[:]) // commands shorter than the stamp keep a prefix of it
+	return cmd
+}
+
+// percentile returns the q-quantile (0..1) of sorted by the nearest-rank method, or 0 for
+// no samples.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(q * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkit/raft"
+)
+
+func TestPercentile_NearestRank(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	cases := []struct {
+		sorted []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{nil, 0.5, 0},
+		{ms(7), 0.5, 7 * time.Millisecond},
+		{ms(7), 0, 7 * time.Millisecond},
+		{ms(1, 2, 3, 4), 0.5, 2 * time.Millisecond},
+		{ms(1, 2, 3, 4), 0.51, 3 * time.Millisecond},
+		{ms(1, 2, 3, 4), 1, 4 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.9, 9 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		if got := percentile(tc.sorted, tc.q); got != tc.want {
+			t.Errorf("percentile(%v, %v) = %v, want %v", tc.sorted, tc.q, got, tc.want)
+		}
+	}
+}
+
+func TestPayloads_DeterministicDistinctAndSized(t *testing.T) {
+	a, b, other := newPayloads(7, 3, 128), newPayloads(7, 3, 128), newPayloads(7, 4, 128)
+	seen := make(map[string]bool)
+	for seq := uint64(0); seq < 2*payloadPool; seq++ {
+		pa, pb := a.next(seq), b.next(seq)
+		if !bytes.Equal(pa, pb) {
+			t.Fatalf("seq %d: two generators with one seed and client differ", seq)
+		}
+		if len(pa) != 128 {
+			t.Fatalf("seq %d: %d bytes, want 128", seq, len(pa))
+		}
+		if bytes.Equal(pa, other.next(seq)) {
+			t.Fatalf("seq %d: clients 3 and 4 send the same command", seq)
+		}
+		if seen[string(pa)] {
+			t.Fatalf("seq %d: command repeats", seq)
+		}
+		seen[string(pa)] = true
+		pa[20] ^= 0xFF // the caller owns the slice: changing it must not change the next ones
+	}
+	if !bytes.Equal(a.next(5), b.next(5)) {
+		t.Fatal("a caller's change to a command leaked into the pool")
+	}
+	if got := len(newPayloads(1, 0, 4).next(9)); got != 4 {
+		t.Fatalf("a 4-byte command has %d bytes", got)
+	}
+}
+
+func TestParseFlags_RejectsInvalidCombinations(t *testing.T) {
+	for _, args := range [][]string{
+		{"-nodes", "0"},
+		{"-transport", "udp"},
+		{"-store", "bolt"},
+		{"-clients", "0"},
+		{"-size", "0"},
+		{"-duration", "0s"},
+		{"-ops", "-1"},
+		{"-heartbeat-timeout", "1ms"},
+		{"-no-such-flag"},
+	} {
+		if _, err := parseFlags(args, &bytes.Buffer{}); !errors.Is(err, errUsage) {
+			t.Errorf("%v: err %v, want errUsage", args, err)
+		}
+	}
+	cfg, err := parseFlags([]string{"-ops", "10", "-duration", "0s"}, &bytes.Buffer{})
+	if err != nil || cfg.ops != 10 || cfg.nodes != 3 || cfg.transport != "tcp" {
+		t.Fatalf("valid flags: %+v, %v", cfg, err)
+	}
+}
+
+// testConfig is a short run: few operations, fast elections.
+func testConfig(t *testing.T, transport, store string) config {
+	cfg, err := parseFlags([]string{
+		"-transport", transport, "-store", store, "-fsync=false", "-dir", t.TempDir(),
+		"-clients", "8", "-size", "64", "-ops", "400", "-heartbeat-timeout", "300ms",
+	}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestRunLoad_EveryNodeAppliesEveryCommand(t *testing.T) {
+	for _, combo := range [][2]string{{"inmem", "inmem"}, {"tcp", "inmem"}, {"tcp", "wal"}} {
+		t.Run(combo[0]+"_"+combo[1], func(t *testing.T) {
+			cfg := testConfig(t, combo[0], combo[1])
+			c, err := newCluster(cfg, hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			res, err := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ops+res.errors != cfg.ops || len(res.latency) != res.ops || res.bytes != int64(res.ops*cfg.size) {
+				t.Fatalf("result %d ops, %d errors, %d latencies, %d bytes for %d commands", res.ops, res.errors, len(res.latency), res.bytes, cfg.ops)
+			}
+			if res.errors != 0 {
+				t.Fatalf("%d applies failed in a healthy cluster", res.errors)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for _, n := range c.nodes {
+				for n.fsm.applied.Load() < uint64(res.ops) {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s applied %d of %d commands", n.id, n.fsm.applied.Load(), res.ops)
+					}
+					<-time.After(time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
+func TestRun_PrintsThroughputAndLatency(t *testing.T) {
+	cfg := testConfig(t, "inmem", "inmem")
+	var out bytes.Buffer
+	if err := run(cfg, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"3 nodes, transport inmem, store inmem, 8 clients, 64 B commands",
+		fmt.Sprintf("ops:        %d in", cfg.ops), "(0 errors)", "ops/s", "MB/s", "p50", "p90", "p99", "max",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
