@@ -360,6 +360,10 @@ func (r *Raft) fatal(err error) {
 	r.logger.Error("stopping node after a local failure", "error", err)
 	r.shutdownCause.CompareAndSwap(nil, &err)
 	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
+	// Peers must not keep waiting on a node that stopped answering.
+	if cerr := r.trans.Close(); cerr != nil {
+		r.logger.Warn("closing transport", "error", cerr)
+	}
 }
 
 // stepDown moves to follower in term (persisting it if it is newer). A leader first stops
