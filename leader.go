@@ -49,6 +49,9 @@ type leaderState struct {
 	configQueue []*configChangeFuture
 	promotion   *promotion
 	transfer    *transferState
+
+	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
+	pendingReads []*verifyFuture
 }
 
 // writeResult is the outcome of one local StoreLogs by the leader's writer.
@@ -305,6 +308,12 @@ func (r *Raft) processLeaderCommits() {
 	}
 	r.maybeStartConfigChange()
 	r.progressTransfer()
+	if reads := ls.pendingReads; len(reads) > 0 {
+		ls.pendingReads = nil
+		for _, v := range reads {
+			r.handleVerify(v)
+		}
+	}
 	if r.configurations.committedIndex == r.configurations.latestIndex && !r.configurations.latest.isVoter(r.localID) {
 		r.logger.Info("removed from the configuration, stepping down")
 		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
@@ -343,6 +352,15 @@ func (r *Raft) checkLeaderLease() {
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
 func (r *Raft) handleVerify(v *verifyFuture) {
 	ls := r.leaderState
+	if v.wantRead {
+		if r.commitIndex.Load() < ls.commitment.startIndex {
+			// No entry of this term committed yet: the commit index may still be behind
+			// what earlier leaders committed. Wait for the term's no-op.
+			ls.pendingReads = append(ls.pendingReads, v)
+			return
+		}
+		v.readIndex = r.commitIndex.Load()
+	}
 	v.quorum = r.configurations.latest.quorumSize()
 	live := ls.verifies[:0]
 	for _, old := range ls.verifies {
@@ -375,6 +393,9 @@ func (r *Raft) leaderCleanup(err error) {
 		f.respond(err)
 	}
 	for _, v := range ls.verifies {
+		v.respond(err)
+	}
+	for _, v := range ls.pendingReads {
 		v.respond(err)
 	}
 	for _, f := range ls.configQueue {

@@ -191,6 +191,8 @@ func (r *Raft) recover() error {
 	}
 	r.currentTerm.Store(term)
 	r.applied.Store(&indexTerm{})
+	notify := make(chan struct{})
+	r.appliedNotify.Store(&notify)
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
 	if err := r.restoreSnapshotOnStart(); err != nil {
