@@ -584,9 +584,8 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 }
 
 // VerifyLeader confirms that this node is still the leader: the future resolves once a
-// quorum of voters acknowledged a heartbeat sent after the call. With it a leader can serve
-// a linearizable read: call VerifyLeader, then wait until AppliedIndex reaches the
-// CommitIndex read before the call.
+// quorum of voters acknowledged a heartbeat sent after the call. For linearizable reads use
+// ReadIndex, which also makes sure the commit index is current and the FSM caught up with it.
 func (r *Raft) VerifyLeader() Future {
 	v := &verifyFuture{voted: make(map[ServerID]bool)}
 	v.init()
