@@ -405,11 +405,14 @@ func (s *replicator) runPipeline() bool {
 	recvDone := make(chan struct{})
 	// The receiver applies responses in order; it exits when the pipeline fails or the
 	// sender stops it.
+	// window holds one token per request in flight: the sender puts one before each send,
+	// the receiver takes one per response. Its buffer is the pipeline depth.
+	window := make(chan struct{}, pipelineDepth)
 	s.r.goFunc(func() {
 		defer close(recvDone)
-		s.pipelineReceive(pipe, failed, recvStop)
+		s.pipelineReceive(pipe, window, failed, recvStop)
 	})
-	s.pipelineSend(pipe, failed)
+	s.pipelineSend(pipe, window, failed)
 	close(recvStop)
 	_ = pipe.Close()
 	<-recvDone
@@ -417,11 +420,21 @@ func (s *replicator) runPipeline() bool {
 	return true
 }
 
-// pipelineSend sends new entries as they are dispatched, without waiting for responses.
-func (s *replicator) pipelineSend(pipe AppendPipeline, failed <-chan struct{}) {
+// pipelineSend sends new entries as they are dispatched, without waiting for responses, but
+// with at most pipelineDepth requests in flight.
+func (s *replicator) pipelineSend(pipe AppendPipeline, window chan struct{}, failed <-chan struct{}) {
 	for {
-		lastIndex, _ := s.r.lastLogIndexTerm()
-		for s.nextIndex <= lastIndex {
+		for {
+			if !s.acquireWindow(window, failed) {
+				return
+			}
+			// Read the log tail only now: what was dispatched while the window was full
+			// goes out in this one request.
+			lastIndex, _ := s.r.lastLogIndexTerm()
+			if s.nextIndex > lastIndex {
+				<-window // nothing to send after all
+				break
+			}
 			req, err := s.buildRequest(s.nextIndex, lastIndex)
 			if err != nil {
 				return // compaction or a read error: the plain mode sorts it out
@@ -436,6 +449,10 @@ func (s *replicator) pipelineSend(pipe AppendPipeline, failed <-chan struct{}) {
 		case <-s.triggerCh:
 		case <-timer.C:
 			// Nothing new: send an empty request so the peer learns the commit index.
+			if !s.acquireWindow(window, failed) {
+				timer.Stop()
+				return
+			}
 			req, err := s.buildRequest(s.nextIndex, s.nextIndex-1)
 			if err == nil {
 				_, err = pipe.AppendEntries(req, new(AppendEntriesResponse))
@@ -461,12 +478,34 @@ func (s *replicator) pipelineSend(pipe AppendPipeline, failed <-chan struct{}) {
 	}
 }
 
+// pipelineDepth is how many AppendEntries a pipeline keeps in flight. A follower stores each
+// request with its own write (one fsync), so an unbounded pipeline degenerates into one
+// request, and one fsync, per entry once clients send steadily; a small window makes the
+// entries dispatched meanwhile wait and travel together, while still hiding a network
+// round trip.
+const pipelineDepth = 2
+
+// acquireWindow waits for room in the pipeline window; false when the pipeline or the
+// replicator stops first.
+func (s *replicator) acquireWindow(window chan<- struct{}, failed <-chan struct{}) bool {
+	select {
+	case window <- struct{}{}:
+		return true
+	case <-failed:
+	case <-s.ls.stopCh:
+	case <-s.stopCh:
+	case <-s.r.shutdownCh:
+	}
+	return false
+}
+
 // pipelineReceive consumes pipeline responses in order.
-func (s *replicator) pipelineReceive(pipe AppendPipeline, failed chan<- struct{}, stop <-chan struct{}) {
+func (s *replicator) pipelineReceive(pipe AppendPipeline, window <-chan struct{}, failed chan<- struct{}, stop <-chan struct{}) {
 	defer close(failed)
 	for {
 		select {
 		case fut := <-pipe.Consumer():
+			<-window // the sender put a token before sending this request
 			if err := fut.Error(); err != nil {
 				s.r.logger.Debug("pipelined append entries failed", "peer", string(s.peer.Load().ID), "error", err)
 				return
