@@ -238,7 +238,9 @@ func (c *Cluster) logger(name string) hclog.Logger {
 	})
 }
 
-// Start starts node i from its stores (after New or Crash). It fails the test on error.
+// Start starts node i from its stores (after New or Crash), reopening them first with
+// Options.OpenStores and building its transport with Options.NewTransport when those are
+// set. It fails the test on error.
 func (c *Cluster) Start(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
