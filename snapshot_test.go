@@ -1,0 +1,227 @@
+package raft_test
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest"
+)
+
+// Snapshot tests: scenario S1 of DESIGN.md and the behaviour of issue 3. Each checks that a
+// snapshot really was taken or installed (Stats, the log's first index, the FSM's restore
+// count) rather than assuming it.
+
+// snapFSM is a RecordingFSM that counts its restores and can hold Persist until a test lets
+// it go.
+type snapFSM struct {
+	*raftest.RecordingFSM
+	restores atomic.Int32
+	// persistGate, if set, is called at the start of every Persist (on the snapshot
+	// goroutine); it returns when Persist may go on.
+	persistGate func()
+}
+
+func newSnapFSM(gate func()) *snapFSM {
+	return &snapFSM{RecordingFSM: raftest.NewRecordingFSM(), persistGate: gate}
+}
+
+// Restore implements raft.FSM.
+func (f *snapFSM) Restore(rc io.ReadCloser) error {
+	f.restores.Add(1)
+	return f.RecordingFSM.Restore(rc)
+}
+
+// Snapshot implements raft.FSM.
+func (f *snapFSM) Snapshot() (raft.FSMSnapshot, error) {
+	inner, err := f.RecordingFSM.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return gatedSnapshot{FSMSnapshot: inner, gate: f.persistGate}, nil
+}
+
+type gatedSnapshot struct {
+	raft.FSMSnapshot
+	gate func()
+}
+
+func (g gatedSnapshot) Persist(sink raft.SnapshotSink) error {
+	if g.gate != nil {
+		g.gate()
+	}
+	return g.FSMSnapshot.Persist(sink)
+}
+
+// snapOpts is a cluster that snapshots often and keeps a short log behind each snapshot.
+func snapOpts(nodes int) raftest.Options {
+	return raftest.Options{
+		Nodes:  nodes,
+		NewFSM: func(raft.ServerID) raft.FSM { return newSnapFSM(nil) },
+		Config: func(c *raft.Config) {
+			c.TrailingLogs = snapTrailing
+			c.SnapshotThreshold = 16
+			c.SnapshotInterval = 20 * time.Millisecond
+		},
+	}
+}
+
+const snapTrailing = 8
+
+func fsmOf(c *raftest.Cluster, i int) *snapFSM { return c.Node(i).FSM().(*snapFSM) }
+
+// commands returns the commands node i's FSM holds, in order.
+func commands(c *raftest.Cluster, i int) []string {
+	var out []string
+	for _, e := range fsmOf(c, i).Entries() {
+		out = append(out, string(e.Data))
+	}
+	return out
+}
+
+// statU reads a numeric Stats key of node i.
+func statU(t *testing.T, c *raftest.Cluster, i int, key string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(c.Node(i).Raft().Stats()[key], 10, 64)
+	if err != nil {
+		t.Fatalf("stats %s of node %d: %v", key, i, err)
+	}
+	return v
+}
+
+// firstIndex is the first index in node i's log store (0 when empty).
+func firstIndex(t *testing.T, c *raftest.Cluster, i int) uint64 {
+	t.Helper()
+	first, err := c.Node(i).Logs.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
+// applyN applies n commands named prefix-0... and returns the last index.
+func applyN(t *testing.T, c *raftest.Cluster, prefix string, n int) uint64 {
+	t.Helper()
+	var last uint64
+	for i := 0; i < n; i++ {
+		last = mustApply(t, c, fmt.Sprintf("%s-%d", prefix, i)).Index()
+	}
+	return last
+}
+
+// sameFSMs fails unless every running node's FSM holds the commands of node ref.
+func sameFSMs(t *testing.T, c *raftest.Cluster, ref int) {
+	t.Helper()
+	want := commands(c, ref)
+	for i, n := range c.Nodes() {
+		if n.Raft() == nil {
+			continue
+		}
+		if got := commands(c, i); !slices.Equal(got, want) {
+			t.Fatalf("node %d holds %d commands %v\nnode %d holds %d commands %v", i, len(got), got, ref, len(want), want)
+		}
+	}
+}
+
+// checkCompactionBound fails if node i's log lost an entry that is in no snapshot or inside
+// the trailing window: everything before the first index must be at or below
+// snapshotIndex - trailing. (A follower that installed a snapshot holds no trailing window:
+// it never had those entries.)
+func checkCompactionBound(t *testing.T, c *raftest.Cluster, i int, trailing uint64) {
+	t.Helper()
+	first := firstIndex(t, c, i) // read first: the snapshot index only grows
+	snap := statU(t, c, i, "last_snapshot_index")
+	if first > 1 && first-1 > snap-min(snap, trailing) {
+		t.Fatalf("node %d compacted up to %d with its snapshot at %d and %d trailing entries", i, first-1, snap, trailing)
+	}
+}
+
+func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
+	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
+		c.WaitLeader(waitLong)
+		last := applyN(t, c, "cmd", 100)
+		c.WaitApplied(last, waitLong)
+		// Every node snapshots on its own once SnapshotThreshold entries were applied.
+		c.WaitFor(waitLong, "every node to snapshot and compact", func() bool {
+			for i := range c.Nodes() {
+				if statU(t, c, i, "last_snapshot_index") < last-16 || firstIndex(t, c, i) <= 1 {
+					return false
+				}
+			}
+			return true
+		})
+		for i := range c.Nodes() {
+			checkCompactionBound(t, c, i, snapTrailing)
+			if got := len(commands(c, i)); got != 100 {
+				t.Fatalf("node %d holds %d commands after compaction, want 100", i, got)
+			}
+		}
+		c.CheckSafety()
+	})
+}
+
+func TestScenarioS1_FarBehindFollowerReceivesInstallSnapshot(t *testing.T) {
+	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		behind := others(c, leader)[0]
+		c.Isolate(behind)
+		last := applyN(t, c, "cmd", 100)
+		behindLast := c.Node(behind).Raft().LastIndex()
+		c.WaitFor(waitLong, "the leader to compact past the isolated follower's log", func() bool {
+			return firstIndex(t, c, leader) > behindLast+1
+		})
+		c.Heal()
+		c.WaitApplied(last, waitLong)
+		if n := fsmOf(c, behind).restores.Load(); n < 1 {
+			t.Fatalf("the lagging follower caught up without a snapshot restore (%d restores)", n)
+		}
+		if snap := statU(t, c, behind, "last_snapshot_index"); snap <= behindLast {
+			t.Fatalf("the lagging follower's snapshot index %d is not past its old last index %d", snap, behindLast)
+		}
+		g := mustApply(t, c, "after")
+		c.WaitApplied(g.Index(), waitLong)
+		sameFSMs(t, c, leader)
+		checkCompactionBound(t, c, behind, 0)
+		c.CheckSafety()
+	})
+}
+
+// manualSnapshots turns automatic snapshots off, so a test decides when they happen.
+func manualSnapshots(opts raftest.Options) raftest.Options {
+	base := opts.Config
+	opts.Config = func(c *raft.Config) {
+		base(c)
+		c.SnapshotThreshold = 1 << 40
+	}
+	return opts
+}
+
+func TestScenarioS1_NodeRestartsFromSnapshotAndLog(t *testing.T) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		node := others(c, leader)[0]
+		last := applyN(t, c, "cmd", 60)
+		c.WaitApplied(last, waitLong)
+		if err := c.Node(node).Raft().Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		if first := firstIndex(t, c, node); first <= 1 {
+			t.Fatalf("log starts at %d after a snapshot at %d: nothing compacted", first, last)
+		}
+		// Entries after the snapshot, so the restart replays a log tail on top of it.
+		last = applyN(t, c, "tail", 5)
+		c.WaitApplied(last, waitLong)
+		c.Restart(node)
+		if n := fsmOf(c, node).restores.Load(); n != 1 {
+			t.Fatalf("the restarted node restored %d snapshots at start, want 1", n)
+		}
+		c.WaitApplied(last, waitLong)
+		sameFSMs(t, c, leader)
+		c.CheckSafety()
+	})
+}
