@@ -96,6 +96,8 @@ func (r *Raft) runLeader() {
 			r.handleVerify(v)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
+		case f := <-r.restoreCh:
+			r.handleRestore(f)
 		case <-r.shutdownCh:
 			return
 		}

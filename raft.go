@@ -73,6 +73,8 @@ type Raft struct {
 	// verifyCh and bootstrapCh are unbuffered: their callers wait for the main loop anyway.
 	verifyCh    chan *verifyFuture
 	bootstrapCh chan *bootstrapFuture
+	// restoreCh carries Restore calls; unbuffered, the caller waits for the main loop anyway.
+	restoreCh chan *restoreFuture
 
 	// fsmCh carries committed entries and restores to the FSM goroutine in log order. Its
 	// buffer lets the main loop run up to that many batches ahead of a slow FSM.
@@ -136,6 +138,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		verifyCh:       make(chan *verifyFuture),
 		bootstrapCh:    make(chan *bootstrapFuture),
+		restoreCh:      make(chan *restoreFuture),
 		fsmCh:          make(chan fsmTask, 64),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
@@ -380,6 +383,8 @@ func (r *Raft) runFollower() {
 			v.respond(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
+		case f := <-r.restoreCh:
+			f.respond(r.notLeaderErr())
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := time.Since(time.Unix(0, r.lastContact.Load()))
