@@ -1,8 +1,11 @@
 package raft_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -219,6 +222,80 @@ func TestScenarioS1_NodeRestartsFromSnapshotAndLog(t *testing.T) {
 		c.Restart(node)
 		if n := fsmOf(c, node).restores.Load(); n != 1 {
 			t.Fatalf("the restarted node restored %d snapshots at start, want 1", n)
+		}
+		c.WaitApplied(last, waitLong)
+		sameFSMs(t, c, leader)
+		c.CheckSafety()
+	})
+}
+
+// fileSnapshotStores gives every node an InmemStore for its log and a FileSnapshotStore
+// keeping two snapshots in its own directory, and returns the directories by node ID.
+func fileSnapshotStores(t *testing.T, opts raftest.Options) (raftest.Options, map[raft.ServerID]string) {
+	dirs := make(map[raft.ServerID]string)
+	opts.NewStores = func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore) {
+		dirs[id] = t.TempDir()
+		snaps, err := raft.NewFileSnapshotStore(dirs[id], 2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store := raft.NewInmemStore()
+		return store, store, snaps
+	}
+	return opts, dirs
+}
+
+// corruptSnapshotData changes one character inside the first command of a RecordingFSM
+// snapshot on disk, so the data still decodes (to something else) and only the CRC can
+// tell.
+func corruptSnapshotData(t *testing.T, dir, id string) {
+	t.Helper()
+	path := filepath.Join(dir, "snapshots", id, "state.bin")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(data, []byte(`"Data":"`))
+	if at < 0 {
+		t.Fatalf("no command in snapshot %s", id)
+	}
+	data[at+len(`"Data":"`)] ^= 1 // a base64 letter stays a base64 letter
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSnapshot_CorruptNewestSnapshotFallsBackToOlder(t *testing.T) {
+	opts := manualSnapshots(snapOpts(3))
+	base := opts.Config
+	opts.Config = func(c *raft.Config) {
+		base(c)
+		c.TrailingLogs = 1000 // the log still reaches back to the older snapshot
+	}
+	opts, dirs := fileSnapshotStores(t, opts)
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		node := others(c, leader)[0]
+		var snapIndexes []uint64
+		for round := 0; round < 2; round++ {
+			last := applyN(t, c, fmt.Sprintf("round%d", round), 10)
+			c.WaitApplied(last, waitLong)
+			if err := c.Node(node).Raft().Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+			snapIndexes = append(snapIndexes, statU(t, c, node, "last_snapshot_index"))
+		}
+		last := applyN(t, c, "tail", 5)
+		c.WaitApplied(last, waitLong)
+		c.Crash(node)
+		metas, err := c.Node(node).Snaps.List()
+		if err != nil || len(metas) != 2 || metas[0].Index != snapIndexes[1] {
+			t.Fatalf("stored snapshots %v (%v), want two, the newest at %d", metas, err, snapIndexes[1])
+		}
+		corruptSnapshotData(t, dirs[c.Node(node).ID], metas[0].ID)
+		c.Start(node)
+		if got := statU(t, c, node, "last_snapshot_index"); got != snapIndexes[0] {
+			t.Fatalf("started from the snapshot at %d, want the older one at %d", got, snapIndexes[0])
 		}
 		c.WaitApplied(last, waitLong)
 		sameFSMs(t, c, leader)
