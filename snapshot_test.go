@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,20 +145,27 @@ func checkCompactionBound(t *testing.T, c *raftest.Cluster, i int, trailing uint
 	}
 }
 
+// applyUntilAllCompacted applies n commands, then waits until every node snapshotted on its
+// own (as it does once SnapshotThreshold entries were applied) close to the last one and
+// compacted its log.
+func applyUntilAllCompacted(t *testing.T, c *raftest.Cluster, n int) {
+	t.Helper()
+	c.WaitLeader(waitLong)
+	last := applyN(t, c, "cmd", n)
+	c.WaitApplied(last, waitLong)
+	c.WaitFor(waitLong, "every node to snapshot and compact", func() bool {
+		for i := range c.Nodes() {
+			if statU(t, c, i, "last_snapshot_index") < last-16 || firstIndex(t, c, i) <= 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
 	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
-		c.WaitLeader(waitLong)
-		last := applyN(t, c, "cmd", 100)
-		c.WaitApplied(last, waitLong)
-		// Every node snapshots on its own once SnapshotThreshold entries were applied.
-		c.WaitFor(waitLong, "every node to snapshot and compact", func() bool {
-			for i := range c.Nodes() {
-				if statU(t, c, i, "last_snapshot_index") < last-16 || firstIndex(t, c, i) <= 1 {
-					return false
-				}
-			}
-			return true
-		})
+		applyUntilAllCompacted(t, c, 100)
 		for i := range c.Nodes() {
 			checkCompactionBound(t, c, i, snapTrailing)
 			if got := len(commands(c, i)); got != 100 {
@@ -297,6 +305,145 @@ func TestSnapshot_CorruptNewestSnapshotFallsBackToOlder(t *testing.T) {
 		if got := statU(t, c, node, "last_snapshot_index"); got != snapIndexes[0] {
 			t.Fatalf("started from the snapshot at %d, want the older one at %d", got, snapIndexes[0])
 		}
+		c.WaitApplied(last, waitLong)
+		sameFSMs(t, c, leader)
+		c.CheckSafety()
+	})
+}
+
+func TestSnapshot_EveryNodeRestartsFromSnapshotAndLog(t *testing.T) {
+	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
+		applyUntilAllCompacted(t, c, 100)
+		last := applyN(t, c, "tail", 5)
+		c.WaitApplied(last, waitLong)
+		for i := range c.Nodes() {
+			c.Crash(i)
+		}
+		for i := range c.Nodes() {
+			c.Start(i)
+			if n := fsmOf(c, i).restores.Load(); n != 1 {
+				t.Fatalf("node %d restored %d snapshots at start, want 1", i, n)
+			}
+		}
+		c.WaitLeader(waitLong)
+		g := mustApply(t, c, "after")
+		c.WaitApplied(g.Index(), waitLong)
+		if got := len(commands(c, 0)); got != 106 {
+			t.Fatalf("node 0 holds %d commands after the restart, want 106", got)
+		}
+		sameFSMs(t, c, 0)
+		c.CheckSafety()
+	})
+}
+
+// loadGen applies a command every millisecond on one node, without waiting for each, until
+// finished: a thousand applies per second of (virtual) time.
+type loadGen struct {
+	stop    chan struct{}
+	done    chan struct{}
+	futures []raft.ApplyFuture // written by the generator until done is closed
+}
+
+// startLoad starts the generator; call it inside the bubble.
+func startLoad(r *raft.Raft, prefix string) *loadGen {
+	l := &loadGen{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			l.futures = append(l.futures, r.Apply([]byte(fmt.Sprintf("%s-%d", prefix, i)), waitLong))
+		}
+	}()
+	return l
+}
+
+// finish stops the generator, fails the test if any apply failed and returns the index of
+// the last one.
+func (l *loadGen) finish(t *testing.T) uint64 {
+	t.Helper()
+	close(l.stop)
+	<-l.done
+	var last uint64
+	for i, f := range l.futures {
+		if err := f.Error(); err != nil {
+			t.Fatalf("apply %d of the load failed: %v", i, err)
+		}
+		last = max(last, f.Index())
+	}
+	return last
+}
+
+func TestSnapshot_FollowerCutOffWhileLeaderCompactsCatchesUpUnderLoad(t *testing.T) {
+	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		follower := others(c, leader)[0]
+		load := startLoad(c.Node(leader).Raft(), "load")
+		c.WaitApplied(50, waitLong)
+		c.Isolate(follower)
+		cutAt := c.Node(follower).Raft().LastIndex()
+		c.WaitFor(waitLong, "the leader to compact past the cut-off follower", func() bool {
+			return firstIndex(t, c, leader) > cutAt+1
+		})
+		c.Heal()
+		c.WaitFor(waitLong, "the follower to install a snapshot", func() bool {
+			return fsmOf(c, follower).restores.Load() >= 1
+		})
+		last := load.finish(t)
+		c.WaitApplied(last, waitLong)
+		if got := statU(t, c, follower, "last_snapshot_index"); got <= cutAt {
+			t.Fatalf("follower's snapshot index %d is not past where it was cut off (%d)", got, cutAt)
+		}
+		sameFSMs(t, c, leader)
+		c.CheckSafety()
+	})
+}
+
+// persistGate holds Persist until released. Its channels are made inside the bubble.
+type persistGate struct {
+	once    sync.Once
+	started chan struct{} // closed when the first Persist starts
+	release chan struct{} // closed by the test
+}
+
+func (g *persistGate) wait() {
+	g.once.Do(func() { close(g.started) })
+	<-g.release
+}
+
+func TestSnapshot_PersistDoesNotStallApplies(t *testing.T) {
+	gate := &persistGate{}
+	opts := manualSnapshots(snapOpts(3))
+	opts.NewFSM = func(raft.ServerID) raft.FSM { return newSnapFSM(gate.wait) }
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		gate.started, gate.release = make(chan struct{}), make(chan struct{})
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		load := startLoad(r, "load")
+		c.WaitApplied(50, waitLong)
+		snapDone := make(chan error, 1) // the snapshot's outcome, read once
+		go func() { snapDone <- r.Snapshot().Error() }()
+		select {
+		case <-gate.started:
+		case <-time.After(waitLong):
+			t.Fatal("Persist never started")
+		}
+		// The FSM captured its state before Persist started; this is at or past that point.
+		atPersist := r.AppliedIndex()
+		// Persist is held: 500 more applies (half a second of load) must go through
+		// everywhere meanwhile.
+		c.WaitApplied(atPersist+500, waitLong)
+		close(gate.release)
+		if err := <-snapDone; err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		if got := statU(t, c, leader, "last_snapshot_index"); got == 0 || got > atPersist {
+			t.Fatalf("snapshot index %d, want the point in time before Persist (at most %d)", got, atPersist)
+		}
+		last := load.finish(t)
 		c.WaitApplied(last, waitLong)
 		sameFSMs(t, c, leader)
 		c.CheckSafety()
