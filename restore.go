@@ -36,8 +36,9 @@ type restoreFuture struct {
 // Commands in flight on the leader (dispatched but not yet handed to its FSM) fail with
 // ErrAbortedByRestore: whether or not they commit, their effect is overwritten. Commands
 // still queued in Apply are applied after the restore, on top of the restored state. A
-// membership change in flight is aborted too: the snapshot carries the leader's committed
-// configuration.
+// membership change in flight is aborted too (the snapshot carries the leader's committed
+// configuration); queued ones run afterwards. During a leadership transfer Restore fails with
+// ErrLeadershipTransferInProgress.
 //
 // How it works: the leader streams reader into a new snapshot in its SnapshotStore (never
 // holding it whole in memory), at index S = max(last log index, meta.Index) + 1 and the
@@ -142,6 +143,10 @@ func (r *Raft) sendRestore(f *restoreFuture, deadline time.Time) error {
 // responds to f.
 func (r *Raft) handleRestore(f *restoreFuture) {
 	ls := r.leaderState
+	if ls.transfer != nil {
+		f.respond(ErrLeadershipTransferInProgress)
+		return
+	}
 	if r.commitIndex.Load() < ls.commitment.startIndex {
 		f.respond(errRestoreNotReady)
 		return
@@ -166,6 +171,12 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		fut.respond(ErrAbortedByRestore)
 	}
 	ls.inflight, ls.pending = nil, nil
+	if p := ls.promotion; p != nil {
+		// An AddVoter waiting for its server to catch up: the restore takes the committed
+		// configuration, so the change is aborted like the other requests in flight.
+		p.future.respond(ErrAbortedByRestore)
+		ls.promotion = nil
+	}
 	task := &restoreTask{id: id, index: index, term: term, configuration: config,
 		configurationIndex: configIndex, done: make(chan error, 1)}
 	if err := r.restoreFSM(task); err != nil {
