@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// ErrInvalidRestore is wrapped by the error of a Restore whose arguments cannot be restored: no
-// metadata or reader, an unsupported snapshot version, a negative or absurd size or index, or
-// data whose length differs from meta.Size. Nothing changed on the cluster.
-var ErrInvalidRestore = errors.New("raft: invalid snapshot to restore")
 
 // errRestoreNotReady tells Restore that the leader has not committed an entry of its term
 // yet, so its committed configuration may be stale; Restore runs another barrier and retries.

@@ -419,7 +419,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	var resp InstallSnapshotResponse
 	start := time.Now()
-	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, rc); err != nil {
+	data := &sendingReader{r: rc, remaining: meta.Size}
+	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
 		s.r.logger.Warn("sending snapshot failed", "peer", string(peer.ID), "index", meta.Index, "error", err)
 		s.failures++
 		return s.wait(s.backoff())

@@ -1,6 +1,9 @@
 package raft
 
-import "io"
+import (
+	"errors"
+	"io"
+)
 
 // verifiedReader hands a stored snapshot to FSM.Restore and makes sure the store's integrity
 // check runs. A store reports a checksum mismatch only at the Read that reaches the end of
@@ -48,3 +51,44 @@ func restoreVerified(fsm FSM, rc io.ReadCloser) error {
 	}
 	return v.err
 }
+
+// sendingReader streams a stored snapshot to a follower and withholds its last bytes unless
+// the store's integrity check passed: it reads one byte past the end (where the store reports
+// a checksum mismatch) before handing over the final chunk. A corrupt snapshot then reaches
+// the follower short, and the follower discards it instead of storing it under a fresh,
+// valid checksum. Used by one replication goroutine.
+type sendingReader struct {
+	r         io.Reader
+	remaining int64
+}
+
+// Read implements io.Reader.
+func (s *sendingReader) Read(p []byte) (int, error) {
+	if s.remaining <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > s.remaining {
+		p = p[:s.remaining]
+	}
+	n, err := s.r.Read(p)
+	s.remaining -= int64(n)
+	if err == io.EOF && s.remaining > 0 {
+		return n, io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		return 0, err
+	}
+	if s.remaining == 0 {
+		var probe [1]byte
+		m, perr := s.r.Read(probe[:])
+		if m > 0 {
+			return 0, errSnapshotLongerThanSize
+		}
+		if perr != nil && perr != io.EOF {
+			return 0, perr // the store's verdict on the data: withhold the last chunk
+		}
+	}
+	return n, nil
+}
+
+var errSnapshotLongerThanSize = errors.New("raft: stored snapshot is longer than its recorded size")
