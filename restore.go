@@ -8,7 +8,6 @@ import (
 	"time"
 )
 
-
 // errRestoreNotReady tells Restore that the leader has not committed an entry of its term
 // yet, so its committed configuration may be stale; Restore runs another barrier and retries.
 var errRestoreNotReady = errors.New("raft: leader has not committed an entry of its term yet")
