@@ -109,9 +109,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/set", methods(map[string]http.HandlerFunc{"GET": s.handleClassicSet}))
 	mux.HandleFunc("/get", methods(map[string]http.HandlerFunc{"GET": s.handleClassicGet}))
-	mux.HandleFunc("/kv/{key...}", methods(map[string]http.HandlerFunc{
-		"GET": s.handleGet, "PUT": s.handlePut, "DELETE": s.handleDelete,
-	}))
+	kvHandler := methods(map[string]http.HandlerFunc{"GET": s.handleGet, "PUT": s.handlePut, "DELETE": s.handleDelete})
+	mux.HandleFunc("/kv/{key...}", kvHandler)
+	mux.HandleFunc("/kv", kvHandler) // no key: 400, rather than the mux's redirect to /kv/
 	mux.HandleFunc("/status", methods(map[string]http.HandlerFunc{"GET": s.handleStatus}))
 	mux.HandleFunc("/join", methods(map[string]http.HandlerFunc{"POST": s.handleJoin}))
 	mux.HandleFunc("/leave", methods(map[string]http.HandlerFunc{"POST": s.handleLeave}))
