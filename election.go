@@ -68,6 +68,10 @@ func (r *Raft) runCandidate() {
 			f.respond(r.notLeaderErr())
 		case v := <-r.verifyCh:
 			v.respond(r.notLeaderErr())
+		case f := <-r.configChangeCh:
+			f.respond(r.notLeaderErr())
+		case f := <-r.transferCh:
+			f.respond(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
 		case <-timeout:

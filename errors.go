@@ -38,6 +38,10 @@ var (
 	// ErrLeadershipTransferInProgress is returned to writes while a leadership transfer runs.
 	ErrLeadershipTransferInProgress = errors.New("raft: leadership transfer in progress")
 
+	// ErrLeadershipTransferFailed is returned when a leadership transfer could not complete:
+	// the target is unknown or unreachable, did not catch up, or did not win in time.
+	ErrLeadershipTransferFailed = errors.New("raft: leadership transfer failed")
+
 	// ErrNothingNewToSnapshot is returned by Snapshot when nothing was applied since the last
 	// snapshot.
 	ErrNothingNewToSnapshot = errors.New("raft: nothing new to snapshot")

@@ -170,7 +170,7 @@ func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
 		}
 	}
 	last := commits[len(commits)-1].log
-	r.applied.Store(&indexTerm{index: last.Index, term: last.Term})
+	r.publishApplied(last.Index, last.Term)
 	fsmApplyMetric(start, len(commits))
 	for _, c := range commits {
 		if c.future != nil {
@@ -208,6 +208,6 @@ func (r *Raft) fsmRestore(t *restoreTask) error {
 	}
 	fsmRestoreMetric(start)
 	r.fsmConfig, r.fsmConfigIndex = t.configuration.Clone(), t.configurationIndex
-	r.applied.Store(&indexTerm{index: t.index, term: t.term})
+	r.publishApplied(t.index, t.term)
 	return nil
 }

@@ -167,6 +167,12 @@ type verifyFuture struct {
 	votes  int // guarded by mu
 	quorum int
 	voted  map[ServerID]bool // guarded by mu
+
+	// For ReadIndex: wantRead asks the leader to fix readIndex (its commit index, once it
+	// committed an entry of its term) before confirming leadership. readIndex is written by
+	// the main loop before the confirmation starts.
+	wantRead  bool
+	readIndex uint64
 }
 
 // vote counts one voter's acknowledgement and resolves the future at quorum.

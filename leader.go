@@ -43,6 +43,15 @@ type leaderState struct {
 	writerIdle   bool             // main loop only
 	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
 	pending      []*Log           // main loop only: dispatched, waiting for the writer
+
+	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
+	// and a leadership transfer in progress. Main loop only.
+	configQueue []*configChangeFuture
+	promotion   *promotion
+	transfer    *transferState
+
+	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
+	pendingReads []*verifyFuture
 }
 
 // writeResult is the outcome of one local StoreLogs by the leader's writer.
@@ -92,8 +101,18 @@ func (r *Raft) runLeader() {
 			r.stepDown(t, ErrLeadershipLost)
 		case <-lease.C:
 			r.checkLeaderLease()
+			if r.leaderState != nil {
+				r.maybeStartConfigChange()
+				r.progressTransfer()
+			}
 		case v := <-r.verifyCh:
 			r.handleVerify(v)
+		case f := <-r.configChangeCh:
+			r.handleConfigChange(f)
+		case f := <-r.transferCh:
+			r.handleTransfer(f)
+		case err := <-ls.transferResult():
+			r.handleTransferResult(err)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
 		case <-r.shutdownCh:
@@ -132,7 +151,15 @@ func (r *Raft) startStopReplication() {
 	ls := r.leaderState
 	lastIndex, _ := r.lastLogIndexTerm()
 	inConfig := make(map[ServerID]bool)
-	for _, s := range r.configurations.latest.Servers {
+	// A server removed by an uncommitted configuration keeps receiving the log until the
+	// removal committed, so it learns of its removal and stops campaigning.
+	servers := append([]Server(nil), r.configurations.latest.Servers...)
+	for _, s := range r.configurations.committed.Servers {
+		if _, ok := r.configurations.latest.server(s.ID); !ok {
+			servers = append(servers, s)
+		}
+	}
+	for _, s := range servers {
 		inConfig[s.ID] = true
 		if s.ID == r.localID {
 			continue
@@ -146,19 +173,33 @@ func (r *Raft) startStopReplication() {
 		r.goFunc(repl.run)       // exits on ls.stopCh, repl.stopCh or shutdown
 		r.goFunc(repl.heartbeat) // likewise
 		r.logger.Info("added peer, starting replication", "peer", string(s.ID))
+		r.observe(PeerObservation{Peer: s})
 	}
 	for id, repl := range ls.replicators {
 		if !inConfig[id] {
 			close(repl.stopCh)
 			delete(ls.replicators, id)
 			r.logger.Info("removed peer, stopping replication", "peer", string(id))
+			r.observe(PeerObservation{Removed: true, Peer: *repl.peer.Load()})
 		}
 	}
 	ls.commitment.setVoters(r.configurations.latest.voters())
 }
 
+// transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
+func (ls *leaderState) transferResult() <-chan error {
+	if ls.transfer == nil {
+		return nil
+	}
+	return ls.transfer.resultCh
+}
+
 // handleApply drains the apply queue into one batch (group commit) and dispatches it.
 func (r *Raft) handleApply(first *logFuture) {
+	if r.leaderState.transfer != nil {
+		first.respond(ErrLeadershipTransferInProgress)
+		return
+	}
 	batch := []*logFuture{first}
 	limit := r.conf.MaxAppendEntries
 drain:
@@ -252,6 +293,7 @@ func (r *Raft) processLeaderCommits() {
 	if commit <= r.commitIndex.Load() {
 		return
 	}
+	configCommitted := r.configurations.committedIndex
 	r.setCommitIndex(commit)
 	n := 0
 	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
@@ -261,6 +303,17 @@ func (r *Raft) processLeaderCommits() {
 	ready := ls.inflight[:n:n]
 	ls.inflight = ls.inflight[n:]
 	r.applyCommitted(commit, ready)
+	if r.configurations.committedIndex != configCommitted {
+		r.startStopReplication()
+	}
+	r.maybeStartConfigChange()
+	r.progressTransfer()
+	if reads := ls.pendingReads; len(reads) > 0 {
+		ls.pendingReads = nil
+		for _, v := range reads {
+			r.handleVerify(v)
+		}
+	}
 	if r.configurations.committedIndex == r.configurations.latestIndex && !r.configurations.latest.isVoter(r.localID) {
 		r.logger.Info("removed from the configuration, stepping down")
 		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
@@ -299,6 +352,15 @@ func (r *Raft) checkLeaderLease() {
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
 func (r *Raft) handleVerify(v *verifyFuture) {
 	ls := r.leaderState
+	if v.wantRead {
+		if r.commitIndex.Load() < ls.commitment.startIndex {
+			// No entry of this term committed yet: the commit index may still be behind
+			// what earlier leaders committed. Wait for the term's no-op.
+			ls.pendingReads = append(ls.pendingReads, v)
+			return
+		}
+		v.readIndex = r.commitIndex.Load()
+	}
 	v.quorum = r.configurations.latest.quorumSize()
 	live := ls.verifies[:0]
 	for _, old := range ls.verifies {
@@ -332,6 +394,22 @@ func (r *Raft) leaderCleanup(err error) {
 	}
 	for _, v := range ls.verifies {
 		v.respond(err)
+	}
+	for _, v := range ls.pendingReads {
+		v.respond(err)
+	}
+	for _, f := range ls.configQueue {
+		f.respond(err)
+	}
+	if ls.promotion != nil {
+		ls.promotion.future.respond(err)
+	}
+	if t := ls.transfer; t != nil {
+		if t.sent {
+			r.pendingTransfer = t // resolved once the new leader is known
+		} else {
+			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
+		}
 	}
 	if l := r.leader.Load(); l.id == r.localID {
 		r.setLeader("", "")

@@ -73,6 +73,15 @@ type Raft struct {
 	// verifyCh and bootstrapCh are unbuffered: their callers wait for the main loop anyway.
 	verifyCh    chan *verifyFuture
 	bootstrapCh chan *bootstrapFuture
+	// configChangeCh and transferCh are unbuffered for the same reason.
+	configChangeCh chan *configChangeFuture
+	transferCh     chan *transferFuture
+
+	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
+	// hear of the new leader after stepping down. Main loop only.
+	pendingTransfer *transferState
+
+	obs observers
 
 	// fsmCh carries committed entries and restores to the FSM goroutine in log order. Its
 	// buffer lets the main loop run up to that many batches ahead of a slow FSM.
@@ -136,6 +145,8 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		verifyCh:       make(chan *verifyFuture),
 		bootstrapCh:    make(chan *bootstrapFuture),
+		configChangeCh: make(chan *configChangeFuture),
+		transferCh:     make(chan *transferFuture),
 		fsmCh:          make(chan fsmTask, 64),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
@@ -180,6 +191,8 @@ func (r *Raft) recover() error {
 	}
 	r.currentTerm.Store(term)
 	r.applied.Store(&indexTerm{})
+	notify := make(chan struct{})
+	r.appliedNotify.Store(&notify)
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
 	if err := r.restoreSnapshotOnStart(); err != nil {
@@ -280,6 +293,7 @@ func (r *Raft) setState(s RaftState) {
 	}
 	r.state.Store(uint32(s))
 	roleChanged(s)
+	r.observe(s)
 	if old == Leader || s == Leader {
 		r.notifyLeadership(s == Leader)
 	}
@@ -318,6 +332,8 @@ func (r *Raft) setLeader(id ServerID, addr ServerAddress) {
 	if id != "" {
 		r.logger.Info("leader known", "leader", string(id), "term", r.currentTerm.Load())
 	}
+	r.observe(LeaderObservation{LeaderID: id, LeaderAddr: addr, Term: r.currentTerm.Load()})
+	r.noteLeaderForTransfer(id)
 }
 
 // setCurrentTerm persists a new term before anything acts on it; a persistence failure
@@ -346,6 +362,10 @@ func (r *Raft) fatal(err error) {
 	r.logger.Error("stopping node after a local failure", "error", err)
 	r.shutdownCause.CompareAndSwap(nil, &err)
 	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
+	// Peers must not keep waiting on a node that stopped answering.
+	if cerr := r.trans.Close(); cerr != nil {
+		r.logger.Warn("closing transport", "error", cerr)
+	}
 }
 
 // stepDown moves to follower in term (persisting it if it is newer). A leader first stops
@@ -378,6 +398,10 @@ func (r *Raft) runFollower() {
 			f.respond(r.notLeaderErr())
 		case v := <-r.verifyCh:
 			v.respond(r.notLeaderErr())
+		case f := <-r.configChangeCh:
+			f.respond(r.notLeaderErr())
+		case f := <-r.transferCh:
+			f.respond(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
 		case <-timeout:
@@ -560,9 +584,8 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 }
 
 // VerifyLeader confirms that this node is still the leader: the future resolves once a
-// quorum of voters acknowledged a heartbeat sent after the call. With it a leader can serve
-// a linearizable read: call VerifyLeader, then wait until AppliedIndex reaches the
-// CommitIndex read before the call.
+// quorum of voters acknowledged a heartbeat sent after the call. For linearizable reads use
+// ReadIndex, which also makes sure the commit index is current and the FSM caught up with it.
 func (r *Raft) VerifyLeader() Future {
 	v := &verifyFuture{voted: make(map[ServerID]bool)}
 	v.init()

@@ -334,6 +334,7 @@ func (s *replicator) heartbeat() {
 			failures++
 			if failures == 1 {
 				s.r.logger.Warn("heartbeat failed", "peer", string(peer.ID), "error", err)
+				s.r.observe(FailedHeartbeatObservation{PeerID: peer.ID})
 			}
 			s.putBackVerifies(verifies)
 			if !s.wait(min(10*time.Millisecond<<min(failures, 10), s.r.conf.HeartbeatTimeout/2)) {
@@ -348,6 +349,7 @@ func (s *replicator) heartbeat() {
 		}
 		if failures > 0 {
 			s.r.logger.Info("heartbeats resumed", "peer", string(peer.ID))
+			s.r.observe(ResumedHeartbeatObservation{PeerID: peer.ID})
 			failures = 0
 		}
 		s.setContact()

@@ -425,6 +425,9 @@ func TestScenarioC1_TwoOfThreeDownWritesFailReadsRefuse(t *testing.T) {
 		if err := r.Barrier(time.Second).Error(); err == nil {
 			t.Fatal("Barrier succeeded with two of three nodes down")
 		}
+		if err := r.ReadIndex(time.Second).Error(); err == nil {
+			t.Fatal("ReadIndex succeeded with two of three nodes down: a read would claim linearizability")
+		}
 		c.WaitFor(waitLong, "the lone node to stop leading", func() bool { return r.State() != raft.Leader })
 	})
 }

@@ -62,7 +62,10 @@ type published struct {
 	lastContact atomic.Int64                   // main loop: unix nanos of the last leader contact
 	rounds      atomic.Uint64                  // main loop: election rounds (pre-vote or vote) run
 	applied     atomic.Pointer[indexTerm]      // FSM goroutine: last applied entry
-	snapshot    atomic.Pointer[indexTerm]      // snapshot goroutine and main loop, under snapshotMu
+	// appliedNotify is closed and replaced by the FSM goroutine whenever applied moves, so
+	// readers can wait for progress without polling.
+	appliedNotify atomic.Pointer[chan struct{}]
+	snapshot      atomic.Pointer[indexTerm] // snapshot goroutine and main loop, under snapshotMu
 }
 
 func (p *published) getState() RaftState { return RaftState(p.state.Load()) }

@@ -32,6 +32,9 @@ type Options struct {
 	NewFSM func(id raft.ServerID) raft.FSM
 	// NoBootstrap leaves the cluster unbootstrapped.
 	NoBootstrap bool
+	// InitialVoters, if set, bootstraps only the first InitialVoters nodes, with a
+	// configuration of just them; the others start empty, for membership tests to add.
+	InitialVoters int
 	// NewStores builds the durable stores of a node, once per cluster (they survive
 	// crashes); nil means in-memory stores.
 	NewStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore)
@@ -100,6 +103,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	c.checker = newChecker()
 	t.Cleanup(c.cleanup)
 	var servers []raft.Server
+	initial := opts.Nodes
+	if opts.InitialVoters > 0 {
+		initial = min(opts.InitialVoters, opts.Nodes)
+	}
 	for i := 0; i < opts.Nodes; i++ {
 		id := raft.ServerID(fmt.Sprintf("n%d", i+1))
 		n := &Node{c: c, ID: id, Addr: raft.ServerAddress(fmt.Sprintf("addr-%s", id))}
@@ -110,11 +117,13 @@ func New(t testing.TB, opts Options) *Cluster {
 			n.Logs, n.Stable, n.Snaps = store, store, raft.NewInmemSnapshotStore()
 		}
 		c.nodes = append(c.nodes, n)
-		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: id, Address: n.Addr})
+		if i < initial {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: id, Address: n.Addr})
+		}
 	}
 	if !opts.NoBootstrap {
 		conf := raft.Configuration{Servers: servers}
-		for _, n := range c.nodes {
+		for _, n := range c.nodes[:initial] {
 			if err := raft.BootstrapCluster(c.config(n), n.Logs, n.Stable, n.Snaps, nil, conf); err != nil {
 				t.Fatalf("raftest: bootstrap %s: %v", n.ID, err)
 			}
@@ -262,9 +271,9 @@ func (c *Cluster) Leader() int {
 	return best
 }
 
-// WaitLeader waits until exactly one running node in the highest term considers itself
-// leader and a majority of running nodes agree on it, and returns its index. It fails the
-// test after timeout.
+// WaitLeader waits until a running node in the highest term considers itself leader and a
+// majority of the voters of its configuration agree on it, and returns its index. It fails
+// the test after timeout.
 func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	c.t.Helper()
 	leader := -1
@@ -278,15 +287,21 @@ func (c *Cluster) WaitLeader(timeout time.Duration) int {
 			return false
 		}
 		_, id := lr.LeaderWithID()
+		voters := make(map[raft.ServerID]bool)
+		for _, s := range lr.GetConfiguration().Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters[s.ID] = true
+			}
+		}
 		agree := 0
 		for _, n := range c.nodes {
-			if r := n.Raft(); r != nil {
+			if r := n.Raft(); r != nil && voters[n.ID] {
 				if _, lid := r.LeaderWithID(); lid == id && r.CurrentTerm() == lr.CurrentTerm() {
 					agree++
 				}
 			}
 		}
-		return agree > len(c.nodes)/2
+		return agree > len(voters)/2
 	})
 	return leader
 }

@@ -1,0 +1,327 @@
+package raft
+
+import (
+	"fmt"
+	"time"
+)
+
+// Membership changes add or remove one server at a time (Ongaro's thesis, section 4.1): a
+// configuration that differs from the previous one by a single voter always overlaps it in a
+// majority, so no two leaders can be elected across the change. The leader applies one change
+// at a time: the next waits until the previous configuration entry committed.
+
+// changeKind says what a membership change does.
+type changeKind uint8
+
+const (
+	changeAddVoter changeKind = iota + 1
+	changeAddNonvoter
+	changeDemoteVoter
+	changeRemoveServer
+)
+
+func (k changeKind) String() string {
+	switch k {
+	case changeAddVoter:
+		return "add voter"
+	case changeAddNonvoter:
+		return "add nonvoter"
+	case changeDemoteVoter:
+		return "demote voter"
+	case changeRemoveServer:
+		return "remove server"
+	default:
+		return "unknown change"
+	}
+}
+
+// configChangeFuture is a membership change on its way through the leader. It resolves when
+// the configuration entry that completes the change was committed and applied.
+type configChangeFuture struct {
+	logFuture
+	kind      changeKind
+	id        ServerID
+	addr      ServerAddress
+	prevIndex uint64
+}
+
+// promotion is an AddVoter whose server joined as a nonvoter and becomes a voter once its
+// log caught up.
+type promotion struct {
+	future *configChangeFuture
+}
+
+// AddVoter adds a server as a voter, or makes an existing nonvoter one. A new server first
+// joins as a nonvoter and is promoted only once its log is close to the leader's, so adding a
+// node to a loaded cluster never costs availability. prevIndex, if not zero, must equal the
+// index of the latest configuration (see GetConfiguration) or the change fails with
+// ErrConfigurationChanged. The future resolves once the promotion committed; timeout bounds
+// the whole wait, catching up included (zero: no limit).
+func (r *Raft) AddVoter(id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
+	return r.requestConfigChange(changeAddVoter, id, addr, prevIndex, timeout)
+}
+
+// AddNonvoter adds a server that receives the log but does not vote, or updates the address
+// of an existing server without changing its suffrage.
+func (r *Raft) AddNonvoter(id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
+	return r.requestConfigChange(changeAddNonvoter, id, addr, prevIndex, timeout)
+}
+
+// DemoteVoter turns a voter into a nonvoter. It is a no-op for a server that is not a voter.
+func (r *Raft) DemoteVoter(id ServerID, prevIndex uint64, timeout time.Duration) IndexFuture {
+	return r.requestConfigChange(changeDemoteVoter, id, "", prevIndex, timeout)
+}
+
+// RemoveServer removes a server from the cluster. A leader that removes itself keeps leading
+// until the change committed, then steps down.
+func (r *Raft) RemoveServer(id ServerID, prevIndex uint64, timeout time.Duration) IndexFuture {
+	return r.requestConfigChange(changeRemoveServer, id, "", prevIndex, timeout)
+}
+
+func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
+	if id == "" || (addr == "" && (kind == changeAddVoter || kind == changeAddNonvoter)) {
+		return errorFuture{fmt.Errorf("%w: %s needs a server ID and address", ErrInvalidConfiguration, kind)}
+	}
+	f := &configChangeFuture{kind: kind, id: id, addr: addr, prevIndex: prevIndex}
+	f.logFuture = *r.newLogFuture(Log{Type: LogConfiguration}, timeout, nil)
+	if r.getState() != Leader {
+		return errorFuture{r.notLeaderErr()}
+	}
+	var expire <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expire = t.C
+	}
+	f.enqueued.Store(true)
+	select {
+	case r.configChangeCh <- f:
+		return f
+	case <-expire:
+		return errorFuture{ErrEnqueueTimeout}
+	case <-r.shutdownCh:
+		return errorFuture{ErrRaftShutdown}
+	}
+}
+
+// handleConfigChange queues a membership change on the leader.
+func (r *Raft) handleConfigChange(f *configChangeFuture) {
+	ls := r.leaderState
+	if ls.transfer != nil {
+		f.respond(ErrLeadershipTransferInProgress)
+		return
+	}
+	ls.configQueue = append(ls.configQueue, f)
+	r.maybeStartConfigChange()
+}
+
+// maybeStartConfigChange starts the next membership change once the previous configuration
+// committed. It runs after every commit and on the lease tick.
+func (r *Raft) maybeStartConfigChange() {
+	ls := r.leaderState
+	if ls == nil || r.configurations.latestIndex != r.configurations.committedIndex {
+		return // the latest configuration is not committed yet
+	}
+	if ls.promotion != nil {
+		r.maybePromote()
+		return
+	}
+	for len(ls.configQueue) > 0 {
+		f := ls.configQueue[0]
+		ls.configQueue = ls.configQueue[1:]
+		if isDone(&f.deferError) {
+			continue // its caller gave up waiting
+		}
+		if f.prevIndex != 0 && f.prevIndex != r.configurations.latestIndex {
+			f.respond(fmt.Errorf("%w: prevIndex %d, latest configuration is at %d", ErrConfigurationChanged, f.prevIndex, r.configurations.latestIndex))
+			continue
+		}
+		next, promote, err := nextConfiguration(r.configurations.latest, f)
+		if err != nil {
+			f.respond(err)
+			continue
+		}
+		if promote {
+			ls.promotion = &promotion{future: f}
+			if sameConfiguration(next, r.configurations.latest) {
+				r.maybePromote() // already a nonvoter: only the promotion is left
+				return
+			}
+			r.dispatchConfiguration(r.newLogFuture(Log{Type: LogConfiguration}, 0, nil), next)
+			return
+		}
+		if sameConfiguration(next, r.configurations.latest) {
+			f.log.Index = r.configurations.latestIndex
+			f.respond(nil)
+			continue
+		}
+		r.dispatchConfiguration(&f.logFuture, next)
+		return
+	}
+}
+
+// maybePromote makes the server of the pending AddVoter a voter once its log is within one
+// batch of the leader's.
+func (r *Raft) maybePromote() {
+	ls := r.leaderState
+	p := ls.promotion
+	if isDone(&p.future.deferError) {
+		r.logger.Warn("abandoning promotion: the caller stopped waiting", "peer", string(p.future.id))
+		ls.promotion = nil
+		r.maybeStartConfigChange()
+		return
+	}
+	repl, ok := ls.replicators[p.future.id]
+	if !ok {
+		return
+	}
+	lastIndex, _ := r.lastLogIndexTerm()
+	if repl.matchIndex.Load()+uint64(r.conf.MaxAppendEntries) < lastIndex {
+		return
+	}
+	next := r.configurations.latest.Clone()
+	for i := range next.Servers {
+		if next.Servers[i].ID == p.future.id {
+			next.Servers[i].Suffrage = Voter
+		}
+	}
+	ls.promotion = nil
+	r.logger.Info("promoting caught-up server to voter", "peer", string(p.future.id))
+	r.dispatchConfiguration(&p.future.logFuture, next)
+}
+
+// dispatchConfiguration appends a configuration entry; it takes effect at once.
+func (r *Raft) dispatchConfiguration(f *logFuture, c Configuration) {
+	f.log = Log{Type: LogConfiguration, Data: EncodeConfiguration(c)}
+	r.dispatchLogs([]*logFuture{f})
+	r.configurations.latest, r.configurations.latestIndex = c.Clone(), f.log.Index
+	r.publishConfigurations()
+	r.startStopReplication()
+	r.logger.Info("configuration changed", "index", f.log.Index, "servers", fmt.Sprintf("%+v", c.Servers))
+}
+
+// nextConfiguration computes the configuration a change leads to. promote reports an
+// AddVoter that must first catch up as a nonvoter (next then holds it as a nonvoter).
+func nextConfiguration(cur Configuration, f *configChangeFuture) (next Configuration, promote bool, err error) {
+	next = cur.Clone()
+	idx := -1
+	for i, s := range next.Servers {
+		if s.ID == f.id {
+			idx = i
+		}
+	}
+	switch f.kind {
+	case changeAddVoter:
+		if idx >= 0 && next.Servers[idx].Suffrage == Voter {
+			next.Servers[idx].Address = f.addr
+			break
+		}
+		if idx >= 0 {
+			next.Servers[idx].Address = f.addr
+		} else {
+			next.Servers = append(next.Servers, Server{Suffrage: Nonvoter, ID: f.id, Address: f.addr})
+		}
+		promote = true
+	case changeAddNonvoter:
+		if idx >= 0 {
+			next.Servers[idx].Address = f.addr
+		} else {
+			next.Servers = append(next.Servers, Server{Suffrage: Nonvoter, ID: f.id, Address: f.addr})
+		}
+	case changeDemoteVoter:
+		if idx >= 0 {
+			next.Servers[idx].Suffrage = Nonvoter
+		}
+	case changeRemoveServer:
+		if idx >= 0 {
+			next.Servers = append(next.Servers[:idx], next.Servers[idx+1:]...)
+		}
+	}
+	if err := next.Validate(); err != nil {
+		return Configuration{}, false, fmt.Errorf("%s %s: %w", f.kind, f.id, err)
+	}
+	return next, promote, nil
+}
+
+func sameConfiguration(a, b Configuration) bool {
+	if len(a.Servers) != len(b.Servers) {
+		return false
+	}
+	for i := range a.Servers {
+		if a.Servers[i] != b.Servers[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isDone reports whether a future already resolved (for example, its caller timed out).
+func isDone(d *deferError) bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// RecoverCluster forces a new configuration onto a node's stores after a permanent loss of
+// quorum, when no leader can ever be elected again. Run it, with the node stopped, on every
+// surviving server with the same configuration (which must include them), then start them
+// normally. It appends the configuration as a new log entry after everything the node holds;
+// the survivors then elect a leader among themselves.
+//
+// It can lose data: entries that were committed on the lost servers but not on any survivor
+// are gone, and entries the survivors hold uncommitted may be committed. Use it only when the
+// lost servers will never return.
+func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
+	if err := ValidateConfig(conf); err != nil {
+		return err
+	}
+	if err := configuration.Validate(); err != nil {
+		return err
+	}
+	if !configuration.isVoter(conf.LocalID) {
+		return fmt.Errorf("%w: recovering server %s must be a voter of the new configuration", ErrInvalidConfiguration, conf.LocalID)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft: recover: reading last index: %w", err)
+	}
+	var lastTerm uint64
+	if last > 0 {
+		var l Log
+		if err := logs.GetLog(last, &l); err != nil {
+			return fmt.Errorf("raft: recover: reading last entry: %w", err)
+		}
+		lastTerm = l.Term
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft: recover: listing snapshots: %w", err)
+	}
+	if len(metas) > 0 && metas[0].Index > last {
+		last, lastTerm = metas[0].Index, metas[0].Term
+		// The log holds nothing after the snapshot; the new entry follows the snapshot.
+		if first, _ := logs.FirstIndex(); first != 0 {
+			if err := logs.DeleteRange(first, last); err != nil {
+				return fmt.Errorf("raft: recover: clearing log behind snapshot: %w", err)
+			}
+		}
+	}
+	term, err := stable.GetUint64(keyCurrentTerm)
+	if err != nil {
+		return fmt.Errorf("raft: recover: reading term: %w", err)
+	}
+	// A fresh term for the entry: no other server can hold a different entry with the same
+	// index and term, so the Log Matching property still holds.
+	newTerm := max(term, lastTerm) + 1
+	if err := stable.SetUint64(keyCurrentTerm, newTerm); err != nil {
+		return fmt.Errorf("raft: recover: writing term: %w", err)
+	}
+	entry := &Log{Index: last + 1, Term: newTerm, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
+	if err := logs.StoreLogs([]*Log{entry}); err != nil {
+		return fmt.Errorf("raft: recover: storing configuration: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package raft
+
+import (
+	"fmt"
+	"time"
+)
+
+// Leadership transfer (Ongaro's thesis, section 3.10): the leader stops taking writes, brings
+// the target's log up to date, and sends it TimeoutNow; the target starts an election at once
+// and wins it because its log is complete and voters skip their leader-stickiness check for a
+// transfer.
+
+// transferFuture is a leadership transfer request. It resolves when the target became leader,
+// or with an error.
+type transferFuture struct {
+	deferError
+	id   ServerID
+	addr ServerAddress
+}
+
+// transferState is a transfer in progress on the leader.
+type transferState struct {
+	future   *transferFuture
+	target   Server
+	deadline time.Time
+	sent     bool
+	resultCh chan error // buffer 1: the TimeoutNow goroutine never blocks
+}
+
+// LeadershipTransfer hands leadership to the most up-to-date other voter. While it runs, new
+// writes fail with ErrLeadershipTransferInProgress. The future resolves when another node won,
+// or with an error (the old leader then keeps serving) after about two election timeouts.
+func (r *Raft) LeadershipTransfer() Future {
+	return r.LeadershipTransferToServer("", "")
+}
+
+// LeadershipTransferToServer hands leadership to the given voter; see LeadershipTransfer.
+func (r *Raft) LeadershipTransferToServer(id ServerID, addr ServerAddress) Future {
+	f := &transferFuture{id: id, addr: addr}
+	f.init()
+	f.shutdownCh = r.shutdownCh
+	// The leader reports failure itself after 2*ElectionTimeout; the future's own deadline is a
+	// backstop for a node that stepped down and never hears of a new leader.
+	f.deadline = time.Now().Add(3 * r.conf.ElectionTimeout)
+	if r.getState() != Leader {
+		return errorFuture{r.notLeaderErr()}
+	}
+	f.enqueued.Store(true)
+	select {
+	case r.transferCh <- f:
+		return f
+	case <-r.shutdownCh:
+		return errorFuture{ErrRaftShutdown}
+	}
+}
+
+// handleTransfer starts a transfer on the leader.
+func (r *Raft) handleTransfer(f *transferFuture) {
+	ls := r.leaderState
+	if ls.transfer != nil {
+		f.respond(ErrLeadershipTransferInProgress)
+		return
+	}
+	target, err := r.pickTransferTarget(f.id, f.addr)
+	if err != nil {
+		f.respond(err)
+		return
+	}
+	r.logger.Info("starting leadership transfer", "peer", string(target.ID))
+	ls.transfer = &transferState{
+		future:   f,
+		target:   target,
+		deadline: time.Now().Add(2 * r.conf.ElectionTimeout),
+		resultCh: make(chan error, 1),
+	}
+	ls.replicators[target.ID].trigger()
+	r.progressTransfer()
+}
+
+// pickTransferTarget validates the requested target, or picks the voter with the highest match
+// index.
+func (r *Raft) pickTransferTarget(id ServerID, addr ServerAddress) (Server, error) {
+	ls := r.leaderState
+	if id != "" {
+		s, ok := r.configurations.latest.server(id)
+		if !ok || s.Suffrage != Voter || id == r.localID {
+			return Server{}, fmt.Errorf("%w: %s is not another voter", ErrLeadershipTransferFailed, id)
+		}
+		if addr != "" && addr != s.Address {
+			return Server{}, fmt.Errorf("%w: %s is at %s, not %s", ErrLeadershipTransferFailed, id, s.Address, addr)
+		}
+		return s, nil
+	}
+	var best Server
+	var bestMatch uint64
+	found := false
+	for _, s := range r.configurations.latest.Servers {
+		repl, ok := ls.replicators[s.ID]
+		if s.Suffrage != Voter || !ok {
+			continue
+		}
+		if m := repl.matchIndex.Load(); !found || m > bestMatch {
+			best, bestMatch, found = s, m, true
+		}
+	}
+	if !found {
+		return Server{}, fmt.Errorf("%w: no other voter", ErrLeadershipTransferFailed)
+	}
+	return best, nil
+}
+
+// progressTransfer sends TimeoutNow once the target holds the whole log, and fails the
+// transfer after its deadline. It runs on the lease tick and after commits.
+func (r *Raft) progressTransfer() {
+	ls := r.leaderState
+	t := ls.transfer
+	if t == nil {
+		return
+	}
+	if time.Now().After(t.deadline) || isDone(&t.future.deferError) {
+		t.future.respond(fmt.Errorf("%w: %s did not take over in time", ErrLeadershipTransferFailed, t.target.ID))
+		ls.transfer = nil
+		return
+	}
+	if t.sent {
+		return
+	}
+	repl, ok := ls.replicators[t.target.ID]
+	if !ok {
+		t.future.respond(fmt.Errorf("%w: %s left the configuration", ErrLeadershipTransferFailed, t.target.ID))
+		ls.transfer = nil
+		return
+	}
+	lastIndex, _ := r.lastLogIndexTerm()
+	if repl.matchIndex.Load() < lastIndex {
+		return
+	}
+	t.sent = true
+	req := &TimeoutNowRequest{RPCHeader: r.header(), Term: ls.term}
+	target := t.target
+	// One goroutine per transfer; it exits when the RPC returns (bounded by the transport).
+	r.goFunc(func() {
+		var resp TimeoutNowResponse
+		t.resultCh <- r.trans.TimeoutNow(target.ID, target.Address, req, &resp)
+	})
+}
+
+// handleTransferResult records the outcome of the TimeoutNow RPC. On success the transfer
+// stays pending until a new leader shows up (see noteLeaderForTransfer).
+func (r *Raft) handleTransferResult(err error) {
+	ls := r.leaderState
+	t := ls.transfer
+	if t == nil {
+		return
+	}
+	if err != nil {
+		r.logger.Warn("leadership transfer failed", "peer", string(t.target.ID), "error", err)
+		t.future.respond(fmt.Errorf("%w: TimeoutNow to %s: %v", ErrLeadershipTransferFailed, t.target.ID, err))
+		ls.transfer = nil
+		return
+	}
+	// The target starts its election now; this node steps down when its vote request
+	// arrives, and the pending transfer moves to r.pendingTransfer in leaderCleanup.
+}
+
+// noteLeaderForTransfer resolves a transfer this node started once a new leader is known.
+func (r *Raft) noteLeaderForTransfer(id ServerID) {
+	p := r.pendingTransfer
+	if p == nil || id == "" {
+		return
+	}
+	r.pendingTransfer = nil
+	if id == p.target.ID {
+		p.future.respond(nil)
+		return
+	}
+	p.future.respond(fmt.Errorf("%w: %s became leader instead of %s", ErrLeadershipTransferFailed, id, p.target.ID))
+}
