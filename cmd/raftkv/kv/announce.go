@@ -45,11 +45,19 @@ func (n *Node) announce() {
 	n.logger.Info("http address registered", "http_addr", n.httpAddr)
 }
 
-// registered reports whether this node is in the configuration with its current HTTP
-// address recorded.
+// registered reports whether this node is a voter with its current HTTP address recorded.
 func (n *Node) registered() bool {
 	addr, ok := n.fsm.MemberHTTP(n.conf.ID)
-	return ok && addr == n.httpAddr && hasServer(n.raft.GetConfiguration().Configuration(), n.conf.ID)
+	return ok && addr == n.httpAddr && isVoter(n.raft.GetConfiguration().Configuration(), n.conf.ID)
+}
+
+func isVoter(c raft.Configuration, id raft.ServerID) bool {
+	for _, srv := range c.Servers {
+		if srv.ID == id {
+			return srv.Suffrage == raft.Voter
+		}
+	}
+	return false
 }
 
 // announceOnce makes one registration attempt.

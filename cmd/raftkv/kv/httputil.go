@@ -42,6 +42,10 @@ func raftErrorStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, "leadership transfer in progress, retry"
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return http.StatusServiceUnavailable, "node is shutting down"
+	case errors.Is(err, raft.ErrConfigurationChanged):
+		return http.StatusConflict, "the configuration changed concurrently; retry"
+	case errors.Is(err, raft.ErrInvalidConfiguration):
+		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, errNoLeader):
 		return http.StatusServiceUnavailable, err.Error()
 	default:

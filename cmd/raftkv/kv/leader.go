@@ -17,9 +17,9 @@ import (
 // request timeout.
 var errNoLeader = errors.New("no leader available")
 
-// leaderPollInterval is how often a request waiting for a leader, or for the FSM to catch up,
-// looks again. The core offers no notification for either, and a millisecond-scale poll is
-// cheap next to an election or a commit round trip.
+// leaderPollInterval is how often a request waiting for a leader looks again. The core
+// offers no notification of a new leader to followers, and a millisecond-scale poll is cheap
+// next to an election.
 const leaderPollInterval = 2 * time.Millisecond
 
 // onLeader runs op when this node is the leader. Otherwise, or if op finds it is no longer
@@ -129,71 +129,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, req *http.R
 }
 
 // readIndex makes a following read of the local FSM linearizable (Ongaro's thesis, section
-// 6.4): once this node, as leader, has committed an entry of its current term, its commit
-// index covers every entry committed before the read began; VerifyLeader then confirms no
-// newer leader exists, and waiting until that index is applied makes the FSM current.
+// 6.4) without writing to the log: the core's ReadIndex confirms leadership with a quorum,
+// after an entry of the leader's own term committed, and waits until the FSM applied the
+// commit index of the moment of the call.
 func (s *Server) readIndex(ctx context.Context) error {
-	if err := s.ensureTermCommitted(ctx); err != nil {
-		return err
-	}
-	index := s.raft.CommitIndex()
-	if err := waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
-		return err
-	}
-	return s.waitApplied(ctx, index)
-}
-
-// ensureTermCommitted makes sure an entry of the current term has committed on this leader.
-// A new leader appends a no-op for that, but until it commits, CommitIndex can lag behind
-// what the previous leader acknowledged; a barrier, once per term, settles it.
-func (s *Server) ensureTermCommitted(ctx context.Context) error {
-	term := s.raft.CurrentTerm()
-	if s.readyTerm.Load() >= term {
-		return nil
-	}
-	deadline, _ := ctx.Deadline()
-	if err := waitFuture(ctx, s.raft.Barrier(time.Until(deadline))); err != nil {
-		return err
-	}
-	// The barrier was appended in term or later: either way an entry of a term >= term
-	// committed. Keep the maximum against concurrent readers.
-	for {
-		old := s.readyTerm.Load()
-		if old >= term || s.readyTerm.CompareAndSwap(old, term) {
-			return nil
-		}
-	}
-}
-
-// waitApplied waits, within ctx, until the node applied index.
-func (s *Server) waitApplied(ctx context.Context, index uint64) error {
-	if s.raft.AppliedIndex() >= index {
-		return nil
-	}
-	t := time.NewTicker(leaderPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			if s.raft.AppliedIndex() >= index {
-				return nil
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("%w: applying index %d: %v", raft.ErrTimeout, index, ctx.Err())
-		}
-	}
-}
-
-// waitFuture waits for f, but no longer than ctx allows. The goroutine it starts owns nothing
-// and exits when f resolves, which the core guarantees: on success, when the leader steps
-// down (it fails every pending request) or at shutdown.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1) // buffer 1: the goroutine never blocks once the caller gave up
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %v", raft.ErrTimeout, ctx.Err())
-	}
+	return s.raft.ReadIndex(remaining(ctx)).Error()
 }

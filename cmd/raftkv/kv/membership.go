@@ -12,20 +12,9 @@ import (
 	"github.com/raftkit/raft"
 )
 
-// membership is the part of *raft.Raft that changes the cluster. It is looked up at run time
-// so this package builds against a core without membership changes; /join of a new server
-// and /leave then answer 501.
-type membership interface {
-	AddVoter(id raft.ServerID, addr raft.ServerAddress, prevIndex uint64, timeout time.Duration) raft.IndexFuture
-	RemoveServer(id raft.ServerID, prevIndex uint64, timeout time.Duration) raft.IndexFuture
-}
-
-// errMembershipUnsupported is what /join of a new server and /leave report when the core has
-// no membership changes.
-var errMembershipUnsupported = errors.New("membership changes are not available in this build of raftkit")
-
-// JoinRequest is the body of POST /join. A server already in the configuration with the same
-// raft address is only (re-)registered with its HTTP address; a new one is added as a voter.
+// JoinRequest is the body of POST /join. A new server is added as a voter (the core first
+// lets it catch up as a nonvoter); a voter already in the configuration with the same raft
+// address is only (re-)registered with its HTTP address.
 type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
@@ -86,11 +75,11 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 		return err
 	}
 	id, addr := raft.ServerID(jr.ID), raft.ServerAddress(jr.RaftAddr)
-	member := false
+	voter := false
 	for _, srv := range conf.Configuration().Servers {
 		switch {
 		case srv.ID == id && srv.Address == addr:
-			member = true
+			voter = srv.Suffrage == raft.Voter
 		case srv.ID == id:
 			writeError(w, http.StatusConflict, fmt.Sprintf("server %s is already a member with raft address %s", id, srv.Address))
 			return nil
@@ -99,13 +88,8 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 			return nil
 		}
 	}
-	if !member {
-		m, ok := any(s.raft).(membership)
-		if !ok {
-			writeError(w, http.StatusNotImplemented, errMembershipUnsupported.Error())
-			return nil
-		}
-		if err := waitFuture(ctx, m.AddVoter(id, addr, conf.Index(), remaining(ctx))); err != nil {
+	if !voter {
+		if err := s.raft.AddVoter(id, addr, conf.Index(), remaining(ctx)).Error(); err != nil {
 			return err
 		}
 	}
@@ -115,7 +99,7 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": jr.ID, "added": !member})
+	writeJSON(w, http.StatusOK, map[string]any{"id": jr.ID, "added": !voter})
 	return nil
 }
 
@@ -134,17 +118,12 @@ func (s *Server) handleLeave(w http.ResponseWriter, req *http.Request) {
 		body, _ = json.Marshal(lr)
 	}
 	s.onLeader(w, req, body, func(ctx context.Context) error {
-		m, ok := any(s.raft).(membership)
-		if !ok {
-			writeError(w, http.StatusNotImplemented, errMembershipUnsupported.Error())
-			return nil
-		}
 		conf := s.raft.GetConfiguration()
 		if !hasServer(conf.Configuration(), raft.ServerID(lr.ID)) {
 			writeError(w, http.StatusNotFound, "server "+lr.ID+" is not a member")
 			return nil
 		}
-		if err := waitFuture(ctx, m.RemoveServer(raft.ServerID(lr.ID), conf.Index(), remaining(ctx))); err != nil {
+		if err := s.raft.RemoveServer(raft.ServerID(lr.ID), conf.Index(), remaining(ctx)).Error(); err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"id": lr.ID, "removed": true})

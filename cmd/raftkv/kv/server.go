@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,9 +73,6 @@ type Server struct {
 	// client forwards requests to the leader. Its timeout is a backstop: each forwarded
 	// request carries the caller's deadline.
 	client *http.Client
-	// readyTerm is the latest term in which this node, as leader, saw an entry of its own
-	// term commit; only then is its commit index known to cover every committed entry.
-	readyTerm atomic.Uint64
 }
 
 // NewServer returns the API of the node r with state machine fsm.

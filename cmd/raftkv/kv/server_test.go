@@ -169,7 +169,30 @@ func TestServer_JoinValidatesItsBody(t *testing.T) {
 	r := do(t, n, "POST", "/join", `{"id":"solo","raft_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}`)
 	wantStatus(t, r, http.StatusConflict, "join of a member under another address")
 	r = do(t, n, "POST", "/leave", `{"id":"ghost"}`)
-	if r.status != http.StatusNotFound && r.status != http.StatusNotImplemented {
-		t.Fatalf("leave of a non-member: %d %s", r.status, r.body)
+	wantStatus(t, r, http.StatusNotFound, "leave of a non-member")
+	r.jsonError(t)
+}
+
+func TestServer_JoinAndLeave(t *testing.T) {
+	first := singleNode(t, ServerConfig{})
+	second := startTestNode(t, NodeConfig{ID: "second", Join: first.HTTPAddr()})
+	waitFor(t, 10*time.Second, "the joined node to be a registered voter", func() bool {
+		addr, ok := first.FSM().MemberHTTP("second")
+		return ok && addr == second.HTTPAddr() && isVoter(first.Raft().GetConfiguration().Configuration(), "second") &&
+			second.FSM().Members() == 2
+	})
+	// The new node forwards writes to the leader and reads them back linearizably.
+	wantStatus(t, do(t, second, "PUT", "/kv/joined", "yes"), http.StatusOK, "put via the joined node")
+	if r := do(t, second, "GET", "/kv/joined", ""); r.body != "yes" {
+		t.Fatalf("read on the joined node: %d %q", r.status, r.body)
 	}
+	// Joining again is idempotent.
+	body := fmt.Sprintf(`{"id":"second","raft_addr":%q,"http_addr":%q}`, second.raftAddr, second.HTTPAddr())
+	wantStatus(t, do(t, second, "POST", "/join", body), http.StatusOK, "second join")
+	// An empty /leave on a node removes that node, even when forwarded to the leader.
+	wantStatus(t, do(t, second, "POST", "/leave", ""), http.StatusOK, "leave")
+	if hasServer(first.Raft().GetConfiguration().Configuration(), "second") {
+		t.Fatal("the node is still in the configuration after leaving")
+	}
+	wantStatus(t, do(t, first, "PUT", "/kv/alone", "again"), http.StatusOK, "put after the leave")
 }
