@@ -71,10 +71,11 @@ func runDev(ctx context.Context, o *options, sink *metrics.InmemSink, stdout, st
 	return closeAll()
 }
 
-// devAddrs returns the raft and HTTP addresses of the dev nodes: from base, or free ports
-// when base is 0.
+// devAddrs returns the raft and HTTP addresses of the dev nodes: node i (from 1) serves HTTP
+// on base+i and raft on base+100+i, so the default base 7000 gives the HTTP ports
+// 7001-7003 the README's curl lines use. Base 0 picks free ports.
 func devAddrs(base int) (raftAddrs, httpAddrs []string, err error) {
-	if base < 0 || base+1000*(devNodes-1)+1 > 65535 {
+	if base < 0 || base+100+devNodes > 65535 {
 		return nil, nil, fmt.Errorf("--dev_base_port %d leaves no room for %d nodes", base, devNodes)
 	}
 	for i := 0; i < devNodes; i++ {
@@ -87,9 +88,8 @@ func devAddrs(base int) (raftAddrs, httpAddrs []string, err error) {
 			raftAddrs, httpAddrs = append(raftAddrs, r), append(httpAddrs, h)
 			continue
 		}
-		p := base + 1000*i
-		raftAddrs = append(raftAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		httpAddrs = append(httpAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
+		raftAddrs = append(raftAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(base+100+i+1)))
+		httpAddrs = append(httpAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i+1)))
 	}
 	return raftAddrs, httpAddrs, nil
 }

@@ -79,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxValueBytes, "max_value_bytes", kv.DefaultMaxValueBytes, "largest value accepted (larger: 413)")
 	fs.StringVar(&o.logLevel, "log_level", "info", "trace, debug, info, warn or error (dev mode default: warn)")
 	fs.BoolVar(&o.dev, "dev", false, "run a 3-node cluster on loopback in this process, in a temporary directory")
-	fs.IntVar(&o.devBasePort, "dev_base_port", 7000, "dev mode: node i uses ports base+1000*(i-1) (raft) and that +1 (HTTP); 0 picks free ports")
+	fs.IntVar(&o.devBasePort, "dev_base_port", 7000, "dev mode: node i serves HTTP on base+i and raft on base+100+i; 0 picks free ports")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftkit/raft/wal"
 )
 
 // runToExit runs raftkv with args in a fresh working directory and returns its exit code and
@@ -41,6 +44,12 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 	defer busy.Close()
 	free := freeLoopbackAddrs(t, 2)
 	dir := t.TempDir()
+	locked := t.TempDir()
+	held, err := wal.Open(filepath.Join(locked, "wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	base := []string{"--data_dir=" + dir, "--raft_addr=" + free[0], "--http_addr=" + free[1]}
 	cases := []struct {
 		name string
@@ -54,6 +63,7 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		{"address differs from cluster", []string{"--raft_cluster=1/127.0.0.1:1"}, "differs from 127.0.0.1:1"},
 		{"http port in use", []string{"--http_addr=" + busy.Addr().String()}, "address already in use"},
 		{"raft port in use", []string{"--raft_addr=" + busy.Addr().String()}, "address already in use"},
+		{"data directory locked", []string{"--data_dir=" + locked}, "locked by another store"},
 		{"bad timeouts", []string{"--heartbeat_timeout=1ms"}, "HeartbeatTimeout"},
 		{"unknown log level", []string{"--log_level=loud"}, "unknown log level"},
 		{"stray argument", []string{"serve"}, `unexpected argument "serve"`},
