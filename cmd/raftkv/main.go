@@ -33,14 +33,21 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			// One line, whatever the error says.
-			fmt.Fprintln(os.Stderr, "raftkv: "+strings.ReplaceAll(err.Error(), "\n", "; "))
-		}
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		os.Exit(2) // the flag package already printed the problem and the usage
+	default:
+		// One line, whatever the error says.
+		fmt.Fprintln(os.Stderr, "raftkv: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		os.Exit(1)
 	}
 }
+
+// errUsage marks a command line the flag package refused (and reported).
+var errUsage = errors.New("bad command line")
 
 // options are the parsed command-line flags.
 type options struct {
@@ -80,12 +87,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log_level", "info", "trace, debug, info, warn or error (dev mode default: warn)")
 	fs.BoolVar(&o.dev, "dev", false, "run a 3-node cluster on loopback in this process, in a temporary directory")
 	fs.IntVar(&o.devBasePort, "dev_base_port", 7000, "dev mode: node i serves HTTP on base+i and raft on base+100+i; 0 picks free ports")
-	if err := fs.Parse(args); err != nil {
+	parse := func(args []string) error {
+		err := fs.Parse(args)
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return err
+	}
+	if err := parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 && fs.Arg(0) == "dev" {
 		o.dev = true
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := parse(fs.Args()[1:]); err != nil {
 			return nil, err
 		}
 	}

@@ -68,6 +68,9 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		{"unknown log level", []string{"--log_level=loud"}, "unknown log level"},
 		{"stray argument", []string{"serve"}, `unexpected argument "serve"`},
 	}
+	if code, stderr := runToExit(t, "--no_such_flag"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: -no_such_flag") {
+		t.Errorf("unknown flag: exit %d, stderr %q; want exit 2 and the flag package's message", code, stderr)
+	}
 	for _, c := range cases {
 		code, stderr := runToExit(t, append(append([]string{}, base...), c.args...)...)
 		lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
