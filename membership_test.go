@@ -24,6 +24,26 @@ func load(c *raftest.Cluster, clients int, acks *ackLog, stop <-chan struct{}) *
 	return &wg
 }
 
+// acked counts the acknowledged commands.
+func (a *ackLog) ackedCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, ok := range a.acked {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// waitProgress waits until n more writes were acknowledged.
+func waitProgress(t *testing.T, c *raftest.Cluster, acks *ackLog, n int) {
+	t.Helper()
+	base := acks.ackedCount()
+	c.WaitFor(waitLong, fmt.Sprintf("%d more acknowledged writes", n), func() bool { return acks.ackedCount() >= base+n })
+}
+
 // leaderRaft returns the current leader's Raft, waiting for one.
 func leaderRaft(t *testing.T, c *raftest.Cluster) *raft.Raft {
 	t.Helper()
@@ -72,6 +92,7 @@ func TestMembership_GrowAndShrinkUnderLoad(t *testing.T) {
 			if got := len(voters(t, c)); got != i+1 {
 				t.Fatalf("after adding %s: %d voters, want %d", n.ID, got, i+1)
 			}
+			waitProgress(t, c, acks, 20)
 		}
 		// Shrink back to one, removing the leader itself along the way.
 		for len(voters(t, c)) > 1 {
@@ -84,6 +105,7 @@ func TestMembership_GrowAndShrinkUnderLoad(t *testing.T) {
 				l := c.Leader()
 				return l >= 0 && c.Node(l).ID != victim
 			})
+			waitProgress(t, c, acks, 20)
 		}
 		close(stop)
 		wg.Wait()
@@ -106,7 +128,7 @@ func TestMembership_GrowAndShrinkUnderLoad(t *testing.T) {
 				}
 			}
 		}
-		if acked < 100 {
+		if acked < 8*20 {
 			t.Fatalf("only %d writes acknowledged during the changes", acked)
 		}
 		t.Logf("%d writes acknowledged during grow and shrink", acked)

@@ -186,7 +186,7 @@ func (r *Raft) restoreSnapshotOnStart() error {
 				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
 				continue
 			}
-			if err := r.fsm.Restore(rc); err != nil {
+			if err := restoreVerified(r.fsm, rc); err != nil {
 				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
 				continue
 			}
