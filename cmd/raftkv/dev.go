@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
@@ -60,6 +61,9 @@ func runDev(ctx context.Context, o *options, sink *metrics.InmemSink, stdout, st
 		n, err := kv.StartNode(conf)
 		if err != nil {
 			_ = closeAll()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("dev node %s: %w (-dev_base_port=0 picks free ports)", id, err)
+			}
 			return fmt.Errorf("dev node %s: %w", id, err)
 		}
 		nodes = append(nodes, n)
