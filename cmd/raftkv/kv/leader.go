@@ -17,9 +17,10 @@ import (
 // request timeout.
 var errNoLeader = errors.New("no leader available")
 
-// leaderPollInterval is how often a request waiting for a leader looks again. The core
-// offers no notification of a new leader to followers, and a millisecond-scale poll is cheap
-// next to an election.
+// leaderPollInterval is how often a request waiting for a leader looks again. It polls only
+// while no leader is known (during an election); a raft.Observer filtering LeaderObservation
+// would also do, but a millisecond-scale poll is cheap next to an election and keeps the
+// example short.
 const leaderPollInterval = 2 * time.Millisecond
 
 // onLeader runs op when this node is the leader. Otherwise, or if op finds it is no longer
