@@ -74,6 +74,8 @@ func (r *Raft) runCandidate() {
 			f.respond(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
+		case f := <-r.restoreCh:
+			f.respond(r.notLeaderErr())
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
 			return

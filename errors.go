@@ -32,6 +32,18 @@ var (
 	// restore.
 	ErrAbortedByRestore = errors.New("raft: snapshot restored while committing log")
 
+	// ErrInvalidRestore is wrapped by the error of a Restore whose arguments cannot be
+	// restored: no metadata or reader, an unsupported snapshot version, a negative or absurd
+	// size or index, or data whose length differs from meta.Size. Nothing changed.
+	ErrInvalidRestore = errors.New("raft: invalid snapshot to restore")
+
+	// ErrSnapshotCorrupt is wrapped by the error of a snapshot whose metadata cannot be read
+	// or whose data fails its size or checksum check. Raft then falls back to an older one.
+	ErrSnapshotCorrupt = errors.New("raft: snapshot corrupt")
+
+	// ErrSnapshotNotFound is wrapped by the error of SnapshotStore.Open for an unknown ID.
+	ErrSnapshotNotFound = errors.New("raft: snapshot not found")
+
 	// ErrCantBootstrap is returned by BootstrapCluster when the stores already hold state.
 	ErrCantBootstrap = errors.New("raft: bootstrap only works on new clusters")
 

@@ -203,7 +203,7 @@ func (r *Raft) fsmRestore(t *restoreTask) error {
 		return fmt.Errorf("raft: opening snapshot %s: %w", t.id, err)
 	}
 	start := time.Now()
-	if err := r.fsm.Restore(rc); err != nil {
+	if err := restoreVerified(r.fsm, rc); err != nil {
 		return fmt.Errorf("raft: restoring snapshot %s: %w", t.id, err)
 	}
 	fsmRestoreMetric(start)

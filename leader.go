@@ -115,6 +115,8 @@ func (r *Raft) runLeader() {
 			r.handleTransferResult(err)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
+		case f := <-r.restoreCh:
+			r.handleRestore(f)
 		case <-r.shutdownCh:
 			return
 		}

@@ -73,9 +73,10 @@ type Raft struct {
 	// verifyCh and bootstrapCh are unbuffered: their callers wait for the main loop anyway.
 	verifyCh    chan *verifyFuture
 	bootstrapCh chan *bootstrapFuture
-	// configChangeCh and transferCh are unbuffered for the same reason.
+	// configChangeCh, transferCh and restoreCh are unbuffered for the same reason.
 	configChangeCh chan *configChangeFuture
 	transferCh     chan *transferFuture
+	restoreCh      chan *restoreFuture
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
@@ -147,6 +148,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		bootstrapCh:    make(chan *bootstrapFuture),
 		configChangeCh: make(chan *configChangeFuture),
 		transferCh:     make(chan *transferFuture),
+		restoreCh:      make(chan *restoreFuture),
 		fsmCh:          make(chan fsmTask, 64),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
@@ -404,6 +406,8 @@ func (r *Raft) runFollower() {
 			f.respond(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
+		case f := <-r.restoreCh:
+			f.respond(r.notLeaderErr())
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := time.Since(time.Unix(0, r.lastContact.Load()))

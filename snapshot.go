@@ -186,7 +186,7 @@ func (r *Raft) restoreSnapshotOnStart() error {
 				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
 				continue
 			}
-			if err := r.fsm.Restore(rc); err != nil {
+			if err := restoreVerified(r.fsm, rc); err != nil {
 				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
 				continue
 			}
@@ -419,7 +419,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	var resp InstallSnapshotResponse
 	start := time.Now()
-	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, rc); err != nil {
+	data := &sendingReader{r: rc, remaining: meta.Size}
+	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
 		s.r.logger.Warn("sending snapshot failed", "peer", string(peer.ID), "index", meta.Index, "error", err)
 		s.failures++
 		return s.wait(s.backoff())

@@ -1,0 +1,93 @@
+package kv
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftkit/raft"
+)
+
+// threeNodes starts a bootstrapped 3-node cluster on loopback and waits until every node is
+// registered. It returns the leader and the two followers.
+func threeNodes(t *testing.T) (leader *Node, followers []*Node) {
+	t.Helper()
+	addrs := freeAddrs(t, 3)
+	var cluster []raft.Server
+	for i, a := range addrs {
+		cluster = append(cluster, raft.Server{ID: raft.ServerID("n" + itoa(i+1)), Address: raft.ServerAddress(a)})
+	}
+	var nodes []*Node
+	for i := range cluster {
+		nodes = append(nodes, startTestNode(t, NodeConfig{ID: cluster[i].ID, RaftAddr: addrs[i], Cluster: cluster}))
+	}
+	waitRegistered(t, nodes...)
+	for _, n := range nodes {
+		if n.Raft().State() == raft.Leader {
+			leader = n
+		} else {
+			followers = append(followers, n)
+		}
+	}
+	if leader == nil || len(followers) != 2 {
+		t.Fatalf("want one leader and two followers, got leader %v and %d followers", leader != nil, len(followers))
+	}
+	return leader, followers
+}
+
+func TestServer_FollowerForwardsWritesAndReads(t *testing.T) {
+	leader, followers := threeNodes(t)
+	f := followers[0]
+	wantStatus(t, do(t, f, "PUT", "/kv/fwd", "via-follower"), http.StatusOK, "forwarded put")
+	wantStatus(t, do(t, f, "GET", "/set?key=classic&value=1", ""), http.StatusOK, "forwarded classic set")
+	// A linearizable read on any node sees the write the moment it was acknowledged.
+	for _, n := range append(followers, leader) {
+		if r := do(t, n, "GET", "/kv/fwd", ""); r.status != http.StatusOK || r.body != "via-follower" {
+			t.Fatalf("read on %s: %d %q", n.conf.ID, r.status, r.body)
+		}
+		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1" {
+			t.Fatalf("classic read on %s: %d %q", n.conf.ID, r.status, r.body)
+		}
+	}
+	wantStatus(t, do(t, followers[1], "DELETE", "/kv/fwd", ""), http.StatusOK, "forwarded delete")
+	wantStatus(t, do(t, f, "GET", "/kv/fwd", ""), http.StatusNotFound, "read after forwarded delete")
+	// A stale read answers from the local copy, which catches up.
+	waitFor(t, 5*time.Second, "the follower to apply the delete", func() bool {
+		_, found := f.FSM().Get("fwd")
+		return !found
+	})
+	wantStatus(t, do(t, f, "GET", "/kv/fwd?consistency=stale", ""), http.StatusNotFound, "stale read")
+}
+
+func TestServer_FollowerRedirectsWhenAsked(t *testing.T) {
+	leader, followers := threeNodes(t)
+	r := do(t, followers[0], "PUT", "/kv/r?redirect=1", "v")
+	wantStatus(t, r, http.StatusTemporaryRedirect, "put with redirect=1")
+	want := "http://" + leader.HTTPAddr() + "/kv/r?redirect=1"
+	if loc := r.header.Get("Location"); loc != want {
+		t.Fatalf("Location %q, want %q", loc, want)
+	}
+	if _, found := leader.FSM().Get("r"); found {
+		t.Fatal("a redirected write was applied")
+	}
+	// The leader itself serves a redirected request.
+	wantStatus(t, do(t, leader, "PUT", "/kv/r?redirect=1", "v"), http.StatusOK, "put on the leader")
+}
+
+func TestServer_ForwardedRequestIsNotForwardedAgain(t *testing.T) {
+	_, followers := threeNodes(t)
+	req, err := http.NewRequest("PUT", "http://"+followers[0].HTTPAddr()+"/kv/loop", strings.NewReader("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(forwardedHeader, "n9")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503 for a forwarded request reaching a follower", resp.StatusCode)
+	}
+}

@@ -1,0 +1,269 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/tcp"
+	"github.com/raftkit/raft/wal"
+)
+
+// NodeConfig describes one raftkv node.
+type NodeConfig struct {
+	// ID is the node's raft server ID.
+	ID raft.ServerID
+	// RaftAddr is the host:port the raft transport binds and advertises. With Cluster it must
+	// be spelled exactly as this node's entry there.
+	RaftAddr string
+	// HTTPAddr is the host:port the API binds.
+	HTTPAddr string
+	// HTTPAdvertise is the host:port other nodes and clients reach the API at; empty means
+	// the bound address, which then must not be a wildcard such as 0.0.0.0.
+	HTTPAdvertise string
+	// DataDir holds the log and stable store (DataDir/wal) and the snapshots
+	// (DataDir/snapshots).
+	DataDir string
+	// Cluster is the configuration every listed node bootstraps with; a restarted node finds
+	// its stores non-empty and skips it. Nil with Join: the node bootstraps nothing and asks
+	// to be added. Nil without Join: a single-node cluster of this node.
+	Cluster []raft.Server
+	// Join is the HTTP address of any member; the node asks it (and it asks the leader) to
+	// add this node as a voter.
+	Join string
+	// Raft is the base raft configuration (timeouts, snapshot policy); nil means
+	// raft.DefaultConfig(). LocalID and Logger are filled in.
+	Raft *raft.Config
+	// Server configures the API; ID and HTTPAddr are filled in.
+	Server ServerConfig
+	// NoSync turns off fsync in the log store (tests only: a machine crash may lose
+	// acknowledged writes).
+	NoSync bool
+	// Logger receives every log of the node; nil means hclog at Info on stderr.
+	Logger hclog.Logger
+}
+
+// Node is a running raftkv node: a raft.Raft over a tcp transport, a wal store and a file
+// snapshot store, with the FSM and the HTTP API.
+//
+// Goroutines (all exit in Close): the HTTP server's, and the announcer, which registers this
+// node's HTTP address in the replicated state (joining the cluster first with Join) and
+// exits once it is registered.
+type Node struct {
+	conf     NodeConfig
+	logger   hclog.Logger
+	raft     *raft.Raft
+	fsm      *FSM
+	store    *wal.Store
+	server   *Server
+	http     *http.Server
+	httpAddr string // advertised
+	raftAddr raft.ServerAddress
+
+	ctx       context.Context // cancelled by Close: stops the announcer
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// StartNode binds the node's ports, opens its stores, bootstraps when it should and starts
+// Raft and the API. On error everything opened so far is closed again.
+func StartNode(conf NodeConfig) (*Node, error) {
+	if err := checkNodeConfig(conf); err != nil {
+		return nil, err
+	}
+	if conf.Logger == nil {
+		conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftkv"})
+	}
+	n := &Node{conf: conf, logger: conf.Logger.With("server", string(conf.ID)), fsm: NewFSM()}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	var undo []func()
+	fail := func(err error) (*Node, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		n.cancel()
+		return nil, err
+	}
+	ln, err := n.listenHTTP()
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { _ = ln.Close() })
+	trans, err := tcp.NewTransport(conf.RaftAddr, nil, tcp.Options{Logger: n.logger.Named("tcp")})
+	if err != nil {
+		return fail(fmt.Errorf("raft transport on %s: %w", conf.RaftAddr, err))
+	}
+	undo = append(undo, func() { _ = trans.Close() })
+	if err := n.openStore(); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { _ = n.store.Close() })
+	if err := n.startRaft(trans); err != nil {
+		return fail(err)
+	}
+	n.startAPI(ln)
+	return n, nil
+}
+
+// checkNodeConfig catches mistakes before anything is bound or opened.
+func checkNodeConfig(conf NodeConfig) error {
+	switch {
+	case conf.ID == "":
+		return errors.New("the raft ID is empty")
+	case conf.DataDir == "":
+		return errors.New("the data directory is empty")
+	case conf.Cluster != nil && conf.Join != "":
+		return errors.New("give either a cluster to bootstrap or a member to join, not both")
+	}
+	if conf.Cluster == nil {
+		return nil
+	}
+	for _, srv := range conf.Cluster {
+		if srv.ID != conf.ID {
+			continue
+		}
+		if string(srv.Address) != conf.RaftAddr {
+			return fmt.Errorf("raft address %s differs from %s, the address of id %s in the cluster", conf.RaftAddr, srv.Address, conf.ID)
+		}
+		return nil
+	}
+	return fmt.Errorf("id %s is not in the cluster", conf.ID)
+}
+
+// listenHTTP binds the API port and settles the advertised address.
+func (n *Node) listenHTTP() (net.Listener, error) {
+	ln, err := net.Listen("tcp", n.conf.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	n.httpAddr = n.conf.HTTPAdvertise
+	if n.httpAddr == "" {
+		addr := ln.Addr().(*net.TCPAddr)
+		if addr.IP.IsUnspecified() {
+			_ = ln.Close()
+			return nil, fmt.Errorf("http address %s is a wildcard: set the address to advertise", n.conf.HTTPAddr)
+		}
+		n.httpAddr = addr.String()
+	}
+	return ln, nil
+}
+
+// openStore opens the durable log and stable store.
+func (n *Node) openStore() error {
+	opts := []wal.Option{wal.WithLogger(n.logger.Named("wal"))}
+	if n.conf.NoSync {
+		opts = append(opts, wal.WithNoSync())
+	}
+	store, err := wal.Open(filepath.Join(n.conf.DataDir, "wal"), opts...)
+	if err != nil {
+		return fmt.Errorf("opening the log store: %w", err)
+	}
+	if rep := store.OpenReport(); rep.TailCut {
+		n.logger.Warn("log store cut a torn tail", "file", rep.CutFile, "offset", rep.CutOffset, "bytes", rep.CutBytes)
+	}
+	n.store = store
+	return nil
+}
+
+// startRaft bootstraps when this is a fresh node of a listed cluster, then starts Raft.
+func (n *Node) startRaft(trans *tcp.Transport) error {
+	snaps, err := raft.NewFileSnapshotStore(n.conf.DataDir, 2, n.logger)
+	if err != nil {
+		return fmt.Errorf("opening the snapshot store: %w", err)
+	}
+	n.raftAddr = trans.LocalAddr()
+	rc := raft.DefaultConfig()
+	if n.conf.Raft != nil {
+		c := *n.conf.Raft
+		rc = &c
+	}
+	rc.LocalID = n.conf.ID
+	rc.Logger = n.conf.Logger.Named("raft") // the core adds the server ID itself
+	cluster := n.conf.Cluster
+	if cluster == nil && n.conf.Join == "" {
+		cluster = []raft.Server{{Suffrage: raft.Voter, ID: n.conf.ID, Address: trans.LocalAddr()}}
+	}
+	if cluster != nil {
+		err := raft.BootstrapCluster(rc, n.store, n.store, snaps, trans, raft.Configuration{Servers: cluster})
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrapping: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("starting raft: %w", err)
+	}
+	n.raft = r
+	return nil
+}
+
+// startAPI starts serving HTTP on ln and the announcer.
+func (n *Node) startAPI(ln net.Listener) {
+	sc := n.conf.Server
+	sc.ID, sc.HTTPAddr = n.conf.ID, n.httpAddr
+	if sc.Logger == nil {
+		sc.Logger = n.logger.Named("http")
+	}
+	n.server = NewServer(n.raft, n.fsm, sc)
+	n.http = &http.Server{
+		Handler:           n.server.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	n.wg.Add(2)
+	// The HTTP server goroutine: exits when Close shuts the server down.
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			n.logger.Error("http server stopped", "error", err)
+		}
+	}()
+	// The announcer: exits once registered, or when Close cancels n.ctx.
+	go func() {
+		defer n.wg.Done()
+		n.announce()
+	}()
+}
+
+// Raft returns the node's raft.Raft.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// FSM returns the node's state machine.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// HTTPAddr returns the advertised host:port of the API.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// Close stops the node: the announcer, Raft (which closes the transport; requests waiting on
+// it fail at once), the HTTP server (in-flight requests get up to shutdownGrace), and
+// finally the store. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		errs := []error{n.raft.Shutdown().Error()}
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		if err := n.http.Shutdown(ctx); err != nil {
+			errs = append(errs, n.http.Close())
+		}
+		cancel()
+		n.wg.Wait()
+		n.server.Close()
+		errs = append(errs, n.store.Close())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// shutdownGrace is how long Close lets in-flight HTTP requests finish; they fail fast
+// anyway once Raft is down.
+const shutdownGrace = 2 * time.Second

@@ -1,0 +1,198 @@
+package kv
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	metrics "github.com/hashicorp/go-metrics"
+	"github.com/raftkit/raft"
+)
+
+// singleNode starts a one-node cluster and waits until it leads and is registered.
+func singleNode(t *testing.T, sc ServerConfig) *Node {
+	t.Helper()
+	n := startTestNode(t, NodeConfig{ID: "solo", Server: sc})
+	waitRegistered(t, n)
+	return n
+}
+
+func TestServer_SetGetDelete(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	wantStatus(t, do(t, n, "GET", "/set?key=hello&value=world", ""), http.StatusOK, "classic set")
+	if r := do(t, n, "GET", "/get?key=hello", ""); r.status != http.StatusOK || r.body != "world" {
+		t.Fatalf("classic get: %d %q", r.status, r.body)
+	}
+	r := do(t, n, "PUT", "/kv/a/b%20c", "v1")
+	wantStatus(t, r, http.StatusOK, "put")
+	var wr writeResult
+	if err := json.Unmarshal([]byte(r.body), &wr); err != nil || wr.Key != "a/b c" || wr.Index == 0 || wr.Existed {
+		t.Fatalf("put answered %q (%v)", r.body, err)
+	}
+	for _, q := range []string{"", "?consistency=stale", "?consistency=linearizable"} {
+		if r := do(t, n, "GET", "/kv/a/b%20c"+q, ""); r.status != http.StatusOK || r.body != "v1" {
+			t.Fatalf("get%s: %d %q", q, r.status, r.body)
+		}
+	}
+	wantStatus(t, do(t, n, "DELETE", "/kv/a/b%20c", ""), http.StatusOK, "delete")
+	r = do(t, n, "GET", "/kv/a/b%20c", "")
+	wantStatus(t, r, http.StatusNotFound, "get after delete")
+	if msg := r.jsonError(t); msg != "key not found" {
+		t.Fatalf("get after delete: error %q", msg)
+	}
+}
+
+func TestServer_MissingKeyIs400(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/get", ""}, {"GET", "/get?key=", ""}, {"GET", "/set?value=v", ""},
+		{"GET", "/kv/", ""}, {"GET", "/kv", ""}, {"PUT", "/kv/", "v"}, {"DELETE", "/kv/", ""},
+	} {
+		r := do(t, n, c.method, c.path, c.body)
+		wantStatus(t, r, http.StatusBadRequest, c.method+" "+c.path)
+		if msg := r.jsonError(t); msg != "missing key" {
+			t.Errorf("%s %s: error %q, want missing key", c.method, c.path, msg)
+		}
+	}
+	r := do(t, n, "PUT", "/kv/"+strings.Repeat("k", DefaultMaxKeyBytes+1), "v")
+	wantStatus(t, r, http.StatusBadRequest, "oversized key")
+	r = do(t, n, "GET", "/kv/x?consistency=eventual", "")
+	wantStatus(t, r, http.StatusBadRequest, "unknown consistency")
+	r.jsonError(t)
+}
+
+func TestServer_ValueTooLargeIs413(t *testing.T) {
+	n := singleNode(t, ServerConfig{MaxValueBytes: 100})
+	wantStatus(t, do(t, n, "PUT", "/kv/k", strings.Repeat("v", 100)), http.StatusOK, "value at the limit")
+	for _, c := range []struct{ method, path, body string }{
+		{"PUT", "/kv/k", strings.Repeat("v", 101)},
+		{"PUT", "/kv/k", strings.Repeat("v", 1<<20)},
+		{"GET", "/set?key=k&value=" + strings.Repeat("v", 101), ""},
+	} {
+		r := do(t, n, c.method, c.path, c.body)
+		wantStatus(t, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s of %d bytes", c.method, len(c.body)))
+		r.jsonError(t)
+	}
+	if r := do(t, n, "GET", "/kv/k", ""); r.body != strings.Repeat("v", 100) {
+		t.Fatalf("a refused value overwrote the stored one: %q", r.body)
+	}
+}
+
+func TestServer_UnknownPathIs404AndWrongMethodIs405(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	for _, p := range []string{"/", "/nope", "/kvx", "/status/x", "/v1/kv/a"} {
+		r := do(t, n, "GET", p, "")
+		wantStatus(t, r, http.StatusNotFound, "GET "+p)
+		if msg := r.jsonError(t); !strings.Contains(msg, "no such endpoint") {
+			t.Errorf("GET %s: error %q", p, msg)
+		}
+	}
+	for _, c := range []struct{ method, path string }{{"POST", "/kv/a"}, {"DELETE", "/status"}, {"GET", "/join"}, {"PUT", "/set"}} {
+		r := do(t, n, c.method, c.path, "")
+		wantStatus(t, r, http.StatusMethodNotAllowed, c.method+" "+c.path)
+		r.jsonError(t)
+	}
+}
+
+func TestServer_StatusDescribesTheNode(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	wantStatus(t, do(t, n, "PUT", "/kv/x", "1"), http.StatusOK, "put")
+	r := do(t, n, "GET", "/status", "")
+	wantStatus(t, r, http.StatusOK, "status")
+	var st Status
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != "solo" || st.Role != "leader" || st.Term == 0 || st.Leader.ID != "solo" ||
+		st.Leader.HTTPAddr != n.HTTPAddr() || st.Keys != 1 || st.CommitIndex == 0 || st.LastIndex < st.CommitIndex {
+		t.Fatalf("status %+v", st)
+	}
+	if len(st.Configuration) != 1 || st.Configuration[0].HTTPAddr != n.HTTPAddr() || st.Configuration[0].Suffrage != "voter" {
+		t.Fatalf("configuration %+v", st.Configuration)
+	}
+}
+
+func TestServer_Metrics(t *testing.T) {
+	off := singleNode(t, ServerConfig{})
+	wantStatus(t, do(t, off, "GET", "/metrics", ""), http.StatusNotFound, "metrics disabled")
+	sink := metrics.NewInmemSink(time.Second, time.Minute)
+	sink.IncrCounter([]string{"raftkv", "test"}, 1)
+	on := singleNode(t, ServerConfig{Metrics: sink})
+	r := do(t, on, "GET", "/metrics", "")
+	wantStatus(t, r, http.StatusOK, "metrics")
+	var summary metrics.MetricsSummary
+	if err := json.Unmarshal([]byte(r.body), &summary); err != nil || len(summary.Counters) != 1 || summary.Counters[0].Name != "raftkv.test" {
+		t.Fatalf("metrics %q (%v)", r.body, err)
+	}
+}
+
+func TestServer_NoQuorumIs503WithinTheTimeout(t *testing.T) {
+	addrs := freeAddrs(t, 3) // the two peers never start
+	cluster := []raft.Server{
+		{ID: "a", Address: raft.ServerAddress(addrs[0])},
+		{ID: "b", Address: raft.ServerAddress(addrs[1])},
+		{ID: "c", Address: raft.ServerAddress(addrs[2])},
+	}
+	const timeout = 300 * time.Millisecond
+	n := startTestNode(t, NodeConfig{ID: "a", RaftAddr: addrs[0], Cluster: cluster, Server: ServerConfig{RequestTimeout: timeout}})
+	for _, c := range []struct{ method, path, body string }{
+		{"PUT", "/kv/k", "v"}, {"GET", "/kv/k", ""}, {"GET", "/set?key=k&value=v", ""},
+		{"GET", "/get?key=k", ""}, {"DELETE", "/kv/k", ""},
+		{"POST", "/join", `{"id":"d","raft_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}`},
+	} {
+		start := time.Now()
+		r := do(t, n, c.method, c.path, c.body)
+		took := time.Since(start)
+		wantStatus(t, r, http.StatusServiceUnavailable, c.method+" "+c.path)
+		if msg := r.jsonError(t); !strings.Contains(msg, "no leader") {
+			t.Errorf("%s %s: error %q does not say there is no leader", c.method, c.path, msg)
+		}
+		if took < timeout || took > timeout+2*time.Second {
+			t.Errorf("%s %s answered after %v, want about the request timeout %v", c.method, c.path, took, timeout)
+		}
+	}
+	// A stale read needs no leader.
+	r := do(t, n, "GET", "/kv/k?consistency=stale", "")
+	wantStatus(t, r, http.StatusNotFound, "stale read")
+}
+
+func TestServer_JoinValidatesItsBody(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	for _, body := range []string{"", "{", `{"id":"x"}`, `{"id":"x","raft_addr":"127.0.0.1:1"}`} {
+		r := do(t, n, "POST", "/join", body)
+		wantStatus(t, r, http.StatusBadRequest, "join "+body)
+		r.jsonError(t)
+	}
+	r := do(t, n, "POST", "/join", `{"id":"solo","raft_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}`)
+	wantStatus(t, r, http.StatusConflict, "join of a member under another address")
+	r = do(t, n, "POST", "/leave", `{"id":"ghost"}`)
+	wantStatus(t, r, http.StatusNotFound, "leave of a non-member")
+	r.jsonError(t)
+}
+
+func TestServer_JoinAndLeave(t *testing.T) {
+	first := singleNode(t, ServerConfig{})
+	second := startTestNode(t, NodeConfig{ID: "second", Join: first.HTTPAddr()})
+	waitFor(t, 10*time.Second, "the joined node to be a registered voter", func() bool {
+		addr, ok := first.FSM().MemberHTTP("second")
+		return ok && addr == second.HTTPAddr() && isVoter(first.Raft().GetConfiguration().Configuration(), "second") &&
+			second.FSM().Members() == 2
+	})
+	// The new node forwards writes to the leader and reads them back linearizably.
+	wantStatus(t, do(t, second, "PUT", "/kv/joined", "yes"), http.StatusOK, "put via the joined node")
+	if r := do(t, second, "GET", "/kv/joined", ""); r.body != "yes" {
+		t.Fatalf("read on the joined node: %d %q", r.status, r.body)
+	}
+	// Joining again is idempotent.
+	body := fmt.Sprintf(`{"id":"second","raft_addr":%q,"http_addr":%q}`, second.raftAddr, second.HTTPAddr())
+	wantStatus(t, do(t, second, "POST", "/join", body), http.StatusOK, "second join")
+	// An empty /leave on a node removes that node, even when forwarded to the leader.
+	wantStatus(t, do(t, second, "POST", "/leave", ""), http.StatusOK, "leave")
+	if hasServer(first.Raft().GetConfiguration().Configuration(), "second") {
+		t.Fatal("the node is still in the configuration after leaving")
+	}
+	wantStatus(t, do(t, first, "PUT", "/kv/alone", "again"), http.StatusOK, "put after the leave")
+}

@@ -1,0 +1,291 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+)
+
+// errRestoreNotReady tells Restore that the leader has not committed an entry of its term
+// yet, so its committed configuration may be stale; Restore runs another barrier and retries.
+var errRestoreNotReady = errors.New("raft: leader has not committed an entry of its term yet")
+
+// restoreFuture carries a Restore call to the main loop.
+type restoreFuture struct {
+	deferError
+	meta   *SnapshotMeta
+	reader io.Reader
+	// noop is written by the main loop before respond(nil): the entry right after the
+	// restored snapshot, which commits only once a quorum holds the snapshot.
+	noop *logFuture
+}
+
+// Restore replaces the state of every FSM in the cluster with the snapshot read from reader,
+// for example a backup taken with Snapshot and SnapshotFuture.Open. It is leader-only: other
+// nodes fail at once with ErrNotLeader. meta.Version must be a supported SnapshotVersion and
+// meta.Size the exact length of the data; the other fields of meta are ignored, since the
+// leader decides where the snapshot sits in its log and which configuration it carries.
+//
+// Commands in flight on the leader (dispatched but not yet handed to its FSM) fail with
+// ErrAbortedByRestore: whether or not they commit, their effect is overwritten. Commands
+// still queued in Apply are applied after the restore, on top of the restored state. A
+// membership change in flight is aborted too (the snapshot carries the leader's committed
+// configuration); queued ones run afterwards. During a leadership transfer Restore fails with
+// ErrLeadershipTransferInProgress.
+//
+// How it works: the leader streams reader into a new snapshot in its SnapshotStore (never
+// holding it whole in memory), at index S = max(last log index, meta.Index) + 1 and the
+// leader's current term T; restores its own FSM from it through the FSM goroutine, after
+// every queued apply; makes it its latest snapshot and deletes its whole log, so replication
+// to every follower falls back to InstallSnapshot of it; and appends a no-op at S+1. Restore
+// returns nil once that no-op was committed and applied, which means a quorum holds S.
+//
+// Why followers cannot keep anything that contradicts the restored state: a follower keeps
+// its log after an installed snapshot only if it holds the snapshot's last entry with the
+// same term (Raft paper, Figure 13, step 6). No node holds an entry at S with term T: only
+// this leader creates entries of term T, and it had given out indexes up to its last index
+// only, which is below S. So every follower discards its whole log when it installs the
+// snapshot. Nor can a follower skip the install because it already committed past S: every
+// committed entry is in the leader's log (Leader Completeness), so no commit index anywhere
+// exceeds the leader's last index, which is below S. Using meta.Index too keeps the indexes
+// the FSM sees increasing past those of the backup.
+//
+// timeout bounds the hand-off to the main loop, a barrier when the leader has not committed an
+// entry of its term yet (its committed configuration may be stale until then) and the wait
+// for the commit; zero means no limit. Once the leader started reading reader it finishes
+// the copy and its own FSM restore before Restore returns, so reader is never read after
+// Restore returned. ErrTimeout or ErrLeadershipLost mean the outcome is unknown: the restored
+// state may be in place on some nodes and not on others (a restore is not atomic across a
+// leader failure); call Restore again until it returns nil.
+func (r *Raft) Restore(meta *SnapshotMeta, reader io.Reader, timeout time.Duration) error {
+	if err := checkRestoreArgs(meta, reader); err != nil {
+		return err
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		f := &restoreFuture{meta: meta, reader: reader}
+		f.init()
+		f.deadline = deadline // read by the main loop for the no-op
+		if err := r.sendRestore(f, deadline); err != nil {
+			return err
+		}
+		// No deadline and no shutdown on this wait: once the main loop took the request
+		// it always answers, and only then is reader free again.
+		<-f.done
+		if errors.Is(f.err, errRestoreNotReady) {
+			// A new leader: let it commit an entry of its term, then try again.
+			if err := r.Barrier(untilDeadline(deadline)).Error(); err != nil {
+				return err
+			}
+			continue
+		}
+		if f.err != nil {
+			return f.err
+		}
+		return f.noop.Error()
+	}
+}
+
+// untilDeadline turns a deadline into a timeout for the calls Restore makes: zero for no
+// deadline, at least a nanosecond otherwise (zero would mean no limit).
+func untilDeadline(deadline time.Time) time.Duration {
+	if deadline.IsZero() {
+		return 0
+	}
+	return max(time.Until(deadline), time.Nanosecond)
+}
+
+// checkRestoreArgs refuses what Restore can never restore.
+func checkRestoreArgs(meta *SnapshotMeta, reader io.Reader) error {
+	switch {
+	case meta == nil || reader == nil:
+		return fmt.Errorf("%w: metadata and reader are required", ErrInvalidRestore)
+	case meta.Size < 0 || meta.Size == math.MaxInt64:
+		return fmt.Errorf("%w: size %d", ErrInvalidRestore, meta.Size)
+	case meta.Index >= math.MaxUint64/2:
+		return fmt.Errorf("%w: index %d", ErrInvalidRestore, meta.Index)
+	}
+	if err := checkSnapshotVersion(meta.Version); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRestore, err)
+	}
+	return nil
+}
+
+// sendRestore hands f to the main loop before the deadline.
+func (r *Raft) sendRestore(f *restoreFuture, deadline time.Time) error {
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case r.restoreCh <- f:
+		return nil
+	case <-timeout:
+		return ErrEnqueueTimeout
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+}
+
+// handleRestore performs a Restore on the leader's main loop; see Restore. Every path
+// responds to f.
+func (r *Raft) handleRestore(f *restoreFuture) {
+	ls := r.leaderState
+	if ls.transfer != nil {
+		f.respond(ErrLeadershipTransferInProgress)
+		return
+	}
+	if r.commitIndex.Load() < ls.commitment.startIndex {
+		f.respond(errRestoreNotReady)
+		return
+	}
+	// Let the writer finish its batch and start no other, so the log stops changing.
+	if err := r.waitWriterIdle(); err != nil {
+		f.respond(err)
+		return
+	}
+	lastIndex, _ := r.lastLogIndexTerm()
+	index, term := max(lastIndex, f.meta.Index)+1, ls.term
+	config, configIndex := r.configurations.committed.Clone(), r.configurations.committedIndex
+	// Store the snapshot before anything changes: a bad reader leaves everything as it was.
+	id, err := r.storeRestoreSnapshot(f, index, term, config, configIndex)
+	if err != nil {
+		r.maybeStartWrite()
+		f.respond(err)
+		return
+	}
+	// The dispatched entries are dropped, written or not: the restore deletes the whole log.
+	for _, fut := range ls.inflight {
+		fut.respond(ErrAbortedByRestore)
+	}
+	ls.inflight, ls.pending = nil, nil
+	if p := ls.promotion; p != nil {
+		// An AddVoter waiting for its server to catch up: the restore takes the committed
+		// configuration, so the change is aborted like the other requests in flight.
+		p.future.respond(ErrAbortedByRestore)
+		ls.promotion = nil
+	}
+	task := &restoreTask{id: id, index: index, term: term, configuration: config,
+		configurationIndex: configIndex, done: make(chan error, 1)}
+	if err := r.restoreFSM(task); err != nil {
+		f.respond(err)
+		return
+	}
+	if err := r.adoptRestoredSnapshot(index, term, config, configIndex); err != nil {
+		r.fatal(err)
+		f.respond(err)
+		return
+	}
+	r.logger.Info("restored user snapshot", "index", index, "term", term)
+	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
+	noop.deadline = f.deadline
+	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
+	f.noop = noop
+	r.dispatchLogs([]*logFuture{noop})
+	f.respond(nil)
+}
+
+// storeRestoreSnapshot streams the user's data into a new snapshot at index and term.
+func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config Configuration, configIndex uint64) (string, error) {
+	sink, err := r.snaps.Create(f.meta.Version, index, term, config, configIndex)
+	if err != nil {
+		return "", fmt.Errorf("raft: creating snapshot to restore: %w", err)
+	}
+	// One byte more than announced, to notice data longer than meta.Size.
+	n, err := io.Copy(sink, io.LimitReader(f.reader, f.meta.Size+1))
+	if err == nil && n != f.meta.Size {
+		err = fmt.Errorf("%w: read %d bytes of data, meta.Size is %d", ErrInvalidRestore, n, f.meta.Size)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return "", fmt.Errorf("raft: reading snapshot to restore: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return "", fmt.Errorf("raft: storing snapshot to restore: %w", err)
+	}
+	return sink.ID(), nil
+}
+
+// waitWriterIdle waits for the leader's log writer to finish its batch, without handing it
+// the next one. On an error the leader stepped down or is shutting down.
+func (r *Raft) waitWriterIdle() error {
+	ls := r.leaderState
+	if ls.writerIdle {
+		return nil
+	}
+	timer := time.NewTimer(max(r.conf.LogStoreTimeout-time.Since(ls.writeStarted), 0))
+	defer timer.Stop()
+	select {
+	case res := <-ls.writeDoneCh:
+		ls.writerIdle = true
+		if res.err != nil {
+			r.logger.Error("local log write failed, stepping down", "index", res.lastIndex, "error", res.err)
+			err := fmt.Errorf("%w: local log write failed: %w", ErrLeadershipLost, res.err)
+			r.stepDown(r.currentTerm.Load(), err)
+			return err
+		}
+		ls.commitment.match(r.localID, res.lastIndex)
+		return nil
+	case <-timer.C:
+		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", ErrLogStoreTimeout)
+		err := fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout)
+		r.stepDown(r.currentTerm.Load(), err)
+		return err
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+}
+
+// restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
+// before it. A failed restore may leave the FSM half replaced: the node stops.
+func (r *Raft) restoreFSM(task *restoreTask) error {
+	if !r.sendToFSM(fsmTask{restore: task}) {
+		return ErrRaftShutdown
+	}
+	select {
+	case err := <-task.done:
+		if err != nil {
+			r.fatal(err)
+		}
+		return err
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+}
+
+// adoptRestoredSnapshot makes the restored snapshot the leader's latest, deletes its whole
+// log, and moves its log tail, FSM hand-off point and configuration to the snapshot.
+func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
+	r.snapshotMu.Lock()
+	defer r.snapshotMu.Unlock()
+	r.snapshot.Store(&indexTerm{index: index, term: term})
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft: reading first index: %w", err)
+	}
+	last, err := r.logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft: reading last index: %w", err)
+	}
+	if first != 0 {
+		if err := r.logs.DeleteRange(first, last); err != nil {
+			return fmt.Errorf("raft: deleting the log behind a restored snapshot: %w", err)
+		}
+	}
+	r.lastLog.Store(&indexTerm{index: index, term: term})
+	r.fsmQueuedIndex = index
+	r.configurations = configurations{committed: config.Clone(), committedIndex: configIndex,
+		latest: config.Clone(), latestIndex: configIndex}
+	r.publishConfigurations()
+	r.startStopReplication()
+	// The snapshot is durable in the store: the leader holds everything up to index.
+	r.leaderState.commitment.match(r.localID, index)
+	return nil
+}

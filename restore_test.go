@@ -1,0 +1,183 @@
+package raft_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest"
+)
+
+// backup takes a snapshot on node i and returns its metadata and data.
+func backup(t *testing.T, c *raftest.Cluster, i int) (*raft.SnapshotMeta, []byte) {
+	t.Helper()
+	meta, rc, err := c.Node(i).Raft().Snapshot().Open()
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("reading snapshot: %v", err)
+	}
+	return meta, data
+}
+
+// restoreEverywhere restores the backup through the current leader, retrying on another
+// leader while the outcome is unknown, as Restore's documentation asks.
+func restoreEverywhere(t *testing.T, c *raftest.Cluster, meta *raft.SnapshotMeta, data []byte) {
+	t.Helper()
+	var err error
+	ok := raftest.Eventually(waitLong, func() bool {
+		leader := c.Leader()
+		if leader < 0 {
+			return false
+		}
+		err = c.Node(leader).Raft().Restore(meta, bytes.NewReader(data), time.Second)
+		return err == nil
+	})
+	if !ok {
+		t.Fatalf("restore never succeeded, last error: %v", err)
+	}
+}
+
+// keptAndBackedUp elects a leader, applies kept-0 to kept-(n-1) and takes a backup on the
+// leader.
+func keptAndBackedUp(t *testing.T, c *raftest.Cluster, n int) (int, *raft.SnapshotMeta, []byte) {
+	t.Helper()
+	leader := c.WaitLeader(waitLong)
+	last := applyN(t, c, "kept", n)
+	c.WaitApplied(last, waitLong)
+	meta, data := backup(t, c, leader)
+	return leader, meta, data
+}
+
+// expectCommands fails unless every node's FSM holds want.
+func expectCommands(t *testing.T, c *raftest.Cluster, want []string) {
+	t.Helper()
+	for i := range c.Nodes() {
+		if got := commands(c, i); !slices.Equal(got, want) {
+			t.Fatalf("node %d holds %v, want %v", i, got, want)
+		}
+	}
+}
+
+func TestRestore_ReplacesTheStateOfEveryNode(t *testing.T) {
+	opts := manualSnapshots(snapOpts(3))
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 5)
+		last := applyN(t, c, "lost", 30)
+		c.WaitApplied(last, waitLong)
+		r := c.Node(leader).Raft()
+		if err := r.Restore(meta, bytes.NewReader(data), waitLong); err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+		restoredAt := statU(t, c, leader, "last_snapshot_index")
+		if restoredAt <= last {
+			t.Fatalf("restored snapshot at index %d, not past the last index %d", restoredAt, last)
+		}
+		g := mustApply(t, c, "after")
+		c.WaitApplied(g.Index(), waitLong)
+		want := []string{"kept-0", "kept-1", "kept-2", "kept-3", "kept-4", "after"}
+		for i := range c.Nodes() {
+			if got := commands(c, i); !slices.Equal(got, want) {
+				t.Fatalf("node %d holds %v after the restore, want %v", i, got, want)
+			}
+			if i != leader && fsmOf(c, i).restores.Load() < 1 {
+				t.Fatalf("follower %d reached the restored state without installing a snapshot", i)
+			}
+			if got := statU(t, c, i, "last_snapshot_index"); got != restoredAt {
+				t.Fatalf("node %d has snapshot index %d, want the restored %d", i, got, restoredAt)
+			}
+			// Nothing of the log before the restore survives anywhere.
+			if first := firstIndex(t, c, i); first != 0 && first <= restoredAt {
+				t.Fatalf("node %d still holds log entries from %d, before the restored snapshot %d", i, first, restoredAt)
+			}
+		}
+		// A restart comes back to the restored state plus what followed.
+		for i := range c.Nodes() {
+			c.Restart(i)
+		}
+		c.WaitLeader(waitLong)
+		c.WaitApplied(g.Index(), waitLong)
+		expectCommands(t, c, want)
+		c.CheckSafety()
+	})
+}
+
+func TestRestore_InFlightAppliesFailWithErrAbortedByRestore(t *testing.T) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 3)
+		r := c.Node(leader).Raft()
+		last := r.LastIndex()
+		// Cut off, the leader still dispatches commands but cannot commit them.
+		c.Isolate(leader)
+		var inflight []raft.ApplyFuture
+		for i := 0; i < 5; i++ {
+			inflight = append(inflight, r.Apply([]byte(fmt.Sprintf("inflight-%d", i)), 0))
+		}
+		c.WaitFor(waitLong, "the commands to be dispatched", func() bool { return r.LastIndex() >= last+5 })
+		err := r.Restore(meta, bytes.NewReader(data), 50*time.Millisecond)
+		if err == nil {
+			t.Fatal("a restore on a leader cut off from every follower reported success")
+		}
+		if !errors.Is(err, raft.ErrTimeout) && !errors.Is(err, raft.ErrLeadershipLost) {
+			t.Fatalf("restore without a quorum: %v, want ErrTimeout or ErrLeadershipLost", err)
+		}
+		for i, f := range inflight {
+			if err := f.Error(); !errors.Is(err, raft.ErrAbortedByRestore) {
+				t.Fatalf("in-flight apply %d: %v, want ErrAbortedByRestore", i, err)
+			}
+		}
+		// The outcome was unknown: restore again once the cluster is whole.
+		c.Heal()
+		restoreEverywhere(t, c, meta, data)
+		g := mustApply(t, c, "after")
+		c.WaitApplied(g.Index(), waitLong)
+		expectCommands(t, c, []string{"kept-0", "kept-1", "kept-2", "after"})
+		c.CheckSafety()
+	})
+}
+
+func TestRestore_RefusesFollowersAndBadInputWithoutChangingAnything(t *testing.T) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 3)
+		r := c.Node(leader).Raft()
+		follower := c.Node(others(c, leader)[0]).Raft()
+		if err := follower.Restore(meta, bytes.NewReader(data), time.Second); !errors.Is(err, raft.ErrNotLeader) {
+			t.Fatalf("restore on a follower: %v, want ErrNotLeader", err)
+		}
+		short := *meta
+		short.Size--
+		future := *meta
+		future.Version = raft.SnapshotVersion + 1
+		bad := map[string]func() error{
+			"data longer than Size":  func() error { return r.Restore(&short, bytes.NewReader(data), time.Second) },
+			"data shorter than Size": func() error { return r.Restore(meta, bytes.NewReader(data[:len(data)-1]), time.Second) },
+			"unknown version":        func() error { return r.Restore(&future, bytes.NewReader(data), time.Second) },
+			"nil meta":               func() error { return r.Restore(nil, bytes.NewReader(data), time.Second) },
+			"nil reader":             func() error { return r.Restore(meta, nil, time.Second) },
+		}
+		for name, restore := range bad {
+			if err := restore(); !errors.Is(err, raft.ErrInvalidRestore) {
+				t.Fatalf("restore with %s: %v, want ErrInvalidRestore", name, err)
+			}
+		}
+		g := mustApply(t, c, "after")
+		c.WaitApplied(g.Index(), waitLong)
+		expectCommands(t, c, []string{"kept-0", "kept-1", "kept-2", "after"})
+		for i := range c.Nodes() {
+			if n := fsmOf(c, i).restores.Load(); n != 0 {
+				t.Fatalf("node %d restored %d times after refused restores", i, n)
+			}
+		}
+		if got := statU(t, c, leader, "last_snapshot_index"); got != meta.Index {
+			t.Fatalf("leader's snapshot index moved from %d to %d", meta.Index, got)
+		}
+	})
+}
