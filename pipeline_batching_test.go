@@ -60,6 +60,7 @@ func TestReplication_PipelineBatchesEntriesOnSlowFollowerDisks(t *testing.T) {
 		if n := failed.Load(); n != 0 {
 			t.Fatalf("%d applies failed", n)
 		}
+		c.WaitApplied(r.LastIndex(), waitLong) // commits need only one follower: wait for both
 		for _, i := range others(c, leader) {
 			s := c.Node(i).Logs.(*slowDiskStore)
 			writes, entries := s.writes.Load(), s.entries.Load()
