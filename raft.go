@@ -691,6 +691,10 @@ func (r *Raft) Shutdown() Future {
 	return shutdownFuture{r}
 }
 
+// Stopped returns a channel that is closed when the node stops: after Shutdown, or on its
+// own after a local failure it cannot continue from (then ShutdownCause says which).
+func (r *Raft) Stopped() <-chan struct{} { return r.shutdownCh }
+
 // ShutdownCause returns the local failure that stopped the node, or nil after a requested
 // Shutdown or while it runs.
 func (r *Raft) ShutdownCause() error {

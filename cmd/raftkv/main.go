@@ -189,7 +189,16 @@ func runNode(ctx context.Context, o *options, sink *metrics.InmemSink, stderr io
 		return err
 	}
 	conf.Logger.Info("raftkv node started", "node", o.raftID, "http_addr", n.HTTPAddr(), "raft_addr", o.raftAddr, "data_dir", o.dataDir)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Raft().Stopped():
+		// Raft stopped itself after a local failure (a disk error): serving 503s forever
+		// would hide it, so the process exits with the cause.
+		if cause := n.Raft().ShutdownCause(); cause != nil {
+			_ = n.Close()
+			return fmt.Errorf("raft stopped: %w", cause)
+		}
+	}
 	conf.Logger.Info("shutting down")
 	return n.Close()
 }
