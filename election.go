@@ -66,16 +66,10 @@ func (r *Raft) runCandidate() {
 			r.processRPC(rpc)
 		case f := <-r.applyCh:
 			f.respond(r.notLeaderErr())
-		case v := <-r.verifyCh:
-			v.respond(r.notLeaderErr())
-		case f := <-r.configChangeCh:
-			f.respond(r.notLeaderErr())
-		case f := <-r.transferCh:
-			f.respond(r.notLeaderErr())
+		case req := <-r.leaderReqCh:
+			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
-		case f := <-r.restoreCh:
-			f.respond(r.notLeaderErr())
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
 			return

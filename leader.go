@@ -105,18 +105,12 @@ func (r *Raft) runLeader() {
 				r.maybeStartConfigChange()
 				r.progressTransfer()
 			}
-		case v := <-r.verifyCh:
-			r.handleVerify(v)
-		case f := <-r.configChangeCh:
-			r.handleConfigChange(f)
-		case f := <-r.transferCh:
-			r.handleTransfer(f)
+		case req := <-r.leaderReqCh:
+			req.serve(r)
 		case err := <-ls.transferResult():
 			r.handleTransferResult(err)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
-		case f := <-r.restoreCh:
-			r.handleRestore(f)
 		case <-r.shutdownCh:
 			return
 		}

@@ -84,24 +84,11 @@ func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddr
 	}
 	f := &configChangeFuture{kind: kind, id: id, addr: addr, prevIndex: prevIndex}
 	f.logFuture = *r.newLogFuture(Log{Type: LogConfiguration}, timeout, nil)
-	if r.getState() != Leader {
-		return errorFuture{r.notLeaderErr()}
-	}
-	var expire <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		expire = t.C
-	}
 	f.enqueued.Store(true)
-	select {
-	case r.configChangeCh <- f:
-		return f
-	case <-expire:
-		return errorFuture{ErrEnqueueTimeout}
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	if err := r.sendLeaderRequest(f, f.deadline); err != nil {
+		return errorFuture{err}
 	}
+	return f
 }
 
 // handleConfigChange queues a membership change on the leader.

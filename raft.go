@@ -70,13 +70,10 @@ type Raft struct {
 	// applyCh has a buffer of MaxAppendEntries with BatchApplyCh, so a burst of concurrent
 	// Apply calls queues without a hand-off each and the leader drains it as one batch.
 	applyCh chan *logFuture
-	// verifyCh and bootstrapCh are unbuffered: their callers wait for the main loop anyway.
-	verifyCh    chan *verifyFuture
+	// leaderReqCh (see leaderRequest) and bootstrapCh are unbuffered: their callers wait for
+	// the main loop anyway.
+	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
-	// configChangeCh, transferCh and restoreCh are unbuffered for the same reason.
-	configChangeCh chan *configChangeFuture
-	transferCh     chan *transferFuture
-	restoreCh      chan *restoreFuture
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
@@ -144,11 +141,8 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rng:            rand.New(rand.NewSource(seed)),
 		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
 		rpcCh:          trans.Consumer(),
-		verifyCh:       make(chan *verifyFuture),
+		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		configChangeCh: make(chan *configChangeFuture),
-		transferCh:     make(chan *transferFuture),
-		restoreCh:      make(chan *restoreFuture),
 		fsmCh:          make(chan fsmTask, 64),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
@@ -242,22 +236,7 @@ func (r *Raft) loadConfigurations() error {
 	if first == 0 {
 		start = last + 1
 	}
-	for i := start; i <= last; i++ {
-		var l Log
-		if err := r.logs.GetLog(i, &l); err != nil {
-			return fmt.Errorf("raft: reading log entry %d: %w", i, err)
-		}
-		if l.Type != LogConfiguration {
-			continue
-		}
-		c, err := DecodeConfiguration(l.Data)
-		if err != nil {
-			return fmt.Errorf("raft: log entry %d: %w", i, err)
-		}
-		r.configurations.latest, r.configurations.latestIndex = c, i
-	}
-	r.publishConfigurations()
-	return nil
+	return r.rescanConfigurations(start)
 }
 
 func (r *Raft) publishConfigurations() {
@@ -398,16 +377,10 @@ func (r *Raft) runFollower() {
 			r.processRPC(rpc)
 		case f := <-r.applyCh:
 			f.respond(r.notLeaderErr())
-		case v := <-r.verifyCh:
-			v.respond(r.notLeaderErr())
-		case f := <-r.configChangeCh:
-			f.respond(r.notLeaderErr())
-		case f := <-r.transferCh:
-			f.respond(r.notLeaderErr())
+		case req := <-r.leaderReqCh:
+			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
-		case f := <-r.restoreCh:
-			f.respond(r.notLeaderErr())
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := time.Since(time.Unix(0, r.lastContact.Load()))
@@ -594,12 +567,10 @@ func (r *Raft) VerifyLeader() Future {
 	v := &verifyFuture{voted: make(map[ServerID]bool)}
 	v.init()
 	v.shutdownCh = r.shutdownCh
-	select {
-	case r.verifyCh <- v:
-		return v
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	if err := r.sendLeaderRequest(v, time.Time{}); err != nil {
+		return errorFuture{err}
 	}
+	return v
 }
 
 // State returns the node's current role.

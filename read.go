@@ -28,16 +28,11 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 	if timeout > 0 {
 		v.deadline = time.Now().Add(timeout)
 	}
-	if r.getState() != Leader {
-		return errorFuture{r.notLeaderErr()}
-	}
 	v.enqueued.Store(true)
-	select {
-	case r.verifyCh <- v:
-		return &readFuture{v: v, r: r}
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	if err := r.sendLeaderRequest(v, v.deadline); err != nil {
+		return errorFuture{err}
 	}
+	return &readFuture{v: v, r: r}
 }
 
 // Error waits for the leadership confirmation, then for the FSM to apply the read index.

@@ -71,7 +71,7 @@ func (r *Raft) Restore(meta *SnapshotMeta, reader io.Reader, timeout time.Durati
 		f := &restoreFuture{meta: meta, reader: reader}
 		f.init()
 		f.deadline = deadline // read by the main loop for the no-op
-		if err := r.sendRestore(f, deadline); err != nil {
+		if err := r.sendLeaderRequest(f, deadline); err != nil {
 			return err
 		}
 		// No deadline and no shutdown on this wait: once the main loop took the request
@@ -114,24 +114,6 @@ func checkRestoreArgs(meta *SnapshotMeta, reader io.Reader) error {
 		return fmt.Errorf("%w: %w", ErrInvalidRestore, err)
 	}
 	return nil
-}
-
-// sendRestore hands f to the main loop before the deadline.
-func (r *Raft) sendRestore(f *restoreFuture, deadline time.Time) error {
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case r.restoreCh <- f:
-		return nil
-	case <-timeout:
-		return ErrEnqueueTimeout
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	}
 }
 
 // handleRestore performs a Restore on the leader's main loop; see Restore. Every path

@@ -42,16 +42,11 @@ func (r *Raft) LeadershipTransferToServer(id ServerID, addr ServerAddress) Futur
 	// The leader reports failure itself after 2*ElectionTimeout; the future's own deadline is a
 	// backstop for a node that stepped down and never hears of a new leader.
 	f.deadline = time.Now().Add(3 * r.conf.ElectionTimeout)
-	if r.getState() != Leader {
-		return errorFuture{r.notLeaderErr()}
-	}
 	f.enqueued.Store(true)
-	select {
-	case r.transferCh <- f:
-		return f
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	if err := r.sendLeaderRequest(f, time.Time{}); err != nil {
+		return errorFuture{err}
 	}
+	return f
 }
 
 // handleTransfer starts a transfer on the leader.

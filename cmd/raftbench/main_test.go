@@ -91,11 +91,12 @@ func TestParseFlags_RejectsInvalidCombinations(t *testing.T) {
 	}
 }
 
-// testConfig is a short run: few operations, fast elections.
+// testConfig is a short run: few operations. The timeouts stay at a second so a loaded CI
+// machine (race detector, packages tested in parallel) does not depose the leader mid-run.
 func testConfig(t *testing.T, transport, store string) config {
 	cfg, err := parseFlags([]string{
 		"-transport", transport, "-store", store, "-fsync=false", "-dir", t.TempDir(),
-		"-clients", "8", "-size", "64", "-ops", "400", "-heartbeat-timeout", "300ms",
+		"-clients", "8", "-size", "64", "-ops", "400", "-heartbeat-timeout", "1s",
 	}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,12 +14,14 @@ import (
 	"github.com/raftkit/raft"
 )
 
-// fastRaft returns timeouts that elect a leader on loopback in well under a second.
+// fastRaft returns timeouts that elect a leader on loopback in well under a second, yet leave
+// the leader's lease long enough that a CI machine loaded by the race detector and parallel
+// packages does not depose it in the middle of a test.
 func fastRaft() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = 100 * time.Millisecond
-	c.ElectionTimeout = 100 * time.Millisecond
-	c.LeaderLeaseTimeout = 50 * time.Millisecond
+	c.HeartbeatTimeout = 250 * time.Millisecond
+	c.ElectionTimeout = 250 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 	c.CommitTimeout = 10 * time.Millisecond
 	return c
 }

@@ -1,0 +1,49 @@
+package raft
+
+import "time"
+
+// leaderRequest is a public call that only the leader serves (VerifyLeader, ReadIndex,
+// membership changes, leadership transfer, Restore). They share one channel into the main
+// loop: the leader loop serves them, every other loop rejects them with ErrNotLeader.
+// Apply keeps its own channel, since the leader drains it in batches.
+type leaderRequest interface {
+	// serve runs the request on the leader's main loop.
+	serve(r *Raft)
+	// reject fails the request without running it.
+	reject(err error)
+}
+
+func (v *verifyFuture) serve(r *Raft)          { r.handleVerify(v) }
+func (v *verifyFuture) reject(err error)       { v.respond(err) }
+func (f *configChangeFuture) serve(r *Raft)    { r.handleConfigChange(f) }
+func (f *configChangeFuture) reject(err error) { f.respond(err) }
+func (f *transferFuture) serve(r *Raft)        { r.handleTransfer(f) }
+func (f *transferFuture) reject(err error)     { f.respond(err) }
+func (f *restoreFuture) serve(r *Raft)         { r.handleRestore(f) }
+func (f *restoreFuture) reject(err error)      { f.respond(err) }
+
+// sendLeaderRequest hands req to the main loop, waiting at most until deadline (zero: no
+// limit). It fails with ErrNotLeader at once on a node that is not the leader.
+func (r *Raft) sendLeaderRequest(req leaderRequest, deadline time.Time) error {
+	switch r.getState() {
+	case Leader:
+	case Shutdown:
+		return ErrRaftShutdown
+	default:
+		return r.notLeaderErr()
+	}
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case r.leaderReqCh <- req:
+		return nil
+	case <-timeout:
+		return ErrEnqueueTimeout
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+}
