@@ -1,6 +1,9 @@
 package raft_test
 
 import (
+	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -89,6 +92,79 @@ func testTruncationRevert(t *testing.T, compact bool) {
 		}
 		if got := n.r.GetConfiguration(); got.Index() != 2 {
 			t.Fatalf("after commit: configuration at index %d, want 2", got.Index())
+		}
+	})
+}
+
+// serveFakeVoter answers the soloNode's requests to the fake peer until stop closes: it
+// grants every (pre-)vote, acknowledges every request without entries, and refuses requests
+// with entries unless accept is set.
+func serveFakeVoter(fake *raft.InmemTransport, accept *atomic.Bool, stop <-chan struct{}) {
+	for {
+		select {
+		case rpc := <-fake.Consumer():
+			switch req := rpc.Command.(type) {
+			case *raft.RequestPreVoteRequest:
+				rpc.Respond(&raft.RequestPreVoteResponse{RPCHeader: fakeHeader(), Term: req.Term - 1, Granted: true}, nil)
+			case *raft.RequestVoteRequest:
+				rpc.Respond(&raft.RequestVoteResponse{RPCHeader: fakeHeader(), Term: req.Term, Granted: true}, nil)
+			case *raft.AppendEntriesRequest:
+				if len(req.Entries) > 0 && !accept.Load() {
+					rpc.Respond(nil, errors.New("fake voter refuses entries"))
+					continue
+				}
+				last := req.PrevLogIndex + uint64(len(req.Entries))
+				rpc.Respond(&raft.AppendEntriesResponse{RPCHeader: fakeHeader(), Term: req.Term, Success: true, LastLogIndex: last}, nil)
+			default:
+				rpc.Respond(nil, fmt.Errorf("fake voter does not serve %T", req))
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+// A new leader must not append a configuration entry before an entry of its own term
+// committed (the single-server membership change bug, Ongaro, raft-dev 2015): until then its
+// idea of the committed configuration may be stale, and two configurations that each differ
+// by one server from different bases can have disjoint majorities.
+func TestReview_ConfigChangeWaitsForCommitInLeaderTerm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSoloNode(t)
+		// A leader of term 2 tells n1 that the bootstrap configuration is committed, so n1's
+		// latest configuration is its committed one when it leads.
+		if resp, err := n.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 1, PrevLogTerm: 1, LeaderCommitIndex: 1}); err != nil || !resp.Success {
+			t.Fatalf("commit of the bootstrap entry: %+v, %v", resp, err)
+		}
+		var accept atomic.Bool
+		stop := make(chan struct{})
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			serveFakeVoter(n.fake, &accept, stop)
+		}()
+		defer func() {
+			close(stop)
+			<-served
+		}()
+		if !raftest.Eventually(5*time.Second, func() bool { return n.r.State() == raft.Leader }) {
+			t.Fatalf("n1 did not become leader (state %s)", n.r.State())
+		}
+		f := n.r.AddNonvoter("x", "addr-x", 0, 0)
+		pause := time.NewTimer(200 * time.Millisecond)
+		<-pause.C
+		if n.r.State() != raft.Leader {
+			t.Fatalf("n1 lost leadership while the fake voter acknowledged heartbeats")
+		}
+		if got := n.r.GetConfiguration().Index(); got != 1 {
+			t.Fatalf("configuration entry appended at %d before the leader's no-op committed (commit index %d)", got, n.r.CommitIndex())
+		}
+		accept.Store(true)
+		if err := f.Error(); err != nil {
+			t.Fatalf("AddNonvoter after the no-op committed: %v", err)
+		}
+		if got := n.r.GetConfiguration(); got.Index() <= 2 || len(got.Configuration().Servers) != 4 {
+			t.Fatalf("configuration at %d with %+v, want x added after the no-op", got.Index(), got.Configuration().Servers)
 		}
 	})
 }
