@@ -126,6 +126,16 @@ func chaosStep(c *raftest.Cluster, rng *rand.Rand, crashed map[int]bool) string 
 }
 
 func TestRandomized_SafetyUnderPartitionsDropsAndRestarts(t *testing.T) {
+	runRandomized(t, false)
+}
+
+// TestRandomized_SafetyUnderMembershipChanges mixes voter removals and additions into the
+// fault steps and checks the same invariants; the healed phase adds every node back.
+func TestRandomized_SafetyUnderMembershipChanges(t *testing.T) {
+	runRandomized(t, true)
+}
+
+func runRandomized(t *testing.T, membership bool) {
 	runs := *chaosRuns
 	if *chaosSeed != 0 {
 		runs = 1
@@ -152,13 +162,13 @@ func TestRandomized_SafetyUnderPartitionsDropsAndRestarts(t *testing.T) {
 				}
 			}
 			raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
-				runChaos(t, c, seed)
+				runChaos(t, c, seed, membership)
 			})
 		})
 	}
 }
 
-func runChaos(t *testing.T, c *raftest.Cluster, seed int64) {
+func runChaos(t *testing.T, c *raftest.Cluster, seed int64, membership bool) {
 	rng := rand.New(rand.NewSource(seed))
 	acks := &ackLog{acked: make(map[string]bool)}
 	stop := make(chan struct{})
@@ -173,7 +183,12 @@ func runChaos(t *testing.T, c *raftest.Cluster, seed int64) {
 	crashed := make(map[int]bool)
 	c.WaitLeader(waitLong)
 	for step := 0; step < *chaosSteps; step++ {
-		what := chaosStep(c, rng, crashed)
+		var what string
+		if membership && rng.Intn(3) == 0 {
+			what = chaosMembershipStep(c, rng)
+		} else {
+			what = chaosStep(c, rng, crashed)
+		}
 		t.Logf("step %d: %s", step, what)
 		// Let the cluster run a while under this fault.
 		raftest.Eventually(time.Duration(50+rng.Intn(300))*time.Millisecond, func() bool { return false })
@@ -190,6 +205,9 @@ func runChaos(t *testing.T, c *raftest.Cluster, seed int64) {
 	}
 	wg.Wait()
 	c.WaitLeader(waitLong)
+	if membership {
+		readdAll(t, c)
+	}
 	f := mustApply(t, c, "final")
 	c.WaitApplied(f.Index(), waitLong)
 	c.CheckSafety()
@@ -226,4 +244,71 @@ func checkAcked(t *testing.T, c *raftest.Cluster, acks *ackLog) {
 		t.Fatal("no command was acknowledged during the run: the test checked nothing")
 	}
 	t.Logf("%d commands acknowledged, %d with unknown outcome", nAcked, len(acks.acked)-nAcked)
+}
+
+// chaosMembershipStep removes a random voter (keeping at least three) or adds back a random
+// node that is not a voter, through the current leader, and waits for the outcome.
+func chaosMembershipStep(c *raftest.Cluster, rng *rand.Rand) string {
+	leader := c.Leader()
+	if leader < 0 {
+		return "noop"
+	}
+	r := c.Node(leader).Raft()
+	if r == nil {
+		return "noop"
+	}
+	cfg := r.GetConfiguration().Configuration()
+	voters := 0
+	for _, s := range cfg.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	n := c.Node(rng.Intn(len(c.Nodes())))
+	var err error
+	var what string
+	if s, ok := serverOf(cfg, n.ID); ok && s.Suffrage == raft.Voter {
+		if voters <= 3 {
+			return "noop"
+		}
+		what = fmt.Sprintf("remove %s", n.ID)
+		err = r.RemoveServer(n.ID, 0, 300*time.Millisecond).Error()
+	} else {
+		what = fmt.Sprintf("add voter %s", n.ID)
+		err = r.AddVoter(n.ID, n.Addr, 0, 300*time.Millisecond).Error()
+	}
+	return fmt.Sprintf("%s through %d: %v", what, leader, err)
+}
+
+func serverOf(cfg raft.Configuration, id raft.ServerID) (raft.Server, bool) {
+	for _, s := range cfg.Servers {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return raft.Server{}, false
+}
+
+// readdAll makes every node a voter again, retrying through whichever node leads.
+func readdAll(t *testing.T, c *raftest.Cluster) {
+	t.Helper()
+	c.WaitFor(waitLong, "every node a voter again", func() bool {
+		leader := c.Leader()
+		if leader < 0 || c.Node(leader).Raft() == nil {
+			return false
+		}
+		r := c.Node(leader).Raft()
+		done := true
+		for _, n := range c.Nodes() {
+			if s, ok := serverOf(r.GetConfiguration().Configuration(), n.ID); ok && s.Suffrage == raft.Voter {
+				continue
+			}
+			done = false
+			if err := r.AddVoter(n.ID, n.Addr, 0, time.Second).Error(); err != nil {
+				t.Logf("re-adding %s: %v", n.ID, err)
+				return false
+			}
+		}
+		return done
+	})
 }

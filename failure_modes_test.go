@@ -67,7 +67,7 @@ type soloNode struct {
 }
 
 // newSoloNode starts a soloNode; call it inside a synctest bubble.
-func newSoloNode(t *testing.T) *soloNode {
+func newSoloNode(t *testing.T, tweaks ...func(*raft.Config)) *soloNode {
 	t.Helper()
 	seed := testSeed(t)
 	net := raft.NewInmemNetwork(seed)
@@ -76,6 +76,9 @@ func newSoloNode(t *testing.T) *soloNode {
 	conf := fastConfig("n1")
 	conf.RandSeed = seed
 	conf.Logger = testLogger(t)
+	for _, tweak := range tweaks {
+		tweak(conf)
+	}
 	snaps := raft.NewInmemSnapshotStore()
 	configuration := raft.Configuration{Servers: []raft.Server{
 		{Suffrage: raft.Voter, ID: "n1", Address: n.addr},

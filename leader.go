@@ -450,6 +450,7 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
 			}
 			batch = append(batch, commitTuple{log: l})
 		}
+		r.noteCommittedConfiguration(batch[len(batch)-1].log)
 		if len(batch) >= batchLimit {
 			if !r.sendToFSM(fsmTask{commits: batch}) {
 				return
@@ -461,6 +462,23 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
 	if len(batch) > 0 {
 		r.sendToFSM(fsmTask{commits: batch})
 	}
+}
+
+// noteCommittedConfiguration makes a committed configuration entry the committed
+// configuration. setCommitIndex promotes only the latest configuration, so without this a
+// configuration committed while a newer one was already appended would never be known as
+// committed, and a truncation of the newer one (or a compaction of the log) would lose it.
+func (r *Raft) noteCommittedConfiguration(l *Log) {
+	if l.Type != LogConfiguration || l.Index <= r.configurations.committedIndex {
+		return
+	}
+	c, err := DecodeConfiguration(l.Data)
+	if err != nil {
+		r.logger.Error("committed configuration entry does not decode", "index", l.Index, "error", err)
+		return
+	}
+	r.configurations.committed, r.configurations.committedIndex = c, l.Index
+	r.publishConfigurations()
 }
 
 // getLog reads an entry, from the leader's cache first.

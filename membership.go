@@ -109,6 +109,13 @@ func (r *Raft) maybeStartConfigChange() {
 	if ls == nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		return // the latest configuration is not committed yet
 	}
+	if r.commitIndex.Load() < ls.commitment.startIndex {
+		// No entry of this term committed yet, so a configuration entry of an earlier
+		// leader that this node never saw may still commit: appending ours now could
+		// yield two configurations with disjoint majorities (the single-server change
+		// bug, Ongaro, raft-dev 2015). The term's no-op commit calls back here.
+		return
+	}
 	if ls.promotion != nil {
 		r.maybePromote()
 		return

@@ -198,6 +198,14 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 		return fmt.Errorf("%w: entry %d is committed and cannot be replaced", ErrBadRequest, from)
 	}
 	r.logger.Warn("truncating conflicting log suffix", "index", from)
+	var prevConfig Configuration
+	var prevConfigIndex uint64
+	if r.configurations.latestIndex >= from {
+		var err error
+		if prevConfig, prevConfigIndex, err = r.configurationBefore(from); err != nil {
+			return err
+		}
+	}
 	if err := r.logs.DeleteRange(from, last); err != nil {
 		r.fatal(fmt.Errorf("raft: truncating log [%d, %d]: %w", from, last, err))
 		return ErrRaftShutdown
@@ -208,13 +216,41 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 	}
 	r.lastLog.Store(&indexTerm{index: from - 1, term: prevTerm})
 	if r.configurations.latestIndex >= from {
-		// The uncommitted configuration was cut away; at most one is uncommitted at a
-		// time, so the committed one is the latest again.
-		r.configurations.latest = r.configurations.committed.Clone()
-		r.configurations.latestIndex = r.configurations.committedIndex
+		// The latest configuration was cut away: the newest one left in the log takes
+		// over. That is not necessarily the committed one: this node may hold several
+		// configuration entries past the last one it saw committed (several leaders
+		// each appended one, or it restarted and knows of no commit).
+		r.configurations.latest, r.configurations.latestIndex = prevConfig, prevConfigIndex
 		r.publishConfigurations()
 	}
 	return nil
+}
+
+// configurationBefore returns the newest configuration whose entry lies below index: from
+// the log entries after the committed configuration, or else the committed configuration,
+// which is the newest at or below the commit index (applyCommitted keeps it so).
+func (r *Raft) configurationBefore(index uint64) (Configuration, uint64, error) {
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return Configuration{}, 0, fmt.Errorf("raft: reading first index: %w", err)
+	}
+	snapIndex, _ := r.snapshotIndexTerm()
+	lo := max(r.configurations.committedIndex+1, snapIndex+1, first)
+	for i := index; i > lo; i-- {
+		var l Log
+		if err := r.logs.GetLog(i-1, &l); err != nil {
+			return Configuration{}, 0, fmt.Errorf("raft: reading log entry %d: %w", i-1, err)
+		}
+		if l.Type != LogConfiguration {
+			continue
+		}
+		c, err := DecodeConfiguration(l.Data)
+		if err != nil {
+			return Configuration{}, 0, fmt.Errorf("raft: log entry %d: %w", i-1, err)
+		}
+		return c, i - 1, nil
+	}
+	return r.configurations.committed.Clone(), r.configurations.committedIndex, nil
 }
 
 // termAt returns the term of the entry at index, from the snapshot or the log. An entry that
