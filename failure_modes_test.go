@@ -708,3 +708,59 @@ func TestFailureMode_ApplyTimeoutCountsTimeSpentQueueing(t *testing.T) {
 		}
 	})
 }
+
+// failingStore is an InmemStore whose StoreLogs fails once Fail was called.
+type failingStore struct {
+	*raft.InmemStore
+	failing atomic.Bool
+}
+
+var errDiskGone = errors.New("test: disk gone")
+
+func (s *failingStore) StoreLogs(logs []*raft.Log) error {
+	if s.failing.Load() {
+		return errDiskGone
+	}
+	return s.InmemStore.StoreLogs(logs)
+}
+
+func (s *failingStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// A leader whose disk starts failing stops the node (its on-disk log is in an unknown state),
+// reports the cause, fails its waiting clients, and the others carry on.
+func TestFailureMode_LeaderWriteErrorStopsTheNode(t *testing.T) {
+	stores := make(map[raft.ServerID]*failingStore)
+	var mu sync.Mutex
+	opts := raftest.Options{Nodes: 3, NewStores: func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore) {
+		s := &failingStore{InmemStore: raft.NewInmemStore()}
+		mu.Lock()
+		stores[id] = s
+		mu.Unlock()
+		return s, s.InmemStore, raft.NewInmemSnapshotStore()
+	}}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		mustApply(t, c, "before")
+		mu.Lock()
+		stores[c.Node(leader).ID].failing.Store(true)
+		mu.Unlock()
+		err := r.Apply([]byte("doomed"), waitLong).Error()
+		if err == nil {
+			t.Fatal("apply succeeded although the leader cannot write its log")
+		}
+		select {
+		case <-r.Stopped():
+		case <-time.After(waitLong):
+			t.Fatal("the node kept running after a failed log write")
+		}
+		if cause := r.ShutdownCause(); !errors.Is(cause, errDiskGone) {
+			t.Fatalf("shutdown cause %v, want the store's error", cause)
+		}
+		c.WaitFor(waitLong, "a new leader among the others", func() bool {
+			l := c.Leader()
+			return l >= 0 && l != leader
+		})
+		mustApply(t, c, "after")
+	})
+}

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ type leaderState struct {
 	// The local log writer: the main loop hands it one batch at a time.
 	writeCh      chan []*Log      // unbuffered: a batch is sent only while the writer is idle
 	writeDoneCh  chan writeResult // buffer 1: at most one batch is outstanding
+	writerStop   chan struct{}    // closed by leaderCleanup once every dispatched entry is written
 	writerExited chan struct{}    // closed by the writer when it exits
 	writerIdle   bool             // main loop only
 	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
@@ -122,14 +124,17 @@ func (r *Raft) runLeader() {
 func (r *Raft) setupLeaderState(term uint64) {
 	lastIndex, _ := r.lastLogIndexTerm()
 	ls := &leaderState{
-		term:         term,
-		commitCh:     make(chan struct{}, 1),
-		replicators:  make(map[ServerID]*replicator),
-		stepDownCh:   make(chan uint64, 1),
-		stopCh:       make(chan struct{}),
-		cache:        newLogCache(8 * maxAppendEntriesLimit),
+		term:        term,
+		commitCh:    make(chan struct{}, 1),
+		replicators: make(map[ServerID]*replicator),
+		stepDownCh:  make(chan uint64, 1),
+		stopCh:      make(chan struct{}),
+		// Every entry not yet written locally must stay in the cache: at most
+		// maxPendingWrites plus one drained batch wait, plus the batch being written.
+		cache:        newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
 		writeCh:      make(chan []*Log),
 		writeDoneCh:  make(chan writeResult, 1),
+		writerStop:   make(chan struct{}),
 		writerExited: make(chan struct{}),
 		writerIdle:   true,
 	}
@@ -137,7 +142,7 @@ func (r *Raft) setupLeaderState(term uint64) {
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
 	r.leaderState = ls
-	r.goFunc(func() { r.runLogWriter(ls) }) // exits on ls.stopCh or shutdown
+	r.goFunc(func() { r.runLogWriter(ls) }) // exits on ls.writerStop or shutdown
 	r.startStopReplication()
 }
 
@@ -261,7 +266,7 @@ func (r *Raft) runLogWriter(ls *leaderState) {
 			err := r.logs.StoreLogs(batch)
 			storeLogsMetric(start, len(batch))
 			ls.writeDoneCh <- writeResult{lastIndex: batch[len(batch)-1].Index, err: err}
-		case <-ls.stopCh:
+		case <-ls.writerStop:
 			return
 		case <-r.shutdownCh:
 			return
@@ -269,13 +274,16 @@ func (r *Raft) runLogWriter(ls *leaderState) {
 	}
 }
 
-// handleWriteDone counts the leader's own durable progress, or steps down on a failed write.
+// handleWriteDone counts the leader's own durable progress. A failed write stops the node:
+// the log on disk is in an unknown state, and followers may already have committed (and this
+// node applied) the entries it could not write.
 func (r *Raft) handleWriteDone(res writeResult) {
 	ls := r.leaderState
 	ls.writerIdle = true
 	if res.err != nil {
-		r.logger.Error("local log write failed, stepping down", "index", res.lastIndex, "error", res.err)
-		r.stepDown(r.currentTerm.Load(), fmt.Errorf("%w: local log write failed: %v", ErrLeadershipLost, res.err))
+		cause := fmt.Errorf("raft: local log write up to index %d failed: %w", res.lastIndex, res.err)
+		r.fatal(cause)
+		r.leaderCleanup(fmt.Errorf("%w: %w", ErrRaftShutdown, cause))
 		return
 	}
 	ls.commitment.match(r.localID, res.lastIndex)
@@ -378,9 +386,9 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 }
 
 // leaderCleanup ends this node's leadership: it stops the term's goroutines, fails every
-// request still waiting with err, waits for the log writer so no write of the old term races
-// with follower-side log changes, and reloads the log tail from the store, since entries that
-// were dispatched but never written are not part of the local log.
+// request still waiting with err, writes every entry it dispatched and stops the log writer,
+// so no write of the old term races with follower-side log changes, and reloads the log tail
+// from the store.
 func (r *Raft) leaderCleanup(err error) {
 	ls := r.leaderState
 	r.leaderState = nil
@@ -413,6 +421,13 @@ func (r *Raft) leaderCleanup(err error) {
 	if r.getState() == Leader {
 		r.setState(Follower)
 	}
+	if ferr := r.flushLeaderWrites(ls); ferr != nil {
+		if !errors.Is(ferr, ErrRaftShutdown) {
+			r.fatal(fmt.Errorf("raft: writing the log at step-down: %w", ferr))
+		}
+		return
+	}
+	close(ls.writerStop)
 	select {
 	case <-ls.writerExited:
 	case <-r.shutdownCh:
@@ -426,6 +441,42 @@ func (r *Raft) leaderCleanup(err error) {
 		r.configurations.latest = r.configurations.committed.Clone()
 		r.configurations.latestIndex = r.configurations.committedIndex
 		r.publishConfigurations()
+	}
+}
+
+// flushLeaderWrites makes every dispatched entry durable before the writer stops. Followers
+// may have committed entries the leader had not written yet, and this node may have applied
+// them: its log must never end before what it applied, or it would have a gap once a new
+// leader's entries follow.
+func (r *Raft) flushLeaderWrites(ls *leaderState) error {
+	for {
+		select {
+		case <-r.shutdownCh:
+			return ErrRaftShutdown
+		default:
+		}
+		if !ls.writerIdle {
+			select {
+			case res := <-ls.writeDoneCh:
+				ls.writerIdle = true
+				if res.err != nil {
+					return res.err
+				}
+			case <-r.shutdownCh:
+				return ErrRaftShutdown
+			}
+		}
+		if len(ls.pending) == 0 {
+			return nil
+		}
+		batch := ls.pending
+		ls.pending = nil
+		ls.writerIdle = false
+		select {
+		case ls.writeCh <- batch:
+		case <-r.shutdownCh:
+			return ErrRaftShutdown
+		}
 	}
 }
 

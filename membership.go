@@ -260,14 +260,20 @@ func isDone(d *deferError) bool {
 }
 
 // RecoverCluster forces a new configuration onto a node's stores after a permanent loss of
-// quorum, when no leader can ever be elected again. Run it, with the node stopped, on every
-// surviving server with the same configuration (which must include them), then start them
-// normally. It appends the configuration as a new log entry after everything the node holds;
-// the survivors then elect a leader among themselves.
+// quorum, when no leader can ever be elected again. Run it, with the node stopped, on one
+// survivor (the one with the most up-to-date log: highest last term, then highest last
+// index), with a configuration in which that server is the only voter; start it, and it
+// leads alone. Then wipe the other survivors' stores and add them back with AddVoter: they
+// catch up from the new leader. It appends the configuration as a new log entry, in a fresh
+// term, after everything the node holds.
 //
-// It can lose data: entries that were committed on the lost servers but not on any survivor
-// are gone, and entries the survivors hold uncommitted may be committed. Use it only when the
-// lost servers will never return.
+// Recovering a single node is deliberate: two survivors recovered independently could write
+// the same index and term on top of different uncommitted entries, which would break the Log
+// Matching property.
+//
+// It can lose data: entries that were committed on the lost servers but not on the recovered
+// one are gone, and entries it holds uncommitted become committed. Use it only when the lost
+// servers will never return.
 func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
 	if err := ValidateConfig(conf); err != nil {
 		return err
@@ -275,8 +281,8 @@ func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, sn
 	if err := configuration.Validate(); err != nil {
 		return err
 	}
-	if !configuration.isVoter(conf.LocalID) {
-		return fmt.Errorf("%w: recovering server %s must be a voter of the new configuration", ErrInvalidConfiguration, conf.LocalID)
+	if voters := configuration.voters(); len(voters) != 1 || voters[0] != conf.LocalID {
+		return fmt.Errorf("%w: the recovering server %s must be the only voter of the new configuration; add the others back with AddVoter", ErrInvalidConfiguration, conf.LocalID)
 	}
 	last, err := logs.LastIndex()
 	if err != nil {
@@ -307,8 +313,8 @@ func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, sn
 	if err != nil {
 		return fmt.Errorf("raft: recover: reading term: %w", err)
 	}
-	// A fresh term for the entry: no other server can hold a different entry with the same
-	// index and term, so the Log Matching property still holds.
+	// A fresh term for the entry: no server the recovered node will talk to holds a different
+	// entry with this index and term, so the Log Matching property still holds.
 	newTerm := max(term, lastTerm) + 1
 	if err := stable.SetUint64(keyCurrentTerm, newTerm); err != nil {
 		return fmt.Errorf("raft: recover: writing term: %w", err)
