@@ -31,7 +31,7 @@ func TestScenarioR1_ReplicatedEntryCommitsAppliesAndAnswers(t *testing.T) {
 	})
 }
 
-func TestRaft_ManyApplies(t *testing.T) {
+func TestRaft_ThousandQueuedAppliesAllCommit(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(5 * time.Second)
 		r := c.Node(leader).Raft()
