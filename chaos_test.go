@@ -135,7 +135,9 @@ func TestRandomized_SafetyUnderMembershipChanges(t *testing.T) {
 	runRandomized(t, true)
 }
 
-func runRandomized(t *testing.T, membership bool) {
+// forEachSeed runs f as a subtest once per randomized run: -chaos.runs fresh seeds, or the
+// one given with -seed. A failing run prints how to replay it.
+func forEachSeed(t *testing.T, f func(t *testing.T, seed int64)) {
 	runs := *chaosRuns
 	if *chaosSeed != 0 {
 		runs = 1
@@ -148,24 +150,30 @@ func runRandomized(t *testing.T, membership bool) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			defer func() {
 				if t.Failed() {
-					t.Logf("replay with: go test -race -run 'TestRandomized' -seed=%d .", seed)
+					t.Logf("replay with: go test -race -run '%s' -seed=%d .", t.Name(), seed)
 				}
 			}()
-			opts := raftest.Options{Nodes: 5, Seed: seed}
-			if seed%2 == 0 {
-				// Every other run snapshots and compacts aggressively, so lagging and
-				// restarted nodes catch up through InstallSnapshot under faults too.
-				opts.Config = func(conf *raft.Config) {
-					conf.SnapshotInterval = 50 * time.Millisecond
-					conf.SnapshotThreshold = 64
-					conf.TrailingLogs = 16
-				}
-			}
-			raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
-				runChaos(t, c, seed, membership)
-			})
+			f(t, seed)
 		})
 	}
+}
+
+func runRandomized(t *testing.T, membership bool) {
+	forEachSeed(t, func(t *testing.T, seed int64) {
+		opts := raftest.Options{Nodes: 5, Seed: seed}
+		if seed%2 == 0 {
+			// Every other run snapshots and compacts aggressively, so lagging and
+			// restarted nodes catch up through InstallSnapshot under faults too.
+			opts.Config = func(conf *raft.Config) {
+				conf.SnapshotInterval = 50 * time.Millisecond
+				conf.SnapshotThreshold = 64
+				conf.TrailingLogs = 16
+			}
+		}
+		raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+			runChaos(t, c, seed, membership)
+		})
+	})
 }
 
 func runChaos(t *testing.T, c *raftest.Cluster, seed int64, membership bool) {

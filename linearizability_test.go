@@ -57,58 +57,48 @@ func kvClient(c *raftest.Cluster, id int, seed int64, h *raftest.History, stop <
 }
 
 func TestLinearizability_KVUnderFaults(t *testing.T) {
-	runs := *chaosRuns
-	if *chaosSeed != 0 {
-		runs = 1
-	}
-	for run := 0; run < runs; run++ {
-		seed := *chaosSeed
-		if seed == 0 {
-			seed = rand.Int63()
-		}
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			opts := raftest.Options{Nodes: 5, Seed: seed, NewFSM: func(raft.ServerID) raft.FSM { return raftest.NewKVFSM() }}
-			raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
-				h := &raftest.History{}
-				stop := make(chan struct{})
-				var wg sync.WaitGroup
-				for i := 0; i < 6; i++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						kvClient(c, i, seed+int64(i), h, stop)
-					}()
-				}
-				rng := rand.New(rand.NewSource(seed))
-				crashed := make(map[int]bool)
-				c.WaitLeader(waitLong)
-				for step := 0; step < *chaosSteps/2; step++ {
-					chaosStep(c, rng, crashed)
-					raftest.Eventually(time.Duration(50+rng.Intn(200))*time.Millisecond, func() bool { return false })
-				}
-				c.Heal()
-				c.Net.ClearFaults()
-				for i := range crashed {
-					c.Start(i)
-				}
-				c.WaitLeader(waitLong)
-				raftest.Eventually(300*time.Millisecond, func() bool { return false })
-				close(stop)
-				wg.Wait()
-				ok, err := h.Check(time.Minute)
-				if err != nil {
-					t.Fatalf("replay with -seed=%d: %v", seed, err)
-				}
-				if !ok {
-					t.Logf("linearizability search timed out on %d operations; inconclusive", h.Len())
-				}
-				t.Logf("%d operations checked", h.Len())
-				if h.Len() < 50 {
-					t.Fatalf("only %d operations recorded: the check proves little", h.Len())
-				}
-			})
+	forEachSeed(t, func(t *testing.T, seed int64) {
+		opts := raftest.Options{Nodes: 5, Seed: seed, NewFSM: func(raft.ServerID) raft.FSM { return raftest.NewKVFSM() }}
+		raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+			h := &raftest.History{}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := 0; i < 6; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					kvClient(c, i, seed+int64(i), h, stop)
+				}()
+			}
+			rng := rand.New(rand.NewSource(seed))
+			crashed := make(map[int]bool)
+			c.WaitLeader(waitLong)
+			for step := 0; step < *chaosSteps/2; step++ {
+				chaosStep(c, rng, crashed)
+				raftest.Eventually(time.Duration(50+rng.Intn(200))*time.Millisecond, func() bool { return false })
+			}
+			c.Heal()
+			c.Net.ClearFaults()
+			for i := range crashed {
+				c.Start(i)
+			}
+			c.WaitLeader(waitLong)
+			raftest.Eventually(300*time.Millisecond, func() bool { return false })
+			close(stop)
+			wg.Wait()
+			ok, err := h.Check(time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				t.Logf("linearizability search timed out on %d operations; inconclusive", h.Len())
+			}
+			t.Logf("%d operations checked", h.Len())
+			if h.Len() < 50 {
+				t.Fatalf("only %d operations recorded: the check proves little", h.Len())
+			}
 		})
-	}
+	})
 }
 
 // The checker must reject a history that is not linearizable: a read that returns a value

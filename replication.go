@@ -83,17 +83,21 @@ func (s *replicator) stopped() bool {
 }
 
 // wait blocks for d, or less if the replicator is stopped; false when stopped.
-func (s *replicator) wait(d time.Duration) bool {
+func (s *replicator) wait(d time.Duration) bool { return s.waitOrWake(d, nil) }
+
+// waitOrWake blocks for d, or until wake fires (nil: never); false when the replicator was
+// stopped meanwhile.
+func (s *replicator) waitOrWake(d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+	case <-wake:
 	case <-s.ls.stopCh:
 	case <-s.stopCh:
 	case <-s.r.shutdownCh:
 	}
-	return false
+	return !s.stopped()
 }
 
 // notifyStepDown reports a higher term to the main loop.
@@ -116,16 +120,7 @@ func (s *replicator) backoff() time.Duration {
 func (s *replicator) run() {
 	pipelineOK := true
 	for {
-		timer := time.NewTimer(s.r.conf.CommitTimeout)
-		select {
-		case <-s.triggerCh:
-		case <-timer.C:
-		case <-s.ls.stopCh:
-		case <-s.stopCh:
-		case <-s.r.shutdownCh:
-		}
-		timer.Stop()
-		if s.stopped() {
+		if !s.waitOrWake(s.r.conf.CommitTimeout, s.triggerCh) {
 			return
 		}
 		if s.replicate() && pipelineOK {
@@ -313,16 +308,7 @@ func (s *replicator) heartbeat() {
 	interval := s.r.conf.HeartbeatTimeout / 10
 	failures := 0
 	for {
-		timer := time.NewTimer(interval)
-		select {
-		case <-timer.C:
-		case <-s.verifyCh:
-		case <-s.ls.stopCh:
-		case <-s.stopCh:
-		case <-s.r.shutdownCh:
-		}
-		timer.Stop()
-		if s.stopped() {
+		if !s.waitOrWake(interval, s.verifyCh) {
 			return
 		}
 		verifies := s.takeVerifies()

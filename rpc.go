@@ -64,21 +64,11 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		rpc.Respond(resp, nil)
 		return
 	}
-	if a.Term > r.currentTerm.Load() || r.getState() != Follower {
-		if r.getState() == Leader && a.Term == r.currentTerm.Load() {
-			// Two leaders in one term cannot happen unless a peer is broken.
-			r.logger.Error("append entries from another leader in our term", "peer", string(a.ID), "term", a.Term)
-			rpc.Respond(nil, fmt.Errorf("%w: two leaders in term %d", ErrBadRequest, a.Term))
-			return
-		}
-		if !r.stepDown(a.Term, ErrLeadershipLost) {
-			rpc.Respond(nil, ErrRaftShutdown)
-			return
-		}
-		resp.Term = a.Term
+	if err := r.acceptLeader(a.RPCHeader, a.Term); err != nil {
+		rpc.Respond(nil, err)
+		return
 	}
-	r.setLeader(a.ID, a.Addr)
-	r.lastContact.Store(time.Now().UnixNano())
+	resp.Term = a.Term
 
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
@@ -93,6 +83,25 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		}
 	}
 	rpc.Respond(resp, nil)
+}
+
+// acceptLeader follows the sender of an AppendEntries or InstallSnapshot for term, which is
+// at least the current term: a candidate, or a leader of an older term, steps down first. It
+// returns the error to answer with when it cannot.
+func (r *Raft) acceptLeader(h RPCHeader, term uint64) error {
+	if term > r.currentTerm.Load() || r.getState() != Follower {
+		if r.getState() == Leader && term == r.currentTerm.Load() {
+			// Two leaders in one term cannot happen unless a peer is broken.
+			r.logger.Error("leader request from another leader in our term", "peer", string(h.ID), "term", term)
+			return fmt.Errorf("%w: two leaders in term %d", ErrBadRequest, term)
+		}
+		if !r.stepDown(term, ErrLeadershipLost) {
+			return ErrRaftShutdown
+		}
+	}
+	r.setLeader(h.ID, h.Addr)
+	r.lastContact.Store(time.Now().UnixNano())
+	return nil
 }
 
 // validateEntries checks what a peer sent before any of it touches the log: consecutive

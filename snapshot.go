@@ -233,19 +233,11 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		rpc.Respond(resp, nil)
 		return
 	}
-	if req.Term > r.currentTerm.Load() || r.getState() != Follower {
-		if r.getState() == Leader && req.Term == r.currentTerm.Load() {
-			rpc.Respond(nil, fmt.Errorf("%w: two leaders in term %d", ErrBadRequest, req.Term))
-			return
-		}
-		if !r.stepDown(req.Term, ErrLeadershipLost) {
-			rpc.Respond(nil, ErrRaftShutdown)
-			return
-		}
-		resp.Term = req.Term
+	if err := r.acceptLeader(req.RPCHeader, req.Term); err != nil {
+		rpc.Respond(nil, err)
+		return
 	}
-	r.setLeader(req.ID, req.Addr)
-	r.lastContact.Store(time.Now().UnixNano())
+	resp.Term = req.Term
 	if req.LastLogIndex <= r.commitIndex.Load() {
 		// We already hold everything it covers, committed.
 		resp.Success = true
