@@ -37,6 +37,11 @@ var (
 	// size or index, or data whose length differs from meta.Size. Nothing changed.
 	ErrInvalidRestore = errors.New("raft: invalid snapshot to restore")
 
+	// ErrUncommittedRestore is the cause a node stops with when it finds that a snapshot it
+	// restored as leader (Restore) was never committed: the cluster went on without it, and
+	// its FSM holds a state no one else has. Wipe the node and add it back.
+	ErrUncommittedRestore = errors.New("raft: restored snapshot was never committed by the cluster")
+
 	// ErrSnapshotCorrupt is wrapped by the error of a snapshot whose metadata cannot be read
 	// or whose data fails its size or checksum check. Raft then falls back to an older one.
 	ErrSnapshotCorrupt = errors.New("raft: snapshot corrupt")

@@ -181,3 +181,32 @@ func TestRestore_RefusesFollowersAndBadInputWithoutChangingAnything(t *testing.T
 		}
 	})
 }
+
+// A leader that restores a backup and loses its quorum before the restore commits holds a
+// state the cluster never agreed on. When it meets the new leader's log it must stop, not
+// silently go on diverging.
+func TestRestore_InterruptedRestoreStopsTheOldLeaderInsteadOfDiverging(t *testing.T) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 5)
+		applyN(t, c, "later", 3)
+		r := c.Node(leader).Raft()
+		c.Isolate(leader)
+		if err := r.Restore(meta, bytes.NewReader(data), 200*time.Millisecond); err == nil {
+			t.Fatal("a restore committed without a quorum")
+		}
+		c.WaitFor(waitLong, "a new leader among the others", func() bool {
+			l := c.Leader()
+			return l >= 0 && l != leader
+		})
+		applyN(t, c, "after", 5)
+		c.Heal()
+		select {
+		case <-r.Stopped():
+		case <-time.After(waitLong):
+			t.Fatalf("the old leader went on with a restore the cluster never committed; it holds %v", commands(c, leader))
+		}
+		if cause := r.ShutdownCause(); !errors.Is(cause, raft.ErrUncommittedRestore) {
+			t.Fatalf("stopped with %v, want ErrUncommittedRestore", cause)
+		}
+	})
+}

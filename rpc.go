@@ -144,7 +144,10 @@ func validateEntries(a *AppendEntriesRequest) error {
 // so duplicated or reordered requests never cut anything.
 func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntriesResponse) (bool, error) {
 	lastIndex, _ := r.lastLogIndexTerm()
-	snapIndex, _ := r.snapshotIndexTerm()
+	snapIndex, snapTerm := r.snapshotIndexTerm()
+	if err := r.checkSnapshotAgrees(a, snapIndex, snapTerm); err != nil {
+		return false, err
+	}
 	if a.PrevLogIndex > lastIndex {
 		resp.ConflictIndex = lastIndex + 1
 		return false, nil
@@ -197,6 +200,32 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 	r.lastLog.Store(&indexTerm{index: last.Index, term: last.Term})
 	r.noteConfigurationEntries(fresh)
 	return true, nil
+}
+
+// checkSnapshotAgrees stops the node if the leader's log holds a different entry at our
+// snapshot's index. A snapshot made from applied entries covers only committed ones, which
+// every leader holds with the same term, so this happens only to a node that restored a
+// backup (Restore) as leader and lost leadership before the restore committed: its FSM holds a
+// state the cluster never agreed on. Going on would silently diverge from the cluster; the
+// node stops instead, and must be wiped and added back.
+func (r *Raft) checkSnapshotAgrees(a *AppendEntriesRequest, snapIndex, snapTerm uint64) error {
+	if snapIndex == 0 {
+		return nil
+	}
+	leaderTerm, ok := uint64(0), false
+	if a.PrevLogIndex == snapIndex {
+		leaderTerm, ok = a.PrevLogTerm, true
+	}
+	if n := uint64(len(a.Entries)); !ok && a.PrevLogIndex < snapIndex && snapIndex <= a.PrevLogIndex+n {
+		leaderTerm, ok = a.Entries[snapIndex-a.PrevLogIndex-1].Term, true
+	}
+	if !ok || leaderTerm == snapTerm {
+		return nil
+	}
+	err := fmt.Errorf("%w: snapshot at index %d has term %d, the leader's entry there has term %d",
+		ErrUncommittedRestore, snapIndex, snapTerm, leaderTerm)
+	r.fatal(err)
+	return ErrRaftShutdown
 }
 
 // truncateSuffix deletes the conflicting entries [from, last]. A committed entry is never
