@@ -91,3 +91,19 @@ func TestServer_ForwardedRequestIsNotForwardedAgain(t *testing.T) {
 		t.Fatalf("status %d, want 503 for a forwarded request reaching a follower", resp.StatusCode)
 	}
 }
+
+// A follower forwarding POST /leave whose body names no server ({} or an empty id) must make
+// the leader remove the follower, as it would for an empty body, not the leader itself.
+func TestServer_ForwardedLeaveWithoutIDRemovesTheFollower(t *testing.T) {
+	leader, followers := threeNodes(t)
+	f := followers[0]
+	wantStatus(t, do(t, f, "POST", "/leave", `{"id":""}`), http.StatusOK, "leave forwarded by a follower")
+	conf := leader.Raft().GetConfiguration()
+	if err := conf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if hasServer(conf.Configuration(), f.conf.ID) || !hasServer(conf.Configuration(), leader.conf.ID) {
+		t.Fatalf("configuration after %s left: %+v; want %s removed and the leader %s kept",
+			f.conf.ID, conf.Configuration().Servers, f.conf.ID, leader.conf.ID)
+	}
+}

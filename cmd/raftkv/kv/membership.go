@@ -106,17 +106,15 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 // handleLeave serves POST /leave: the leader removes the server from the configuration.
 func (s *Server) handleLeave(w http.ResponseWriter, req *http.Request) {
 	lr := LeaveRequest{ID: string(s.conf.ID)}
-	body, ok := readControlBody(w, req, &lr)
-	if !ok {
+	if _, ok := readControlBody(w, req, &lr); !ok {
 		return
 	}
 	if lr.ID == "" {
 		lr.ID = string(s.conf.ID)
 	}
-	if len(body) == 0 {
-		// Forwarded, the request must still name this node, not the leader.
-		body, _ = json.Marshal(lr)
-	}
+	// Forwarded, the request must still name this node, not the leader: the body is rebuilt
+	// from lr, since the client's may leave the ID out ({} or "id": "").
+	body, _ := json.Marshal(lr)
 	s.onLeader(w, req, body, func(ctx context.Context) error {
 		conf := s.raft.GetConfiguration()
 		if !hasServer(conf.Configuration(), raft.ServerID(lr.ID)) {
