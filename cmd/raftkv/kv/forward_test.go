@@ -98,6 +98,21 @@ func TestServer_ForwardedLeaveWithoutIDRemovesTheFollower(t *testing.T) {
 	leader, followers := threeNodes(t)
 	f := followers[0]
 	wantStatus(t, do(t, f, "POST", "/leave", `{"id":""}`), http.StatusOK, "leave forwarded by a follower")
+	wantFollowerLeft(t, leader, f)
+}
+
+// A redirect cannot carry the ID an empty /leave stands for, so following it would make the
+// leader remove itself: the follower must remove itself through the leader instead.
+func TestServer_LeaveWithoutIDAndRedirectRemovesTheFollower(t *testing.T) {
+	leader, followers := threeNodes(t)
+	f := followers[0]
+	wantStatus(t, do(t, f, "POST", "/leave?redirect=1", ""), http.StatusOK, "empty leave with redirect=1 on a follower")
+	wantFollowerLeft(t, leader, f)
+}
+
+// wantFollowerLeft checks that the leader's configuration lost f but still holds the leader.
+func wantFollowerLeft(t *testing.T, leader, f *Node) {
+	t.Helper()
 	conf := leader.Raft().GetConfiguration()
 	if err := conf.Error(); err != nil {
 		t.Fatal(err)
