@@ -80,6 +80,10 @@ func (s *Store) publishAppend(seg *segment, fresh bool, logs []*raft.Log, buf []
 	}
 	if cacheIt {
 		s.cacheBatch(logs, buf, seg.size, starts)
+	} else {
+		for _, l := range logs {
+			s.cache.forget(l.Index) // may hold an entry a tail truncation removed
+		}
 	}
 	seg.offsets = append(seg.offsets, starts...)
 	seg.size += int64(len(buf))

@@ -18,8 +18,9 @@ type cachedEntry struct {
 
 // recentCache is a ring of the most recently appended entries, slot index%len. It is guarded
 // by Store.mu. It never needs invalidating: lookups are range-checked against the log bounds
-// first, and every append overwrites the slot of each index it writes, so a slot whose index
-// is inside the bounds always holds the current entry.
+// first, and every append overwrites (or, for a batch too large to cache, empties) the slot
+// of each index it writes, so a slot whose index is inside the bounds always holds the
+// current entry.
 type recentCache struct {
 	slots []cachedEntry
 }
@@ -32,6 +33,18 @@ func (c *recentCache) enabled() bool { return len(c.slots) > 0 }
 // put records an entry whose bytes alias an immutable buffer.
 func (c *recentCache) put(e cachedEntry) {
 	c.slots[e.index%uint64(len(c.slots))] = e
+}
+
+// forget empties the slot of index if it holds that index. An append that does not cache its
+// entries calls it for each one, so a slot left from an entry truncated away cannot be served
+// for the new entry at the same index.
+func (c *recentCache) forget(index uint64) {
+	if !c.enabled() {
+		return
+	}
+	if e := &c.slots[index%uint64(len(c.slots))]; e.index == index {
+		*e = cachedEntry{}
+	}
 }
 
 // get returns the entry at index, if cached. The caller range-checked index.

@@ -94,7 +94,8 @@
 // marker first and then deletes the segments that lie wholly below it; Open finishes an
 // interrupted compaction by deleting such segments. When the whole log is deleted the marker
 // is set past it and every segment deleted; the next StoreLogs, which may start at any index,
-// first lowers the marker if it lies above the new first index.
+// first deletes any segment file still on disk (one whose removal failed) and fsyncs the
+// directory, then lowers the marker if it lies above the new first index.
 //
 // Tail deletion (a follower's conflict truncation) deletes the later segments newest first,
 // fsyncing the directory after each, then truncates the segment that keeps the new last

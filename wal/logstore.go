@@ -1,8 +1,10 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/raftkit/raft"
@@ -125,6 +127,14 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err := s.checkBatch(logs); err != nil {
 		return err
 	}
+	if s.last == 0 {
+		// Every segment file left on disk is dead, but one whose removal failed would be
+		// read back at Open: break the continuity check, or, once the marker is lowered
+		// below it, come back as entries after the new ones.
+		if err := s.removeLeftoverSegments(); err != nil {
+			return s.fail(err)
+		}
+	}
 	if s.last == 0 && s.marker > logs[0].Index {
 		// The log was emptied with the marker past the new start: lower it first, or a
 		// reopen would hide the new entries.
@@ -168,6 +178,28 @@ func (s *Store) checkBatch(logs []*raft.Log) error {
 		case len(l.Data)+len(l.Extensions) > MaxEntryBytes:
 			return fmt.Errorf("%w: index %d has %d bytes, limit %d", ErrTooLarge, l.Index, len(l.Data)+len(l.Extensions), MaxEntryBytes)
 		}
+	}
+	return nil
+}
+
+// removeLeftoverSegments deletes, durably, every segment file in the directory. Called with
+// writeMu held when the log is empty, so none of them holds a live entry.
+func (s *Store) removeLeftoverSegments() error {
+	bases, err := listSegments(s.dir)
+	if err != nil {
+		return fmt.Errorf("wal: list %s: %w", s.dir, err)
+	}
+	if len(bases) == 0 {
+		return nil
+	}
+	for _, base := range bases {
+		path := filepath.Join(s.dir, segmentName(base))
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("wal: remove leftover segment %s: %w", path, err)
+		}
+	}
+	if err := s.syncDirUnlessNoSync(); err != nil {
+		return fmt.Errorf("wal: sync %s: %w", s.dir, err)
 	}
 	return nil
 }

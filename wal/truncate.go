@@ -60,7 +60,8 @@ func (s *Store) deleteHead(upTo uint64) error {
 	s.mu.Unlock()
 	for _, seg := range dropped {
 		if err := seg.remove(); err != nil {
-			// Not fatal: the marker hides the file and Open removes it.
+			// Not fatal: the marker hides the file; Open removes it, and so does the next
+			// StoreLogs if the log is now empty.
 			s.logger.Warn("remove compacted segment", "path", seg.path, "error", err)
 		}
 	}

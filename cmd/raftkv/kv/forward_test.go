@@ -91,3 +91,34 @@ func TestServer_ForwardedRequestIsNotForwardedAgain(t *testing.T) {
 		t.Fatalf("status %d, want 503 for a forwarded request reaching a follower", resp.StatusCode)
 	}
 }
+
+// A follower forwarding POST /leave whose body names no server ({} or an empty id) must make
+// the leader remove the follower, as it would for an empty body, not the leader itself.
+func TestServer_ForwardedLeaveWithoutIDRemovesTheFollower(t *testing.T) {
+	leader, followers := threeNodes(t)
+	f := followers[0]
+	wantStatus(t, do(t, f, "POST", "/leave", `{"id":""}`), http.StatusOK, "leave forwarded by a follower")
+	wantFollowerLeft(t, leader, f)
+}
+
+// A redirect cannot carry the ID an empty /leave stands for, so following it would make the
+// leader remove itself: the follower must remove itself through the leader instead.
+func TestServer_LeaveWithoutIDAndRedirectRemovesTheFollower(t *testing.T) {
+	leader, followers := threeNodes(t)
+	f := followers[0]
+	wantStatus(t, do(t, f, "POST", "/leave?redirect=1", ""), http.StatusOK, "empty leave with redirect=1 on a follower")
+	wantFollowerLeft(t, leader, f)
+}
+
+// wantFollowerLeft checks that the leader's configuration lost f but still holds the leader.
+func wantFollowerLeft(t *testing.T, leader, f *Node) {
+	t.Helper()
+	conf := leader.Raft().GetConfiguration()
+	if err := conf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if hasServer(conf.Configuration(), f.conf.ID) || !hasServer(conf.Configuration(), leader.conf.ID) {
+		t.Fatalf("configuration after %s left: %+v; want %s removed and the leader %s kept",
+			f.conf.ID, conf.Configuration().Servers, f.conf.ID, leader.conf.ID)
+	}
+}

@@ -105,18 +105,19 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 
 // handleLeave serves POST /leave: the leader removes the server from the configuration.
 func (s *Server) handleLeave(w http.ResponseWriter, req *http.Request) {
-	lr := LeaveRequest{ID: string(s.conf.ID)}
-	body, ok := readControlBody(w, req, &lr)
-	if !ok {
+	var lr LeaveRequest
+	if _, ok := readControlBody(w, req, &lr); !ok {
 		return
 	}
 	if lr.ID == "" {
 		lr.ID = string(s.conf.ID)
+		// A redirect cannot carry this ID: the leader would read the same empty body as its
+		// own ID and remove itself. Such a request is forwarded even with ?redirect=1.
+		req = withoutRedirect(req)
 	}
-	if len(body) == 0 {
-		// Forwarded, the request must still name this node, not the leader.
-		body, _ = json.Marshal(lr)
-	}
+	// Forwarded, the request must still name this node, not the leader: the body is rebuilt
+	// from lr, since the client's may leave the ID out ({} or "id": "").
+	body, _ := json.Marshal(lr)
 	s.onLeader(w, req, body, func(ctx context.Context) error {
 		conf := s.raft.GetConfiguration()
 		if !hasServer(conf.Configuration(), raft.ServerID(lr.ID)) {
@@ -129,6 +130,18 @@ func (s *Server) handleLeave(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"id": lr.ID, "removed": true})
 		return nil
 	})
+}
+
+// withoutRedirect returns req without its redirect query parameter.
+func withoutRedirect(req *http.Request) *http.Request {
+	q := req.URL.Query()
+	if !q.Has("redirect") {
+		return req
+	}
+	q.Del("redirect")
+	out := req.Clone(req.Context())
+	out.URL.RawQuery = q.Encode()
+	return out
 }
 
 func hasServer(c raft.Configuration, id raft.ServerID) bool {
