@@ -68,7 +68,7 @@ func (t *Transport) admit(nc net.Conn) {
 	n, logNow := t.refusals.note(time.Now())
 	t.mu.Unlock()
 	if logNow {
-		t.logger.Warn("refused inbound connection", "peer", nc.RemoteAddr().String(),
+		t.logger.Warn("refused inbound connection", "peer", remoteName(nc),
 			"error", fmt.Errorf("%w: limit %d reached, %d refused since the last report",
 				ErrTooManyConns, t.opts.MaxInboundConns, n))
 	}
@@ -94,7 +94,7 @@ func (t *Transport) serveConn(nc net.Conn) {
 		t.mu.Unlock()
 		nc.Close()
 	}()
-	ic := &inConn{nc: nc, peer: nc.RemoteAddr().String()}
+	ic := &inConn{nc: nc, peer: remoteName(nc)}
 	if err := t.handshake(nc); err != nil {
 		t.logger.Warn("tls handshake failed", "peer", ic.peer, "error", err)
 		return
@@ -310,4 +310,13 @@ func (b *snapshotBody) finish() error {
 		return fmt.Errorf("%w: discarding the unread snapshot body: %w", ErrTruncatedFrame, err)
 	}
 	return nil
+}
+
+// remoteName names the peer of an inbound connection for logs. A custom StreamLayer may hand
+// out connections without a remote address.
+func remoteName(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "unknown"
 }

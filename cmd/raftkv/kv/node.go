@@ -217,8 +217,11 @@ func (n *Node) startAPI(ln net.Listener) {
 	n.http = &http.Server{
 		Handler:           n.server.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// A client that trickles its body must not hold a handler for long: the body is
+		// bounded by the value limit, so 30 s is generous for any honest client.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	n.wg.Add(2)
 	// The HTTP server goroutine: exits when Close shuts the server down.
