@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/raftkit/raft/internal/fsutil"
 )
 
 const (
@@ -290,19 +291,6 @@ func (s *FileSnapshotStore) doneWriting(tmpName string) {
 	s.mu.Unlock()
 }
 
-// syncDir makes the entries of dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // fileSnapshotSink writes one snapshot of a FileSnapshotStore. It is used by one goroutine.
 type fileSnapshotSink struct {
 	store   *FileSnapshotStore
@@ -410,14 +398,14 @@ func (k *fileSnapshotSink) commit() error {
 	if err := writeFileSynced(filepath.Join(tmp, fileSnapshotMetaName), meta); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := fsutil.SyncDir(tmp); err != nil {
 		return err
 	}
 	final := filepath.Join(k.store.dir, k.meta.ID)
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	if err := syncDir(k.store.dir); err != nil {
+	if err := fsutil.SyncDir(k.store.dir); err != nil {
 		// Not known to be durable: take it back rather than report a failure and leave it.
 		os.RemoveAll(final)
 		return err

@@ -15,6 +15,3 @@ const lockFileName = "LOCK"
 func lockDir(dir string) (*os.File, error) {
 	return os.OpenFile(filepath.Join(dir, lockFileName), os.O_CREATE|os.O_RDWR, 0o644)
 }
-
-// syncDir is a no-op where directories cannot be fsynced.
-func syncDir(string) error { return nil }

@@ -1,0 +1,3 @@
+// Package fsutil holds the file-system helpers that the durable stores (the file snapshot
+// store and wal) share.
+package fsutil
