@@ -234,6 +234,9 @@ func (fw *frameWriter) writeKeepalive(w *bufio.Writer) error {
 func decodeRequest(fr *frameReader, typ frameType, body []byte) (any, error) {
 	switch typ {
 	case frameAppendEntries:
+		if err := checkEntriesCount(body); err != nil {
+			return nil, err
+		}
 		return decodeValid(fr, body, validateAppendEntries)
 	case frameRequestVote:
 		return decodeValid[raft.RequestVoteRequest](fr, body, nil)
