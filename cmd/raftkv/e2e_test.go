@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/raftkit/raft/internal/testnet"
 )
 
 // e2eElection is the election and heartbeat timeout of the end-to-end cluster: short, so a
@@ -28,7 +30,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 	dataRoot := t.TempDir()
 	for attempt := 1; attempt <= 3; attempt++ {
 		c := &e2eCluster{t: t}
-		addrs := freeLoopbackAddrs(t, 6)
+		addrs := testnet.FreeLoopbackAddrs(t, 6)
 		var members []string
 		for i := 0; i < 3; i++ {
 			members = append(members, fmt.Sprintf("%d/%s", i+1, addrs[2*i]))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,26 +115,6 @@ func (p *proc) stop(t *testing.T, timeout time.Duration) error {
 		t.Fatalf("node %s did not exit within %v of SIGTERM", p.id, timeout)
 		return nil
 	}
-}
-
-// freeLoopbackAddrs returns n loopback addresses that were free a moment ago; a process may
-// still lose the race for one, which the callers detect and retry.
-func freeLoopbackAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return addrs
 }
 
 // poll calls cond every 20ms until it holds or timeout passes.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkit/raft/internal/testnet"
 	"github.com/raftkit/raft/wal"
 )
 
@@ -42,7 +43,7 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	free := freeLoopbackAddrs(t, 2)
+	free := testnet.FreeLoopbackAddrs(t, 2)
 	dir := t.TempDir()
 	locked := t.TempDir()
 	held, err := wal.Open(filepath.Join(locked, "wal"))

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/testnet"
 )
 
 // threeNodes starts a bootstrapped 3-node cluster on loopback and waits until every node is
 // registered. It returns the leader and the two followers.
 func threeNodes(t *testing.T) (leader *Node, followers []*Node) {
 	t.Helper()
-	addrs := freeAddrs(t, 3)
+	addrs := testnet.FreeLoopbackAddrs(t, 3)
 	var cluster []raft.Server
 	for i, a := range addrs {
 		cluster = append(cluster, raft.Server{ID: raft.ServerID("n" + itoa(i+1)), Address: raft.ServerAddress(a)})

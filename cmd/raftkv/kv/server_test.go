@@ -10,6 +10,7 @@ import (
 
 	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/testnet"
 )
 
 // singleNode starts a one-node cluster and waits until it leads and is registered.
@@ -130,7 +131,7 @@ func TestServer_Metrics(t *testing.T) {
 }
 
 func TestServer_NoQuorumIs503WithinTheTimeout(t *testing.T) {
-	addrs := freeAddrs(t, 3) // the two peers never start
+	addrs := testnet.FreeLoopbackAddrs(t, 3) // the two peers never start
 	cluster := []raft.Server{
 		{ID: "a", Address: raft.ServerAddress(addrs[0])},
 		{ID: "b", Address: raft.ServerAddress(addrs[1])},
