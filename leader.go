@@ -298,7 +298,7 @@ func (r *Raft) processLeaderCommits() {
 		return
 	}
 	configCommitted := r.configurations.committedIndex
-	r.setCommitIndex(commit)
+	r.commitIndex.Store(commit)
 	n := 0
 	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
 		commitTimeMetric(ls.inflight[n].dispatched)
@@ -487,9 +487,6 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
 	batchLimit := r.conf.MaxAppendEntries
 	var batch []commitTuple
 	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
-		for len(ready) > 0 && ready[0].log.Index < idx {
-			ready = ready[1:] // already handed over (cannot happen, but never hand twice)
-		}
 		if len(ready) > 0 && ready[0].log.Index == idx {
 			batch = append(batch, commitTuple{log: &ready[0].log, future: ready[0]})
 			ready = ready[1:]
@@ -516,31 +513,42 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
 }
 
 // noteCommittedConfiguration makes a committed configuration entry the committed
-// configuration. setCommitIndex promotes only the latest configuration, so without this a
-// configuration committed while a newer one was already appended would never be known as
-// committed, and a truncation of the newer one (or a compaction of the log) would lose it.
+// configuration. It is the one place that tracks the committed configuration as the commit
+// index moves: every committed entry passes through applyCommitted, including a configuration
+// that committed while a newer one was already appended (which a truncation of the newer one
+// must fall back to).
 func (r *Raft) noteCommittedConfiguration(l *Log) {
 	if l.Type != LogConfiguration || l.Index <= r.configurations.committedIndex {
 		return
 	}
-	c, err := DecodeConfiguration(l.Data)
-	if err != nil {
-		r.logger.Error("committed configuration entry does not decode", "index", l.Index, "error", err)
-		return
+	c := r.configurations.latest.Clone()
+	if l.Index != r.configurations.latestIndex {
+		var err error
+		if c, err = DecodeConfiguration(l.Data); err != nil {
+			r.logger.Error("committed configuration entry does not decode", "index", l.Index, "error", err)
+			return
+		}
 	}
 	r.configurations.committed, r.configurations.committedIndex = c, l.Index
 	r.publishConfigurations()
 }
 
-// getLog reads an entry, from the leader's cache first.
+// getLog reads an entry: while leading, through the term's cache. Main loop only.
 func (r *Raft) getLog(index uint64, l *Log) error {
 	if ls := r.leaderState; ls != nil {
-		if e := ls.cache.get(index); e != nil {
-			*l = *e
-			return nil
-		}
+		return ls.getEntry(r.logs, index, l)
 	}
 	return r.logs.GetLog(index, l)
+}
+
+// getEntry reads one of the leader's entries, from the term's cache first: an entry may not
+// be written locally yet. Safe from any goroutine.
+func (ls *leaderState) getEntry(logs LogStore, index uint64, l *Log) error {
+	if e := ls.cache.get(index); e != nil {
+		*l = *e
+		return nil
+	}
+	return logs.GetLog(index, l)
 }
 
 // sendToFSM queues a task for the FSM goroutine; false on shutdown.

@@ -108,11 +108,13 @@ func (s *replicator) notifyStepDown(term uint64) {
 	}
 }
 
-// backoff is the pause after the n-th consecutive failure: doubling from 10ms, capped so a
-// recovered peer is caught up within half a heartbeat timeout.
-func (s *replicator) backoff() time.Duration {
-	d := 10 * time.Millisecond << min(s.failures, 10)
-	return min(d, s.r.conf.HeartbeatTimeout/2)
+// backoff is the pause after the replicator's consecutive failures.
+func (s *replicator) backoff() time.Duration { return backoff(s.failures, s.r.conf.HeartbeatTimeout) }
+
+// backoff is the pause after n consecutive failures to reach a peer: doubling from 10ms,
+// capped at half a heartbeat timeout so a recovered peer is reached again promptly.
+func backoff(n int, heartbeatTimeout time.Duration) time.Duration {
+	return min(10*time.Millisecond<<min(n, 10), heartbeatTimeout/2)
 }
 
 // run replicates until stopped: on new entries, or every CommitTimeout so the peer learns the
@@ -246,19 +248,10 @@ func (s *replicator) termAt(index uint64) (uint64, error) {
 		return snapTerm, nil
 	}
 	var l Log
-	if err := s.getEntry(index, &l); err != nil {
+	if err := s.ls.getEntry(s.r.logs, index, &l); err != nil {
 		return 0, err
 	}
 	return l.Term, nil
-}
-
-// getEntry reads one of the leader's entries, from the term's cache first.
-func (s *replicator) getEntry(index uint64, l *Log) error {
-	if e := s.ls.cache.get(index); e != nil {
-		*l = *e
-		return nil
-	}
-	return s.r.logs.GetLog(index, l)
 }
 
 // buildRequest builds the AppendEntries carrying entries [next, lastIndex], at most
@@ -323,7 +316,7 @@ func (s *replicator) heartbeat() {
 				s.r.observe(FailedHeartbeatObservation{PeerID: peer.ID})
 			}
 			s.putBackVerifies(verifies)
-			if !s.wait(min(10*time.Millisecond<<min(failures, 10), s.r.conf.HeartbeatTimeout/2)) {
+			if !s.wait(backoff(failures, s.r.conf.HeartbeatTimeout)) {
 				return
 			}
 			continue

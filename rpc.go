@@ -361,19 +361,8 @@ func (r *Raft) advanceFollowerCommit(commit uint64) {
 	if commit <= r.commitIndex.Load() {
 		return
 	}
-	r.setCommitIndex(commit)
-	r.applyCommitted(commit, nil)
-}
-
-// setCommitIndex publishes a new commit index and promotes the latest configuration to
-// committed once its entry is.
-func (r *Raft) setCommitIndex(commit uint64) {
 	r.commitIndex.Store(commit)
-	if r.configurations.latestIndex <= commit && r.configurations.committedIndex != r.configurations.latestIndex {
-		r.configurations.committed = r.configurations.latest.Clone()
-		r.configurations.committedIndex = r.configurations.latestIndex
-		r.publishConfigurations()
-	}
+	r.applyCommitted(commit, nil)
 }
 
 // handleRequestVote decides a vote (Raft paper, Figure 2, and thesis section 4.2.3).

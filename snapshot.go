@@ -320,7 +320,7 @@ func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration
 	r.fsmQueuedIndex = req.LastLogIndex
 	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
 		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
-	r.setCommitIndex(max(r.commitIndex.Load(), req.LastLogIndex))
+	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))
 	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
 		r.fatal(err)
 		return err
