@@ -16,3 +16,18 @@ func SendBogusRPC(t *InmemTransport, target ServerAddress) error {
 	var resp AppendEntriesResponse
 	return inmemCall(t, target, req, &resp)
 }
+
+// ReadCounters returns how many read confirmation rounds r ran as leader and how many
+// ReadIndex RPCs it received.
+func ReadCounters(r *Raft) (rounds, requests uint64) {
+	return r.readRounds.Load(), r.readRequests.Load()
+}
+
+// ReadKind says how a successful read was served: leader_round, leader_lease, follower or
+// follower_lease.
+func ReadKind(f IndexFuture) string {
+	if rf, ok := f.(*readFuture); ok && rf.Error() == nil {
+		return rf.kind
+	}
+	return ""
+}
