@@ -219,7 +219,7 @@ func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 // makes the log consistent with it (Raft paper, Figure 13).
 func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
