@@ -264,13 +264,6 @@ func (inc *Incarnation) endInstall() bool {
 	return true
 }
 
-// intn draws from the incarnation's random source.
-func (inc *Incarnation) intn(n int) int {
-	inc.pmu.Lock()
-	defer inc.pmu.Unlock()
-	return inc.rng.Intn(n)
-}
-
 // drawLatencyLocked draws a latency from [lo, hi].
 func (inc *Incarnation) drawLatencyLocked(lo, hi time.Duration) time.Duration {
 	if hi <= lo {
