@@ -31,3 +31,7 @@ func ReadKind(f IndexFuture) string {
 	}
 	return ""
 }
+
+// SetProtocolRange makes c's node speak protocol versions [lo, hi] instead of its build's, so
+// one test binary can hold nodes of several releases.
+func SetProtocolRange(c *Config, lo, hi int) { c.protocolMin, c.protocolMax = lo, hi }

@@ -295,7 +295,8 @@ func failReads(reads []*readFuture, err error) {
 // it joins the next round (or is answered from the lease); elsewhere it is refused.
 func (r *Raft) handleReadIndexRequest(rpc RPC, req *ReadIndexRequest) {
 	r.readRequests.Add(1)
-	if err := checkHeader(req.RPCHeader); err != nil {
+	hdr := r.header()
+	if err := r.checkHeader(req.RPCHeader, &hdr); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -303,7 +304,7 @@ func (r *Raft) handleReadIndexRequest(rpc RPC, req *ReadIndexRequest) {
 		rpc.Respond(nil, r.notLeaderErr())
 		return
 	}
-	r.handleRead(readWaiter{rpc: rpc}, req.Lease)
+	r.handleRead(readWaiter{rpc: rpc, hdr: hdr}, req.Lease)
 }
 
 // leaderReads is the leader's read state for one term. Main loop only.
@@ -317,10 +318,12 @@ type leaderReads struct {
 	revoked    bool          // a leadership transfer started: no lease for the rest of the term
 }
 
-// readWaiter is a read on this node or a follower's ReadIndex request.
+// readWaiter is a read on this node or a follower's ReadIndex request (with the header to
+// answer it with).
 type readWaiter struct {
 	f   *readFuture
 	rpc RPC
+	hdr RPCHeader
 }
 
 // readRound is one confirmation shared by every read that queued before it started.
@@ -346,13 +349,13 @@ func (rd *leaderReads) revokeLease() {
 // fail answers every read still queued with err (the term ended).
 func (rd *leaderReads) fail(err error) {
 	for _, w := range rd.queued {
-		w.answer(nil, 0, 0, false, err)
+		w.answer(0, 0, false, err)
 	}
 	rd.queued = nil
 }
 
 // answer resolves the waiter with a read index, or with err.
-func (w readWaiter) answer(r *Raft, term, index uint64, lease bool, err error) {
+func (w readWaiter) answer(term, index uint64, lease bool, err error) {
 	if w.f != nil {
 		kind := readKindRound
 		if lease {
@@ -365,7 +368,7 @@ func (w readWaiter) answer(r *Raft, term, index uint64, lease bool, err error) {
 		w.rpc.Respond(nil, err)
 		return
 	}
-	w.rpc.Respond(&ReadIndexResponse{RPCHeader: r.header(), Term: term, ReadIndex: index, FromLease: lease}, nil)
+	w.rpc.Respond(&ReadIndexResponse{RPCHeader: w.hdr, Term: term, ReadIndex: index, FromLease: lease}, nil)
 }
 
 // handleRead serves one read on the leader: from the lease if allowed and held, else in the
@@ -374,7 +377,7 @@ func (r *Raft) handleRead(w readWaiter, lease bool) {
 	ls := r.leaderState
 	if lease {
 		if index, ok := r.leaseReadIndex(); ok {
-			w.answer(r, ls.term, index, true, nil)
+			w.answer(ls.term, index, true, nil)
 			return
 		}
 	}
@@ -414,7 +417,7 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 		return // local reads see the shutdown themselves; the transport fails forwarded ones
 	}
 	for _, w := range round.waiters {
-		w.answer(r, ls.term, round.v.readIndex, false, round.v.err)
+		w.answer(ls.term, round.v.readIndex, false, round.v.err)
 	}
 	select {
 	case r.leaderReqCh <- readRoundDone{ls: ls, round: round}:

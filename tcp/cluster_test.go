@@ -221,3 +221,24 @@ func TestTCPCluster_FollowerReadIndex(t *testing.T) {
 		t.Fatalf("follower read with its leader down: %v, want ErrNoLeader", err)
 	}
 }
+
+func TestTCPCluster_RefusesPeerOutsideProtocolRange(t *testing.T) {
+	c := raftest.New(t, clusterOptions(3, nil))
+	leader := c.WaitLeader(clusterWait)
+	probe, err := tcp.NewTransport("127.0.0.1:0", nil, tcp.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax + 1, ID: "probe", Addr: probe.LocalAddr()}
+	var resp raft.AppendEntriesResponse
+	err = probe.AppendEntries("", c.Node(leader).Addr, &raft.AppendEntriesRequest{RPCHeader: header, Term: 1}, &resp)
+	if !errors.Is(err, raft.ErrUnsupportedProtocol) {
+		t.Fatalf("got %v, want an error matching raft.ErrUnsupportedProtocol across TCP", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("sends version %d", raft.ProtocolVersionMax+1)) {
+		t.Fatalf("error %q does not name the refused version", err)
+	}
+	// The node refused the peer, not the connection: it goes on leading.
+	applyConcurrently(t, c, "after", 4, 20)
+}
