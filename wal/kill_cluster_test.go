@@ -150,7 +150,7 @@ type killNode struct {
 	leader bool
 	waits  map[string]chan string // command -> who waits for its outcome line
 	dump   chan string            // lines of a dump in progress
-	stderr *lockedWriter // every incarnation's stderr, in order
+	stderr *lockedWriter          // every incarnation's stderr, in order
 }
 
 func (kc *killCluster) start(i int) {
