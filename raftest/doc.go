@@ -63,23 +63,8 @@
 // amount of work in zero virtual time. New runs a cluster in real time, for transports and
 // stores that do real I/O.
 //
-// A test of a user FSM:
-//
-//	func TestKV_SurvivesLeaderCrash(t *testing.T) {
-//		opts := raftest.Options{Nodes: 3, NewFSM: func(raft.ServerID) raft.FSM { return kv.NewFSM() }}
-//		raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
-//			c.WaitLeader(5 * time.Second)
-//			f, err := c.Apply(kv.Set("x", "1"), 5*time.Second)
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			c.Crash(c.Leader())
-//			c.WaitLeader(5 * time.Second)
-//			c.WaitFor(5*time.Second, "x on the new leader", func() bool {
-//				return c.Node(c.Leader()).FSM().(*kv.FSM).Get("x") == "1"
-//			})
-//			_ = f
-//			c.CheckSafety()
-//		})
-//	}
+// Testing your own FSM: Example_testYourFSM (example_test.go) is a whole file to start from, a
+// small FSM and a test that crashes the leader, cuts off a follower so no quorum is left,
+// heals, restarts the crashed node and checks that every node converged. It is compiled by go
+// test, and TestExample_RegisterSurvivesFaults runs it, so it stays correct.
 package raftest
