@@ -36,7 +36,7 @@ func kvClient(c *raftest.Cluster, id int, seed int64, h *raftest.History, stop <
 		if rng.Intn(2) == 0 {
 			// Values from a few bytes to 1 MiB (log-uniform, the big ones rare enough to
 			// keep a run short): the name keeps every value unique.
-			_, data := chaosCommand(rng, id, seq, rng.Intn(100) == 0)
+			_, data := chaosCommand(rng, id, seq, rng.Intn(300) == 0)
 			value := string(data)
 			op := h.Begin(id, raftest.KVInput{Put: true, Key: key, Value: value})
 			err := r.Apply(raftest.KVPutCommand(key, value), 300*time.Millisecond).Error()
