@@ -22,11 +22,22 @@ var (
 	chaosRuns  = flag.Int("chaos.runs", 3, "randomized runs per test")
 )
 
+// knownBugs reports whether tests of open bugs run (RAFTKIT_KNOWN_BUGS=1).
+func knownBugs() bool { return os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" }
+
+// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
+func knownBug(t *testing.T, bug string) {
+	t.Helper()
+	if !knownBugs() {
+		t.Skipf("known bug, not fixed on main yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
+	}
+}
+
 // chaosCrashPoints are the crash points randomized runs arm. Points that today lead into an
 // open bug (issue 10) are armed only with RAFTKIT_KNOWN_BUGS=1, so CI stays green until the
 // fix is on main; the failing seeds are in the issue note.
 func chaosCrashPoints() []raftest.CrashPoint {
-	if os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" {
+	if knownBugs() {
 		return raftest.CrashPoints()
 	}
 	return []raftest.CrashPoint{
