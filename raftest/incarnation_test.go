@@ -325,3 +325,33 @@ func TestCluster_CrashAtArmedPointAndRestart(t *testing.T) {
 		})
 	}
 }
+
+func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
+	raftest.Run(t, raftest.Options{}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(wait)
+		if _, err := c.Apply([]byte("before"), wait); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDiskFaults(leader, raftest.DiskFaults{MinLatency: time.Hour, MaxLatency: time.Hour})
+		r := c.Node(leader).Raft()
+		f := r.Apply([]byte("stalled"), 0) // the leader's own write hangs on its disk
+		time.Sleep(10 * time.Millisecond)
+		start := time.Now()
+		c.Crash(leader)
+		if d := time.Since(start); d > 0 {
+			t.Fatalf("Crash waited %v (virtual) for the stalled write", d)
+		}
+		c.SetDiskFaults(leader, raftest.DiskFaults{})
+		c.Start(leader)
+		c.WaitLeader(wait)
+		g, err := c.Apply([]byte("after"), wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.WaitSameCommands(g.Index(), wait)
+		c.CheckSafety()
+		if err := f.Error(); err == nil {
+			t.Fatal("the write the crash interrupted was acknowledged")
+		} // the old incarnation stopped on its fenced disk
+	})
+}
