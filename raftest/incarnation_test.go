@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -348,10 +349,12 @@ func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.WaitSameCommands(g.Index(), wait)
+		cmds := c.WaitSameCommands(g.Index(), wait)
 		c.CheckSafety()
-		if err := f.Error(); err == nil {
-			t.Fatal("the write the crash interrupted was acknowledged")
-		} // the old incarnation stopped on its fenced disk
+		// The followers can commit the entry while the leader's own write hangs (the leader
+		// writes in parallel with replication): an acknowledgement is then kept.
+		if err := f.Error(); err == nil && !slices.Contains(cmds, "stalled") {
+			t.Fatalf("the acknowledged write is lost: %v", cmds)
+		}
 	})
 }
