@@ -33,20 +33,10 @@ func knownBug(t *testing.T, bug string) {
 	}
 }
 
-// chaosCrashPoints are the crash points randomized runs arm. Points that today lead into an
-// open bug (issue 10) are armed only with RAFTKIT_KNOWN_BUGS=1, so CI stays green until the
-// fix is on main; the failing seeds are in the issue note.
-func chaosCrashPoints() []raftest.CrashPoint {
-	if knownBugs() {
-		return raftest.CrashPoints()
-	}
-	return []raftest.CrashPoint{
-		raftest.CrashInStoreLogs, raftest.CrashInDeleteRange, raftest.CrashInStableSet,
-		raftest.CrashInSnapshotWrite, raftest.CrashInSnapshotClose, raftest.CrashInFSMApply,
-		// Open: CrashInFSMRestore and CrashInInstallSnapshot (a follower crashing between
-		// storing a received snapshot and discarding its log stops at every restart: bug 3).
-	}
-}
+// chaosCrashPoints are the crash points randomized runs arm: all of them. (While an open bug
+// made one fail, it was armed only with RAFTKIT_KNOWN_BUGS=1, so CI stayed green until the fix
+// was on main: FSM.Restore and InstallSnapshot waited for issue 10 bug 3.)
+func chaosCrashPoints() []raftest.CrashPoint { return raftest.CrashPoints() }
 
 // chaosCommand is a command of client id: its name, then '|' and padding that makes entries
 // from a few bytes to big ones (up to 1 MiB for the big client), drawn from rng.
