@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -13,14 +12,6 @@ import (
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
 )
-
-// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("RAFTKIT_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, not fixed on this branch yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
-	}
-}
 
 func makeLogs(from, n uint64) []*raft.Log {
 	var logs []*raft.Log
@@ -283,9 +274,6 @@ func TestCluster_CrashAtArmedPointAndRestart(t *testing.T) {
 					victim = leader
 				}
 				if p == raftest.CrashInInstallSnapshot || p == raftest.CrashInFSMRestore {
-					// A crash between storing the snapshot and discarding the log leaves a
-					// snapshot past the end of the log, which stops the node at restart.
-					knownBug(t, "issue 10 bug 3: snapshot past the end of the log at restart")
 					// The follower must fall behind compaction to get a snapshot.
 					c.Crash(victim)
 					for i := 0; i < 40; i++ {
