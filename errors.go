@@ -94,6 +94,10 @@ var (
 	// type, undecodable configuration). The node keeps running.
 	ErrBadRequest = errors.New("raft: malformed request")
 
+	// ErrEntryTooLarge is returned by Apply, ApplyLog and ApplyContext for an entry larger
+	// than Config.MaxEntryBytes. The command was not applied.
+	ErrEntryTooLarge = errors.New("raft: entry too large")
+
 	// ErrNotVoter is returned when an operation requires this node to be a voter.
 	ErrNotVoter = errors.New("raft: not a voter")
 )

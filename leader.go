@@ -45,6 +45,10 @@ type leaderState struct {
 	writerIdle   bool             // main loop only
 	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
 	pending      []*Log           // main loop only: dispatched, waiting for the writer
+	pendingBytes int              // main loop only: entryBytes of pending
+	// unwritten holds this term's futures whose entries are not written locally yet, in
+	// index order, for the written-stage metric. Main loop only.
+	unwritten []*logFuture
 
 	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
 	// and a leadership transfer in progress. Main loop only.
@@ -66,6 +70,13 @@ type writeResult struct {
 // leader stops taking applies until the disk catches up (backpressure instead of memory).
 func (r *Raft) maxPendingWrites() int { return 4 * r.conf.MaxAppendEntries }
 
+// writesBacklogged reports whether the dispatched entries waiting for the local writer reached
+// maxPendingWrites entries or four full batches of bytes.
+func (r *Raft) writesBacklogged() bool {
+	ls := r.leaderState
+	return len(ls.pending) >= r.maxPendingWrites() || ls.pendingBytes >= 4*r.conf.MaxAppendEntriesBytes
+}
+
 // runLeader leads one term: it sets up replication, appends the term's no-op entry and
 // serves requests until it steps down or shuts down.
 func (r *Raft) runLeader() {
@@ -86,7 +97,7 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if len(ls.pending) >= r.maxPendingWrites() {
+		if r.writesBacklogged() {
 			applyCh = nil // backpressure: the disk is behind
 		}
 		select {
@@ -195,19 +206,24 @@ func (ls *leaderState) transferResult() <-chan error {
 	return ls.transfer.resultCh
 }
 
-// handleApply drains the apply queue into one batch (group commit) and dispatches it.
+// handleApply drains the apply queue into one batch (group commit) and dispatches it. The
+// batch holds at most MaxAppendEntries entries and MaxAppendEntriesBytes plus one entry.
 func (r *Raft) handleApply(first *logFuture) {
 	if r.leaderState.transfer != nil {
 		first.respond(ErrLeadershipTransferInProgress)
 		return
 	}
+	// The batch takes whatever is queued, up to MaxAppendEntries entries or until it holds
+	// MaxAppendEntriesBytes: one entry alone at low load (no added latency), large batches
+	// under load.
 	batch := []*logFuture{first}
-	limit := r.conf.MaxAppendEntries
+	bytes := entryBytes(&first.log)
 drain:
-	for len(batch) < limit {
+	for len(batch) < r.conf.MaxAppendEntries && bytes < r.conf.MaxAppendEntriesBytes {
 		select {
 		case f := <-r.applyCh:
 			batch = append(batch, f)
+			bytes += entryBytes(&f.log)
 		default:
 			break drain
 		}
@@ -228,11 +244,16 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 		f.log.Index, f.log.Term = lastIndex, ls.term
 		f.dispatched = now
 		logs[i] = &f.log
+		stageMetric(stageQueued, f.created, now)
 	}
 	ls.inflight = append(ls.inflight, futures...)
+	ls.unwritten = append(ls.unwritten, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
 	ls.pending = append(ls.pending, logs...)
+	for _, l := range logs {
+		ls.pendingBytes += entryBytes(l)
+	}
 	dispatchMetric(len(logs))
 	r.maybeStartWrite()
 	for _, repl := range ls.replicators {
@@ -240,20 +261,33 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 	}
 }
 
-// maybeStartWrite hands everything pending to the writer if it is idle.
+// maybeStartWrite hands the next batch of pending entries to the writer if it is idle.
 func (r *Raft) maybeStartWrite() {
 	ls := r.leaderState
 	if !ls.writerIdle || len(ls.pending) == 0 {
 		return
 	}
-	batch := ls.pending
-	ls.pending = nil
+	batch := r.takeWriteBatch(ls)
 	ls.writerIdle = false
 	ls.writeStarted = time.Now()
 	select {
 	case ls.writeCh <- batch:
 	case <-r.shutdownCh:
 	}
+}
+
+// takeWriteBatch takes the oldest pending entries for one local write: as many as
+// MaxAppendEntries and MaxAppendEntriesBytes allow, at least one.
+func (r *Raft) takeWriteBatch(ls *leaderState) []*Log {
+	budget := byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
+	n := 0
+	for n < len(ls.pending) && budget.admit(entryBytes(ls.pending[n])) {
+		n++
+	}
+	batch := ls.pending[:n:n]
+	ls.pending = ls.pending[n:]
+	ls.pendingBytes -= budget.bytes
+	return batch
 }
 
 // runLogWriter persists the leader's batches, one StoreLogs (one fsync) per batch.
@@ -287,7 +321,20 @@ func (r *Raft) handleWriteDone(res writeResult) {
 		return
 	}
 	ls.commitment.match(r.localID, res.lastIndex)
+	ls.noteWritten(res.lastIndex, time.Now())
 	r.maybeStartWrite()
+}
+
+// noteWritten records the written stage of the futures whose entries the local write up to
+// last made durable.
+func (ls *leaderState) noteWritten(last uint64, now time.Time) {
+	n := 0
+	for n < len(ls.unwritten) && ls.unwritten[n].log.Index <= last {
+		stageMetric(stageWritten, ls.unwritten[n].dispatched, now)
+		n++
+	}
+	clear(ls.unwritten[:n]) // the futures may be gone long before the slice is reallocated
+	ls.unwritten = ls.unwritten[n:]
 }
 
 // processLeaderCommits hands newly committed entries, with their futures, to the FSM.
@@ -300,8 +347,12 @@ func (r *Raft) processLeaderCommits() {
 	configCommitted := r.configurations.committedIndex
 	r.commitIndex.Store(commit)
 	n := 0
+	now := time.Now()
 	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
-		commitTimeMetric(ls.inflight[n].dispatched)
+		f := ls.inflight[n]
+		f.committed = now
+		commitTimeMetric(f.dispatched)
+		stageMetric(stageCommitted, f.dispatched, now)
 		n++
 	}
 	ready := ls.inflight[:n:n]
@@ -469,8 +520,7 @@ func (r *Raft) flushLeaderWrites(ls *leaderState) error {
 		if len(ls.pending) == 0 {
 			return nil
 		}
-		batch := ls.pending
-		ls.pending = nil
+		batch := r.takeWriteBatch(ls)
 		ls.writerIdle = false
 		select {
 		case ls.writeCh <- batch:

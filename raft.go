@@ -119,6 +119,9 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	if fsm == nil || logs == nil || stable == nil || snaps == nil || trans == nil {
 		return nil, fmt.Errorf("%w: fsm, log store, stable store, snapshot store and transport are all required", ErrInvalidConfig)
 	}
+	if err := validateForTransport(conf, trans); err != nil {
+		return nil, err
+	}
 	logger := conf.Logger
 	if logger == nil {
 		logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
@@ -498,7 +501,8 @@ func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 // fail at once with ErrNotLeader. timeout bounds the whole wait, not only the enqueue: once it
 // passed, Error returns ErrEnqueueTimeout if the command never reached the leader's queue (it
 // was not applied) or ErrTimeout if it did (the outcome is unknown). Zero means no timeout;
-// the future still resolves on leadership loss or shutdown.
+// the future still resolves on leadership loss or shutdown. A command larger than
+// Config.MaxEntryBytes fails at once with ErrEntryTooLarge.
 func (r *Raft) Apply(cmd []byte, timeout time.Duration) ApplyFuture {
 	return r.ApplyLog(Log{Data: cmd}, timeout)
 }
@@ -526,6 +530,9 @@ func (r *Raft) Barrier(timeout time.Duration) Future {
 
 // enqueue hands a log future to the main loop, within the future's deadline.
 func (r *Raft) enqueue(f *logFuture) ApplyFuture {
+	if n := len(f.log.Data) + len(f.log.Extensions); n > r.conf.MaxEntryBytes {
+		return errorFuture{fmt.Errorf("%w: %d bytes, at most %d (Config.MaxEntryBytes)", ErrEntryTooLarge, n, r.conf.MaxEntryBytes)}
+	}
 	if r.getState() != Leader {
 		if r.getState() == Shutdown {
 			return errorFuture{ErrRaftShutdown}

@@ -5,10 +5,19 @@
 //
 //	go run ./cmd/raftbench -transport tcp -store wal -clients 16 -size 128 -duration 10s
 //
+// With -json it prints one JSON line per run instead, with CPU time and allocations per
+// operation, peak RSS and heap, and the latency of each proposal stage as the leader reports
+// it (queued, written locally, committed, applied). -matrix runs every combination of
+// -matrix-transports, -matrix-stores, -matrix-sizes and -matrix-clients, each in a fresh child
+// process so that peak RSS belongs to that run alone, and prints one JSON line per run:
+//
+//	go run ./cmd/raftbench -matrix -store wal -duration 10s > results.jsonl
+//
 // Command payloads are deterministic: the same -seed sends the same bytes.
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +45,13 @@ type config struct {
 	heartbeat time.Duration
 	seed      int64
 	logLevel  string
+	json      bool
+
+	matrix           bool
+	matrixTransports string // comma-separated axes of -matrix
+	matrixStores     string
+	matrixSizes      string
+	matrixClients    string
 }
 
 // errUsage marks a bad command line.
@@ -60,6 +76,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.heartbeat, "heartbeat-timeout", time.Second, "raft HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed of the payloads and election timeouts")
 	fs.StringVar(&cfg.logLevel, "log-level", "error", "log level of the nodes")
+	fs.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
+	fs.BoolVar(&cfg.matrix, "matrix", false, "run every combination of the -matrix-* axes, each in a child process, printing JSON lines")
+	fs.StringVar(&cfg.matrixTransports, "matrix-transports", "tcp", "-matrix: transports, comma-separated")
+	fs.StringVar(&cfg.matrixStores, "matrix-stores", "wal", "-matrix: stores, comma-separated")
+	fs.StringVar(&cfg.matrixSizes, "matrix-sizes", "128,1024,4096", "-matrix: command sizes in bytes, comma-separated")
+	fs.StringVar(&cfg.matrixClients, "matrix-clients", "1,16,256,1024", "-matrix: client counts, comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -92,39 +114,114 @@ func (c config) validate() error {
 	case c.heartbeat < 5*time.Millisecond:
 		return bad("-heartbeat-timeout must be at least 5ms")
 	}
+	if c.matrix {
+		if _, err := c.matrixCells(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // run starts the cluster, runs the load and writes the report to stdout.
 func run(cfg config, stdout, stderr io.Writer) error {
+	if cfg.matrix {
+		return runMatrix(cfg, stdout, stderr)
+	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.LevelFromString(cfg.logLevel), Output: stderr})
+	stages, err := installStageSink()
+	if err != nil {
+		return err
+	}
 	c, err := newCluster(cfg, logger)
 	if err != nil {
 		return err
 	}
+	m := startMeter()
 	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
+	use := m.stop()
 	closeErr := c.close()
 	if loadErr != nil {
 		return loadErr
 	}
-	printReport(stdout, cfg, res)
+	rep := newReport(cfg, res, use, stages.summary())
+	if cfg.json {
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(stdout, rep)
+	}
 	return closeErr
 }
 
-// printReport writes a run's parameters and results.
-func printReport(w io.Writer, cfg config, res result) {
-	store := cfg.store
-	if cfg.store == "wal" {
-		store += map[bool]string{true: " (fsync)", false: " (no fsync)"}[cfg.fsync]
-	}
-	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %d B commands\n",
-		cfg.nodes, cfg.transport, store, cfg.clients, cfg.size)
+// report is one run's parameters and results; -json prints it as one line.
+type report struct {
+	Nodes     int    `json:"nodes"`
+	Transport string `json:"transport"`
+	Store     string `json:"store"`
+	Fsync     bool   `json:"fsync"`
+	Clients   int    `json:"clients"`
+	Size      int    `json:"size"`
+
+	Ops       int     `json:"ops"`
+	Errors    int     `json:"errors"`
+	Seconds   float64 `json:"seconds"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	MBPerSec  float64 `json:"mb_per_sec"`
+	P50us     float64 `json:"p50_us"`
+	P90us     float64 `json:"p90_us"`
+	P99us     float64 `json:"p99_us"`
+	MaxUs     float64 `json:"max_us"`
+
+	// Whole process: three nodes and the clients.
+	CPUusPerOp      float64 `json:"cpu_us_per_op"`
+	CPUCores        float64 `json:"cpu_cores"` // CPU time over wall time
+	AllocsPerOp     float64 `json:"allocs_per_op"`
+	AllocBytesPerOp float64 `json:"alloc_bytes_per_op"`
+	PeakRSSMB       float64 `json:"peak_rss_mb"`
+	PeakHeapMB      float64 `json:"peak_heap_mb"`
+
+	// Stages are the leader's per-proposal stage latencies (raft.apply.stage_* metrics).
+	Stages map[string]stageLatency `json:"stages"`
+}
+
+func newReport(cfg config, res result, use usage, stages map[string]stageLatency) report {
 	secs := res.elapsed.Seconds()
-	fmt.Fprintf(w, "ops:        %d in %.2fs (%d errors)\n", res.ops, secs, res.errors)
-	fmt.Fprintf(w, "throughput: %.0f ops/s, %.2f MB/s\n", float64(res.ops)/secs, float64(res.bytes)/secs/1e6)
-	fmt.Fprintf(w, "latency:    p50 %v  p90 %v  p99 %v  max %v\n",
-		round(percentile(res.latency, 0.50)), round(percentile(res.latency, 0.90)),
-		round(percentile(res.latency, 0.99)), round(percentile(res.latency, 1)))
+	ops := float64(max(res.ops, 1))
+	return report{
+		Nodes: cfg.nodes, Transport: cfg.transport, Store: cfg.store, Fsync: cfg.store == "wal" && cfg.fsync,
+		Clients: cfg.clients, Size: cfg.size,
+		Ops: res.ops, Errors: res.errors, Seconds: secs,
+		OpsPerSec: float64(res.ops) / secs, MBPerSec: float64(res.bytes) / secs / 1e6,
+		P50us: micros(percentile(res.latency, 0.50)), P90us: micros(percentile(res.latency, 0.90)),
+		P99us: micros(percentile(res.latency, 0.99)), MaxUs: micros(percentile(res.latency, 1)),
+		CPUusPerOp: micros(use.cpu) / ops, CPUCores: use.cpu.Seconds() / secs,
+		AllocsPerOp: float64(use.allocs) / ops, AllocBytesPerOp: float64(use.allocBytes) / ops,
+		PeakRSSMB: float64(use.peakRSSByte) / (1 << 20), PeakHeapMB: float64(use.peakHeap) / (1 << 20),
+		Stages: stages,
+	}
+}
+
+// printReport writes a run's parameters and results as text.
+func printReport(w io.Writer, r report) {
+	store := r.Store
+	if r.Store == "wal" {
+		store += map[bool]string{true: " (fsync)", false: " (no fsync)"}[r.Fsync]
+	}
+	us := func(v float64) time.Duration { return round(time.Duration(v * float64(time.Microsecond))) }
+	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %d B commands\n",
+		r.Nodes, r.Transport, store, r.Clients, r.Size)
+	fmt.Fprintf(w, "ops:        %d in %.2fs (%d errors)\n", r.Ops, r.Seconds, r.Errors)
+	fmt.Fprintf(w, "throughput: %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	fmt.Fprintf(w, "latency:    p50 %v  p90 %v  p99 %v  max %v\n", us(r.P50us), us(r.P90us), us(r.P99us), us(r.MaxUs))
+	fmt.Fprintf(w, "stages:    ")
+	for _, name := range stageNames {
+		st := r.Stages[name]
+		fmt.Fprintf(w, " %s p50 %v p99 %v;", name, us(st.P50), us(st.P99))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "resources:  %.1f us CPU/op (%.2f cores), %.1f allocs/op, %.0f B/op, peak RSS %.1f MB, peak heap %.1f MB\n",
+		r.CPUusPerOp, r.CPUCores, r.AllocsPerOp, r.AllocBytesPerOp, r.PeakRSSMB, r.PeakHeapMB)
 }
 
 // round keeps three significant digits or so of a latency.
