@@ -46,6 +46,14 @@ var (
 	// or whose data fails its size or checksum check. Raft then falls back to an older one.
 	ErrSnapshotCorrupt = errors.New("raft: snapshot corrupt")
 
+	// ErrStorageDamaged is returned by NewRaft when the node's stores do not hold everything
+	// the node held before: a gap between the snapshot and the log, a damaged snapshot the
+	// log does not cover, or a log that does not start at the beginning with no snapshot. Such
+	// a node may have acknowledged entries or votes it no longer holds, so it must not run
+	// as the voter it was; rebuild it from the cluster (docs/operating.md). Errors from the
+	// stores themselves (wal.ErrCorrupt, ErrSnapshotCorrupt) are returned wrapped as they are.
+	ErrStorageDamaged = errors.New("raft: storage damaged")
+
 	// ErrSnapshotNotFound is wrapped by the error of SnapshotStore.Open for an unknown ID.
 	ErrSnapshotNotFound = errors.New("raft: snapshot not found")
 
@@ -97,6 +105,12 @@ var (
 	// ErrEntryTooLarge is returned by Apply, ApplyLog and ApplyContext for an entry larger
 	// than Config.MaxEntryBytes. The command was not applied.
 	ErrEntryTooLarge = errors.New("raft: entry too large")
+
+	// ErrUnsupportedProtocol is returned to a peer whose request carries a protocol version
+	// outside the range this node speaks ([ProtocolVersionMin, ProtocolVersionMax] of its
+	// build). The message names both. The node keeps running; the peer must be upgraded (or
+	// downgraded) to a release whose range overlaps, see docs/compatibility.md.
+	ErrUnsupportedProtocol = errors.New("raft: unsupported protocol version")
 
 	// ErrNotVoter is returned when an operation requires this node to be a voter.
 	ErrNotVoter = errors.New("raft: not a voter")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,19 +34,18 @@ type leaderState struct {
 	// stopCh is closed by leaderCleanup; every goroutine of this term exits on it.
 	stopCh chan struct{}
 
+	// logVersion is bumped by the main loop before it changes the log in any way other than
+	// appending this term's entries: at step-down (before the follower code can truncate or
+	// append another leader's entries) and when a Restore replaces the log. Replication
+	// validates every request it built against it (see buildRequest).
+	logVersion atomic.Uint64
+
 	// cache holds this term's recent entries so replication can send them before (and while)
 	// the local write completes.
 	cache *logCache
 
-	// The local log writer: the main loop hands it one batch at a time.
-	writeCh      chan []*Log      // unbuffered: a batch is sent only while the writer is idle
-	writeDoneCh  chan writeResult // buffer 1: at most one batch is outstanding
-	writerStop   chan struct{}    // closed by leaderCleanup once every dispatched entry is written
-	writerExited chan struct{}    // closed by the writer when it exits
-	writerIdle   bool             // main loop only
-	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
-	pending      []*Log           // main loop only: dispatched, waiting for the writer
-	pendingBytes int              // main loop only: entryBytes of pending
+	// writer persists the term's entries; see logWriter for its failure policy.
+	writer *logWriter
 	// unwritten holds this term's futures whose entries are not written locally yet, in
 	// index order, for the written-stage metric. Main loop only.
 	unwritten []*logFuture
@@ -60,22 +60,9 @@ type leaderState struct {
 	pendingReads []*verifyFuture
 }
 
-// writeResult is the outcome of one local StoreLogs by the leader's writer.
-type writeResult struct {
-	lastIndex uint64
-	err       error
-}
-
 // maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
 // leader stops taking applies until the disk catches up (backpressure instead of memory).
 func (r *Raft) maxPendingWrites() int { return 4 * r.conf.MaxAppendEntries }
-
-// writesBacklogged reports whether the dispatched entries waiting for the local writer reached
-// maxPendingWrites entries or four full batches of bytes.
-func (r *Raft) writesBacklogged() bool {
-	ls := r.leaderState
-	return len(ls.pending) >= r.maxPendingWrites() || ls.pendingBytes >= 4*r.conf.MaxAppendEntriesBytes
-}
 
 // runLeader leads one term: it sets up replication, appends the term's no-op entry and
 // serves requests until it steps down or shuts down.
@@ -97,7 +84,7 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if r.writesBacklogged() {
+		if ls.writer.backlogged() {
 			applyCh = nil // backpressure: the disk is behind
 		}
 		select {
@@ -105,7 +92,7 @@ func (r *Raft) runLeader() {
 			r.processRPC(rpc)
 		case f := <-applyCh:
 			r.handleApply(f)
-		case res := <-ls.writeDoneCh:
+		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
 			r.processLeaderCommits()
@@ -142,18 +129,13 @@ func (r *Raft) setupLeaderState(term uint64) {
 		stopCh:      make(chan struct{}),
 		// Every entry not yet written locally must stay in the cache: at most
 		// maxPendingWrites plus one drained batch wait, plus the batch being written.
-		cache:        newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
-		writeCh:      make(chan []*Log),
-		writeDoneCh:  make(chan writeResult, 1),
-		writerStop:   make(chan struct{}),
-		writerExited: make(chan struct{}),
-		writerIdle:   true,
+		cache: newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
 	}
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
 	r.leaderState = ls
-	r.goFunc(func() { r.runLogWriter(ls) }) // exits on ls.writerStop or shutdown
+	ls.writer = newLogWriter(r) // its goroutine exits when leaderCleanup stops it, or on shutdown
 	r.startStopReplication()
 }
 
@@ -250,79 +232,22 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 	ls.unwritten = append(ls.unwritten, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
-	ls.pending = append(ls.pending, logs...)
-	for _, l := range logs {
-		ls.pendingBytes += entryBytes(l)
-	}
 	dispatchMetric(len(logs))
-	r.maybeStartWrite()
+	ls.writer.submit(logs)
 	for _, repl := range ls.replicators {
 		repl.trigger()
 	}
 }
 
-// maybeStartWrite hands the next batch of pending entries to the writer if it is idle.
-func (r *Raft) maybeStartWrite() {
-	ls := r.leaderState
-	if !ls.writerIdle || len(ls.pending) == 0 {
-		return
-	}
-	batch := r.takeWriteBatch(ls)
-	ls.writerIdle = false
-	ls.writeStarted = time.Now()
-	select {
-	case ls.writeCh <- batch:
-	case <-r.shutdownCh:
-	}
-}
-
-// takeWriteBatch takes the oldest pending entries for one local write: as many as
-// MaxAppendEntries and MaxAppendEntriesBytes allow, at least one.
-func (r *Raft) takeWriteBatch(ls *leaderState) []*Log {
-	budget := byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
-	n := 0
-	for n < len(ls.pending) && budget.admit(entryBytes(ls.pending[n])) {
-		n++
-	}
-	batch := ls.pending[:n:n]
-	ls.pending = ls.pending[n:]
-	ls.pendingBytes -= budget.bytes
-	return batch
-}
-
-// runLogWriter persists the leader's batches, one StoreLogs (one fsync) per batch.
-func (r *Raft) runLogWriter(ls *leaderState) {
-	defer close(ls.writerExited)
-	for {
-		select {
-		case batch := <-ls.writeCh:
-			start := time.Now()
-			err := r.logs.StoreLogs(batch)
-			storeLogsMetric(start, len(batch))
-			ls.writeDoneCh <- writeResult{lastIndex: batch[len(batch)-1].Index, err: err}
-		case <-ls.writerStop:
-			return
-		case <-r.shutdownCh:
-			return
-		}
-	}
-}
-
-// handleWriteDone counts the leader's own durable progress. A failed write stops the node:
-// the log on disk is in an unknown state, and followers may already have committed (and this
-// node applied) the entries it could not write.
+// handleWriteDone counts the leader's own durable progress, or applies the writer's failure
+// policy.
 func (r *Raft) handleWriteDone(res writeResult) {
 	ls := r.leaderState
-	ls.writerIdle = true
-	if res.err != nil {
-		cause := fmt.Errorf("raft: local log write up to index %d failed: %w", res.lastIndex, res.err)
-		r.fatal(cause)
-		r.leaderCleanup(fmt.Errorf("%w: %w", ErrRaftShutdown, cause))
-		return
+	index, err := ls.writer.finish(res)
+	if r.writeOutcome(index, err) == nil {
+		ls.noteWritten(index, time.Now())
+		ls.writer.kick()
 	}
-	ls.commitment.match(r.localID, res.lastIndex)
-	ls.noteWritten(res.lastIndex, time.Now())
-	r.maybeStartWrite()
 }
 
 // noteWritten records the written stage of the futures whose entries the local write up to
@@ -335,6 +260,34 @@ func (ls *leaderState) noteWritten(last uint64, now time.Time) {
 	}
 	clear(ls.unwritten[:n]) // the futures may be gone long before the slice is reallocated
 	ls.unwritten = ls.unwritten[n:]
+}
+
+// writeOutcome applies the writer's failure policy (see logWriter) to the outcome of a wait
+// on it: a durable index is counted for the leader; ErrLogStoreTimeout steps down; any other
+// write error stops the node. It returns nil while this node still leads, else the error
+// its waiting requests got.
+func (r *Raft) writeOutcome(index uint64, err error) error {
+	switch {
+	case err == nil:
+		if index > 0 {
+			r.leaderState.commitment.match(r.localID, index)
+		}
+		return nil
+	case errors.Is(err, ErrRaftShutdown):
+		return err
+	case errors.Is(err, ErrLogStoreTimeout):
+		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", err)
+		cause := fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout)
+		r.stepDown(r.currentTerm.Load(), cause)
+		return cause
+	default:
+		r.fatal(err)
+		cause := fmt.Errorf("%w: %w", ErrRaftShutdown, err)
+		if r.leaderState != nil {
+			r.leaderCleanup(cause)
+		}
+		return cause
+	}
 }
 
 // processLeaderCommits hands newly committed entries, with their futures, to the FSM.
@@ -379,9 +332,8 @@ func (r *Raft) processLeaderCommits() {
 // when the local disk has been stuck in a write for longer than LogStoreTimeout.
 func (r *Raft) checkLeaderLease() {
 	ls := r.leaderState
-	if !ls.writerIdle && time.Since(ls.writeStarted) > r.conf.LogStoreTimeout {
-		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", ErrLogStoreTimeout)
-		r.stepDown(r.currentTerm.Load(), fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout))
+	if ls.writer.overdue(time.Now()) {
+		_ = r.writeOutcome(0, ErrLogStoreTimeout)
 		return
 	}
 	contacted := 0
@@ -436,14 +388,22 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 	}
 }
 
-// leaderCleanup ends this node's leadership: it stops the term's goroutines, fails every
+// leaderCleanup ends this node's leadership: it fences the term's replication, fails every
 // request still waiting with err, writes every entry it dispatched and stops the log writer,
 // so no write of the old term races with follower-side log changes, and reloads the log tail
 // from the store.
+//
+// Replication and heartbeat goroutines are fenced rather than waited for (waiting would tie
+// the main loop to a peer's network timeout): closing stopCh ends them at their next step,
+// and bumping logVersion, before anything below or after it can change the log, makes every
+// request they were building meanwhile fail its validation. A request validated earlier may
+// still be in flight; it is a consistent piece of this term's log, i.e. a delayed message of
+// the old term, which Raft tolerates.
 func (r *Raft) leaderCleanup(err error) {
 	ls := r.leaderState
 	r.leaderState = nil
 	close(ls.stopCh)
+	ls.logVersion.Add(1)
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
@@ -472,16 +432,13 @@ func (r *Raft) leaderCleanup(err error) {
 	if r.getState() == Leader {
 		r.setState(Follower)
 	}
-	if ferr := r.flushLeaderWrites(ls); ferr != nil {
-		if !errors.Is(ferr, ErrRaftShutdown) {
-			r.fatal(fmt.Errorf("raft: writing the log at step-down: %w", ferr))
+	// Followers may have committed entries the leader had not written yet, and this node
+	// may have applied them: its log must never end before what it applied, or it would
+	// have a gap once a new leader's entries follow. So the writer writes everything first.
+	if werr := ls.writer.stop(); werr != nil {
+		if !errors.Is(werr, ErrRaftShutdown) {
+			r.fatal(fmt.Errorf("raft: writing the log at step-down: %w", werr))
 		}
-		return
-	}
-	close(ls.writerStop)
-	select {
-	case <-ls.writerExited:
-	case <-r.shutdownCh:
 		return
 	}
 	if lerr := r.loadLastLog(); lerr != nil {
@@ -492,41 +449,6 @@ func (r *Raft) leaderCleanup(err error) {
 		r.configurations.latest = r.configurations.committed.Clone()
 		r.configurations.latestIndex = r.configurations.committedIndex
 		r.publishConfigurations()
-	}
-}
-
-// flushLeaderWrites makes every dispatched entry durable before the writer stops. Followers
-// may have committed entries the leader had not written yet, and this node may have applied
-// them: its log must never end before what it applied, or it would have a gap once a new
-// leader's entries follow.
-func (r *Raft) flushLeaderWrites(ls *leaderState) error {
-	for {
-		select {
-		case <-r.shutdownCh:
-			return ErrRaftShutdown
-		default:
-		}
-		if !ls.writerIdle {
-			select {
-			case res := <-ls.writeDoneCh:
-				ls.writerIdle = true
-				if res.err != nil {
-					return res.err
-				}
-			case <-r.shutdownCh:
-				return ErrRaftShutdown
-			}
-		}
-		if len(ls.pending) == 0 {
-			return nil
-		}
-		batch := r.takeWriteBatch(ls)
-		ls.writerIdle = false
-		select {
-		case ls.writeCh <- batch:
-		case <-r.shutdownCh:
-			return ErrRaftShutdown
-		}
 	}
 }
 

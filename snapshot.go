@@ -172,35 +172,6 @@ func (r *Raft) compactLogs(snapIndex uint64) error {
 	return nil
 }
 
-// restoreSnapshotOnStart restores the newest snapshot that opens cleanly, falling back to
-// older ones when a newer one is corrupt.
-func (r *Raft) restoreSnapshotOnStart() error {
-	metas, err := r.snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: listing snapshots: %w", err)
-	}
-	for _, meta := range metas {
-		if !r.conf.NoSnapshotRestoreOnStart {
-			_, rc, err := r.snaps.Open(meta.ID)
-			if err != nil {
-				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			if err := restoreVerified(r.fsm, rc); err != nil {
-				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			r.logger.Info("restored snapshot", "snapshot", meta.ID, "index", meta.Index)
-		}
-		r.adoptSnapshot(meta)
-		return nil
-	}
-	if len(metas) > 0 {
-		return fmt.Errorf("raft: none of the %d stored snapshots could be restored", len(metas))
-	}
-	return nil
-}
-
 // adoptSnapshot makes a restored snapshot the node's starting point.
 func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 	it := &indexTerm{index: meta.Index, term: meta.Term}
@@ -219,7 +190,7 @@ func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 // makes the log consistent with it (Raft paper, Figure 13).
 func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -386,6 +357,7 @@ func (r *Raft) rescanConfigurations(from uint64) error {
 // stop or back off.
 func (s *replicator) sendLatestSnapshot() bool {
 	peer := s.peer.Load()
+	version := s.ls.logVersion.Load()
 	metas, err := s.r.snaps.List()
 	if err != nil || len(metas) == 0 {
 		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
@@ -399,6 +371,11 @@ func (s *replicator) sendLatestSnapshot() bool {
 		return s.wait(s.backoff())
 	}
 	defer rc.Close()
+	if s.ls.logVersion.Load() != version {
+		// The node left its term (it may have installed another leader's snapshot since)
+		// or restored one: what was opened is not this term's view.
+		return !s.stopped()
+	}
 	req := &InstallSnapshotRequest{
 		RPCHeader:          s.r.header(),
 		SnapshotVersion:    meta.Version,
