@@ -259,10 +259,10 @@ func (s *replicator) termAt(index uint64) (uint64, error) {
 // term ended, or a Restore replaced the log): the request is dropped, never sent.
 var errLogViewChanged = errors.New("raft: leader log changed while a request was built")
 
-// buildRequest builds the AppendEntries for entries from next on: up to the log tail, at most
-// MaxAppendEntries and MaxAppendEntriesBytes allow (at least one), or none when withEntries is false (a commit index update). It
-// also returns the last log index it saw. An error wrapping ErrLogNotFound means the peer
-// needs a snapshot.
+// buildRequest builds the AppendEntries for entries from next on: up to the log tail, as many
+// as MaxAppendEntries and MaxAppendEntriesBytes allow (at least one), or none when withEntries
+// is false (a commit index update). It also returns the last log index it saw. An error
+// wrapping ErrLogNotFound means the peer needs a snapshot.
 //
 // The request is one consistent view of this term's log, term and commit index: the reads
 // are not atomic together (a lagging peer's entries come from the store one by one), so they
