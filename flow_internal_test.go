@@ -69,3 +69,65 @@ func TestByteBudget_CountsBytesAndEntriesAndAdmitsOneAlways(t *testing.T) {
 		}
 	}
 }
+
+func cacheLog(index uint64, size int) *Log {
+	return &Log{Index: index, Term: 1, Type: LogCommand, Data: make([]byte, size)}
+}
+
+func cachedRange(c *logCache) (first, last uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if len(c.entries) == 0 {
+		return 0, 0
+	}
+	return c.entries[0].Index, c.entries[len(c.entries)-1].Index
+}
+
+func TestLogCache_KeepsUndurableEntriesAndEvictsDurableOnesByBytes(t *testing.T) {
+	per := entryBytes(cacheLog(0, 100))
+	c := newLogCache(3 * per)
+	for i := uint64(1); i <= 10; i++ {
+		c.add([]*Log{cacheLog(i, 100)})
+	}
+	want := func(what string, first, last uint64) {
+		t.Helper()
+		if f, l := cachedRange(c); f != first || l != last {
+			t.Fatalf("%s: cache holds [%d, %d], want [%d, %d]", what, f, l, first, last)
+		}
+		for i := first; i <= last && first > 0; i++ {
+			if e := c.get(i); e == nil || e.Index != i {
+				t.Fatalf("%s: get(%d) = %v", what, i, e)
+			}
+		}
+		if c.get(first-1) != nil || c.get(last+1) != nil {
+			t.Fatalf("%s: get outside [%d, %d] found an entry", what, first, last)
+		}
+	}
+	want("nothing durable, over budget", 1, 10)
+	c.markDurable(6)
+	want("durable up to 6", 7, 10) // 7..10 are over budget but not durable
+	c.markDurable(10)
+	want("all durable", 8, 10)
+	c.dropThrough(8)
+	want("handed over up to 8", 9, 10)
+	// A follower's suffix from 10 on was replaced.
+	c.add([]*Log{{Index: 10, Term: 2}, {Index: 11, Term: 2}})
+	want("suffix replaced", 9, 11)
+	if c.get(10).Term != 2 {
+		t.Fatal("the replaced entry is still cached")
+	}
+	c.truncateFrom(11)
+	want("truncated from 11", 9, 10)
+	// A gap empties the cache.
+	c.add([]*Log{cacheLog(20, 1)})
+	want("after a gap", 20, 20)
+	c.truncateFrom(0)
+	if f, _ := cachedRange(c); f != 0 || c.get(20) != nil {
+		t.Fatal("truncateFrom(0) left entries")
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.bytes != 0 {
+		t.Fatalf("empty cache counts %d bytes", c.bytes)
+	}
+}

@@ -3,7 +3,6 @@ package raft
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -127,10 +126,12 @@ func (r *Raft) setupLeaderState(term uint64) {
 		replicators: make(map[ServerID]*replicator),
 		stepDownCh:  make(chan uint64, 1),
 		stopCh:      make(chan struct{}),
-		// Every entry not yet written locally must stay in the cache: at most
-		// maxPendingWrites plus one drained batch wait, plus the batch being written.
-		cache: newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
+		// Entries not yet written locally always stay (the writer's backlog bounds them);
+		// written ones up to two full requests, so followers that keep up are served from
+		// memory.
+		cache: newLogCache(2 * r.conf.MaxAppendEntriesBytes),
 	}
+	r.recent.truncateFrom(0) // a follower's cache; the leader reads through ls.cache
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
@@ -245,6 +246,7 @@ func (r *Raft) handleWriteDone(res writeResult) {
 	ls := r.leaderState
 	index, err := ls.writer.finish(res)
 	if r.writeOutcome(index, err) == nil {
+		ls.cache.markDurable(index)
 		ls.noteWritten(index, time.Now())
 		ls.writer.kick()
 	}
@@ -456,32 +458,56 @@ func (r *Raft) leaderCleanup(err error) {
 // goroutine, in batches. ready holds this term's futures for some of them, in index order;
 // the other entries are read from the log.
 func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
-	batchLimit := r.conf.MaxAppendEntries
+	newBudget := func() byteBudget {
+		return byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
+	}
+	budget := newBudget()
 	var batch []commitTuple
 	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
+		var c commitTuple
 		if len(ready) > 0 && ready[0].log.Index == idx {
-			batch = append(batch, commitTuple{log: &ready[0].log, future: ready[0]})
+			c = commitTuple{log: &ready[0].log, future: ready[0]}
 			ready = ready[1:]
 		} else {
-			l := new(Log)
-			if err := r.getLog(idx, l); err != nil {
+			l, err := r.committedEntry(idx)
+			if err != nil {
 				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
 				return
 			}
-			batch = append(batch, commitTuple{log: l})
+			c = commitTuple{log: l}
 		}
-		r.noteCommittedConfiguration(batch[len(batch)-1].log)
-		if len(batch) >= batchLimit {
+		// FSM batches are bounded like requests, by count and bytes.
+		if !budget.admit(entryBytes(c.log)) {
 			if !r.sendToFSM(fsmTask{commits: batch}) {
 				return
 			}
-			batch = nil
+			batch, budget = nil, newBudget()
+			budget.admit(entryBytes(c.log))
 		}
+		batch = append(batch, c)
+		r.noteCommittedConfiguration(c.log)
 		r.fsmQueuedIndex = idx
 	}
 	if len(batch) > 0 {
 		r.sendToFSM(fsmTask{commits: batch})
 	}
+	r.recent.dropThrough(r.fsmQueuedIndex)
+}
+
+// committedEntry returns a committed entry for the FSM: a follower's from the entries it just
+// stored (decoded from the leader's request, not read back from the store), else through
+// getLog. Main loop only.
+func (r *Raft) committedEntry(index uint64) (*Log, error) {
+	if r.leaderState == nil {
+		if e := r.recent.get(index); e != nil {
+			return e, nil
+		}
+	}
+	l := new(Log)
+	if err := r.getLog(index, l); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // noteCommittedConfiguration makes a committed configuration entry the committed
@@ -536,35 +562,4 @@ func (r *Raft) sendToFSM(t fsmTask) bool {
 		}
 		return false
 	}
-}
-
-// logCache is a ring of the leader's most recent entries, so replication can send entries
-// the local writer has not made durable yet. Readers are replication goroutines; the main
-// loop writes.
-type logCache struct {
-	mu      sync.RWMutex
-	entries []*Log // guarded by mu; slot index % len
-}
-
-func newLogCache(capacity int) *logCache {
-	return &logCache{entries: make([]*Log, capacity)}
-}
-
-func (c *logCache) add(logs []*Log) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, l := range logs {
-		c.entries[l.Index%uint64(len(c.entries))] = l
-	}
-}
-
-// get returns the cached entry or nil. Entries are never modified after dispatch, so the
-// pointer may be shared.
-func (c *logCache) get(index uint64) *Log {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if l := c.entries[index%uint64(len(c.entries))]; l != nil && l.Index == index {
-		return l
-	}
-	return nil
 }

@@ -63,7 +63,11 @@ type Raft struct {
 	votedFor       ServerID
 	configurations configurations
 	fsmQueuedIndex uint64 // the highest committed index handed to the FSM goroutine
-	leaderState    *leaderState
+	// recent holds the entries a follower stored and has not handed to the FSM yet, so they
+	// are applied as decoded instead of read back; bounded by MaxInflightBytes, the most the
+	// leader keeps on the way to it.
+	recent      *logCache
+	leaderState *leaderState
 	// protocolWarnAt is when a peer's unsupported protocol version was last logged.
 	protocolWarnAt time.Time
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
@@ -146,6 +150,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		trans:          trans,
 		localID:        conf.LocalID,
 		localAddr:      trans.LocalAddr(),
+		recent:         newLogCache(conf.MaxInflightBytes),
 		rng:            rand.New(rand.NewSource(seed)),
 		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
 		rpcCh:          trans.Consumer(),
