@@ -104,8 +104,13 @@ type Config struct {
 	RandSeed int64
 }
 
-// Defaults of the byte limits on the write path.
+// Defaults of the limits on the write path.
 const (
+	// DefaultMaxAppendEntries is the default MaxAppendEntries. Batches take what is queued,
+	// so at low load they hold one entry and add no latency; under load they grow up to this
+	// many entries or DefaultMaxAppendEntriesBytes, whichever comes first.
+	DefaultMaxAppendEntries = maxAppendEntriesLimit
+
 	// DefaultMaxEntryBytes is the default MaxEntryBytes: a 1 MiB value with its key and an
 	// application's encoding around it fits with room to spare.
 	DefaultMaxEntryBytes = 2 << 20
@@ -127,7 +132,7 @@ func DefaultConfig() *Config {
 		CommitTimeout:         50 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		LogStoreTimeout:       5 * time.Second,
-		MaxAppendEntries:      64,
+		MaxAppendEntries:      DefaultMaxAppendEntries,
 		MaxEntryBytes:         DefaultMaxEntryBytes,
 		MaxAppendEntriesBytes: DefaultMaxAppendEntriesBytes,
 		MaxInflightBytes:      DefaultMaxInflightBytes,

@@ -72,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to apply (ignored with -ops)")
 	fs.IntVar(&cfg.ops, "ops", 0, "stop after this many applies in total (0: run for -duration)")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "timeout of one apply")
-	fs.IntVar(&cfg.maxAppend, "max-append-entries", 64, "raft MaxAppendEntries: the largest batch")
+	fs.IntVar(&cfg.maxAppend, "max-append-entries", 0, "raft MaxAppendEntries, the most entries in a batch (0: the library's default)")
 	fs.DurationVar(&cfg.heartbeat, "heartbeat-timeout", time.Second, "raft HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed of the payloads and election timeouts")
 	fs.StringVar(&cfg.logLevel, "log-level", "error", "log level of the nodes")
