@@ -46,6 +46,8 @@ type config struct {
 	seed      int64
 	logLevel  string
 	json      bool
+	cpuProf   string
+	memProf   string
 
 	matrix           bool
 	matrixTransports string // comma-separated axes of -matrix
@@ -77,6 +79,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed of the payloads and election timeouts")
 	fs.StringVar(&cfg.logLevel, "log-level", "error", "log level of the nodes")
 	fs.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
+	fs.StringVar(&cfg.cpuProf, "cpuprofile", "", "write a CPU profile of the load phase to this file")
+	fs.StringVar(&cfg.memProf, "memprofile", "", "write a heap profile (allocations) at the end of the load to this file")
 	fs.BoolVar(&cfg.matrix, "matrix", false, "run every combination of the -matrix-* axes, each in a child process, printing JSON lines")
 	fs.StringVar(&cfg.matrixTransports, "matrix-transports", "tcp", "-matrix: transports, comma-separated")
 	fs.StringVar(&cfg.matrixStores, "matrix-stores", "wal", "-matrix: stores, comma-separated")
@@ -136,9 +140,16 @@ func run(cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startProfile(cfg)
+	if err != nil {
+		return errors.Join(err, c.close())
+	}
 	m := startMeter()
 	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
 	use := m.stop()
+	if err := stopProfile(); err != nil {
+		return errors.Join(err, c.close())
+	}
 	closeErr := c.close()
 	if loadErr != nil {
 		return loadErr

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"math"
+	"os"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -189,3 +193,35 @@ func installStageSink() (*stageSink, error) {
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// startProfile starts the CPU profile of -cpuprofile, if any; the returned function stops it
+// and writes the heap profile of -memprofile, if any.
+func startProfile(cfg config) (func() error, error) {
+	var cpu *os.File
+	if cfg.cpuProf != "" {
+		f, err := os.Create(cfg.cpuProf)
+		if err != nil {
+			return nil, fmt.Errorf("raftbench: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("raftbench: %w", err)
+		}
+		cpu = f
+	}
+	return func() error {
+		var errs []error
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			errs = append(errs, cpu.Close())
+		}
+		if cfg.memProf != "" {
+			f, err := os.Create(cfg.memProf)
+			if err != nil {
+				return errors.Join(append(errs, err)...)
+			}
+			errs = append(errs, pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
+		}
+		return errors.Join(errs...)
+	}, nil
+}
