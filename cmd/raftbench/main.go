@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,6 +46,7 @@ type config struct {
 	heartbeat time.Duration
 	seed      int64
 	logLevel  string
+	read      string // "": apply commands; else a read kind (see readKinds)
 	json      bool
 	cpuProf   string
 	memProf   string
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.heartbeat, "heartbeat-timeout", time.Second, "raft HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed of the payloads and election timeouts")
 	fs.StringVar(&cfg.logLevel, "log-level", "error", "log level of the nodes")
+	fs.StringVar(&cfg.read, "read", "", "read instead of write: leader (ReadIndex on the leader), follower (ReadIndex on followers), lease (leader lease reads) or log (reads applied through the log)")
 	fs.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	fs.StringVar(&cfg.cpuProf, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&cfg.memProf, "memprofile", "", "write a heap profile (allocations) at the end of the load to this file")
@@ -117,6 +120,10 @@ func (c config) validate() error {
 		return bad("-timeout must be positive")
 	case c.heartbeat < 5*time.Millisecond:
 		return bad("-heartbeat-timeout must be at least 5ms")
+	case c.read != "" && !slices.Contains(readKinds, c.read):
+		return bad("-read %q is not one of %v", c.read, readKinds)
+	case c.read == "follower" && c.nodes < 2:
+		return bad("-read follower needs at least 2 nodes")
 	}
 	if c.matrix {
 		if _, err := c.matrixCells(); err != nil {
@@ -140,12 +147,20 @@ func run(cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	newOp := applyOps(cfg)
+	if cfg.read != "" {
+		newOp = c.readOps(cfg)
+		if err := c.waitLeaderKnown(10 * time.Second); err != nil {
+			_ = c.close()
+			return err
+		}
+	}
 	stopProfile, err := startProfile(cfg)
 	if err != nil {
 		return errors.Join(err, c.close())
 	}
 	m := startMeter()
-	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
+	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) }, newOp)
 	use := m.stop()
 	if err := stopProfile(); err != nil {
 		return errors.Join(err, c.close())
@@ -173,6 +188,7 @@ type report struct {
 	Fsync     bool   `json:"fsync"`
 	Clients   int    `json:"clients"`
 	Size      int    `json:"size"`
+	Read      string `json:"read,omitempty"` // the read kind of -read; empty for applies
 
 	Ops       int     `json:"ops"`
 	Errors    int     `json:"errors"`
@@ -201,7 +217,7 @@ func newReport(cfg config, res result, use usage, stages map[string]stageLatency
 	ops := float64(max(res.ops, 1))
 	return report{
 		Nodes: cfg.nodes, Transport: cfg.transport, Store: cfg.store, Fsync: cfg.store == "wal" && cfg.fsync,
-		Clients: cfg.clients, Size: cfg.size,
+		Clients: cfg.clients, Size: cfg.size, Read: cfg.read,
 		Ops: res.ops, Errors: res.errors, Seconds: secs,
 		OpsPerSec: float64(res.ops) / secs, MBPerSec: float64(res.bytes) / secs / 1e6,
 		P50us: micros(percentile(res.latency, 0.50)), P90us: micros(percentile(res.latency, 0.90)),
@@ -220,8 +236,12 @@ func printReport(w io.Writer, r report) {
 		store += map[bool]string{true: " (fsync)", false: " (no fsync)"}[r.Fsync]
 	}
 	us := func(v float64) time.Duration { return round(time.Duration(v * float64(time.Microsecond))) }
-	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %d B commands\n",
-		r.Nodes, r.Transport, store, r.Clients, r.Size)
+	what := fmt.Sprintf("%d B commands", r.Size)
+	if r.Read != "" {
+		what = r.Read + " reads"
+	}
+	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %s\n",
+		r.Nodes, r.Transport, store, r.Clients, what)
 	fmt.Fprintf(w, "ops:        %d in %.2fs (%d errors)\n", r.Ops, r.Seconds, r.Errors)
 	fmt.Fprintf(w, "throughput: %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
 	fmt.Fprintf(w, "latency:    p50 %v  p90 %v  p99 %v  max %v\n", us(r.P50us), us(r.P90us), us(r.P99us), us(r.MaxUs))

@@ -84,6 +84,9 @@ func (c config) childArgs(x cell) []string {
 	if c.dir != "" {
 		args = append(args, "-dir", c.dir)
 	}
+	if c.read != "" {
+		args = append(args, "-read", c.read)
+	}
 	return args
 }
 
