@@ -42,7 +42,7 @@ func readClient(c *raftest.Cluster, mode readMode, id int, seed int64, h *raftes
 			if leader < 0 {
 				continue
 			}
-			r := c.Node(leader).Raft()
+			r, inc := c.Node(leader).Raft(), c.Node(leader).Incarnation()
 			if r == nil {
 				continue
 			}
@@ -50,6 +50,8 @@ func readClient(c *raftest.Cluster, mode readMode, id int, seed int64, h *raftes
 			op := h.Begin(id, raftest.KVInput{Put: true, Key: key, Value: value})
 			err := r.Apply(raftest.KVPutCommand(key, value), 300*time.Millisecond).Error()
 			switch {
+			case err == nil && inc.Crashed():
+				op.Unknown() // a crashed node answers nobody
 			case err == nil:
 				op.Ok(raftest.KVOutput{})
 			case errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout):
@@ -60,7 +62,7 @@ func readClient(c *raftest.Cluster, mode readMode, id int, seed int64, h *raftes
 			continue
 		}
 		node := c.Node(rng.Intn(len(c.Nodes())))
-		r := node.Raft()
+		r, inc := node.Raft(), node.Incarnation()
 		if r == nil {
 			continue
 		}
@@ -78,7 +80,12 @@ func readClient(c *raftest.Cluster, mode readMode, id int, seed int64, h *raftes
 				continue
 			}
 		}
-		op.Ok(raftest.KVOutput{Value: fsm.Get(key)})
+		value := fsm.Get(key)
+		if inc.Crashed() {
+			op.Failed() // a crashed node answers nobody
+			continue
+		}
+		op.Ok(raftest.KVOutput{Value: value})
 	}
 }
 
@@ -107,19 +114,17 @@ func runReadHistory(t *testing.T, c *raftest.Cluster, mode readMode, seed int64,
 }
 
 // chaosScript injects the randomized faults of the chaos tests (partitions, abrupt crashes
-// and restarts, drops, duplicates and delays) for steps steps, then restarts every crashed
-// node.
+// at once or inside chosen operations, restarts, drops, duplicates and delays, slow disks and
+// FSMs) for steps steps, then restarts every crashed node.
 func chaosScript(c *raftest.Cluster, rng *rand.Rand, steps int) func() {
 	return func() {
-		crashed := make(map[int]bool)
 		for step := 0; step < steps; step++ {
-			chaosStep(c, rng, crashed)
+			chaosStep(c, rng)
 			raftest.Eventually(time.Duration(50+rng.Intn(200))*time.Millisecond, func() bool { return false })
 		}
 		c.Heal()
-		for i := range crashed {
-			c.Start(i)
-		}
+		clearSlowness(c)
+		restartDown(c)
 	}
 }
 
