@@ -144,10 +144,10 @@ func (n *node) sum() (int64, error) {
 }
 
 // stop shuts the node down, then closes its stores: raft may write to them until Shutdown
-// returns, and a restart in the same process needs their directory locks back.
+// returns, and a restart in the same process needs the directory locks back.
 func (n *node) stop() error {
 	if err := n.raft.Shutdown().Error(); err != nil {
 		return err
 	}
-	return errors.Join(n.snaps.Close(), n.store.Close())
+	return errors.Join(n.store.Close(), n.snaps.Close())
 }
