@@ -3,6 +3,8 @@ package raft_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -101,6 +103,11 @@ type scriptedCluster struct {
 // newScriptedCluster starts n1 over logs (an InmemStore underneath, whose bootstrap entry it
 // writes) with two scripted peers; call it inside a synctest bubble.
 func newScriptedCluster(t *testing.T, logs raft.LogStore, stable raft.StableStore, fHandle, gHandle func(p *scriptedPeer, rpc raft.RPC), tweaks ...func(*raft.Config)) *scriptedCluster {
+	return newScriptedClusterFSM(t, raftest.NewRecordingFSM(), logs, stable, fHandle, gHandle, tweaks...)
+}
+
+// newScriptedClusterFSM is newScriptedCluster with n1 running fsm.
+func newScriptedClusterFSM(t *testing.T, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, fHandle, gHandle func(p *scriptedPeer, rpc raft.RPC), tweaks ...func(*raft.Config)) *scriptedCluster {
 	t.Helper()
 	seed := testSeed(t)
 	net := raft.NewInmemNetwork(seed)
@@ -139,7 +146,7 @@ func newScriptedCluster(t *testing.T, logs raft.LogStore, stable raft.StableStor
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.r, err = raft.NewRaft(conf, raftest.NewRecordingFSM(), logs, stable, snaps, trans); err != nil {
+	if c.r, err = raft.NewRaft(conf, fsm, logs, stable, snaps, trans); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -363,6 +370,191 @@ func TestLogWriter_FailedWriteWhileRestoreWaitsStopsTheNode(t *testing.T) {
 		}
 		if cause := r.ShutdownCause(); !errors.Is(cause, errDiskGone) {
 			t.Fatalf("shutdown cause %v, want the store's error", cause)
+		}
+	})
+}
+
+// slowFSM is a RecordingFSM that takes perApply of (virtual) time for every entry.
+type slowFSM struct {
+	*raftest.RecordingFSM
+	perApply time.Duration
+}
+
+func (f *slowFSM) Apply(l *raft.Log) any {
+	time.Sleep(f.perApply) // models a slow state machine; virtual time inside the bubble
+	return f.RecordingFSM.Apply(l)
+}
+
+// A slow FSM must slow clients down, never cost the cluster its leader. Open-loop load of
+// 1,000 commands/s against FSMs that take 20ms per command: before the fix the followers'
+// main loops blocked handing batches to their full FSM queues, stopped answering
+// heartbeats, and the term climbed from election to election. With small batches the FSM
+// queue's bound (64 batches) is below the load, so the main loop's hold-back and the
+// leader's back-pressure (ErrEnqueueTimeout) are exercised too.
+func TestFSMHandoff_SlowFSMNeverCostsTheLeader(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		maxAppend      int
+		wantTurnedAway bool
+	}{
+		{"default batches", 64, false},
+		{"small batches", 4, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testSlowFSMKeepsLeader(t, tc.maxAppend, tc.wantTurnedAway)
+		})
+	}
+}
+
+func testSlowFSMKeepsLeader(t *testing.T, maxAppend int, wantTurnedAway bool) {
+	opts := raftest.Options{Nodes: 3, NewFSM: func(raft.ServerID) raft.FSM {
+		return &slowFSM{RecordingFSM: raftest.NewRecordingFSM(), perApply: 20 * time.Millisecond}
+	}, Config: func(c *raft.Config) { c.MaxAppendEntries = maxAppend }}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		term := r.CurrentTerm()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		outcomes := map[string]int{}
+		tick := time.NewTicker(time.Millisecond)
+		for i := 0; i < 2000; i++ {
+			<-tick.C
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := r.Apply(fmt.Appendf(nil, "load-%d", i), 500*time.Millisecond).Error()
+				kind := "ok"
+				switch {
+				case err == nil:
+				case errors.Is(err, raft.ErrEnqueueTimeout):
+					kind = "enqueue timeout"
+				case errors.Is(err, raft.ErrTimeout):
+					kind = "timeout"
+				default:
+					kind = err.Error()
+				}
+				mu.Lock()
+				outcomes[kind]++
+				mu.Unlock()
+			}()
+		}
+		tick.Stop()
+		wg.Wait()
+		for i := range c.Nodes() {
+			if got := c.Node(i).Raft().CurrentTerm(); got != term {
+				t.Fatalf("node %d is in term %d, the leader was elected in %d (outcomes %v)", i, got, term, outcomes)
+			}
+		}
+		if r.State() != raft.Leader {
+			t.Fatalf("the leader is now %v (outcomes %v)", r.State(), outcomes)
+		}
+		for kind, n := range outcomes {
+			if kind != "ok" && kind != "enqueue timeout" && kind != "timeout" {
+				t.Fatalf("%d applies failed with %q; want only slower applies or timeouts", n, kind)
+			}
+		}
+		if outcomes["ok"] == 0 || wantTurnedAway && outcomes["enqueue timeout"] == 0 {
+			t.Fatalf("outcomes %v: want some applies to succeed (and, with small batches, the back-pressure to turn some away before they were queued)", outcomes)
+		}
+		t.Logf("outcomes under overload: %v", outcomes)
+	})
+}
+
+// gatedRestoreFSM is a RecordingFSM whose Restore waits, once armed, until the test releases
+// it: a slow restore landing exactly where the test needs it.
+type gatedRestoreFSM struct {
+	*raftest.RecordingFSM
+	entered chan struct{} // closed when Restore started
+	release chan struct{} // closed by the test
+}
+
+func (f *gatedRestoreFSM) Restore(rc io.ReadCloser) error {
+	close(f.entered)
+	<-f.release
+	return f.RecordingFSM.Restore(rc)
+}
+
+// blockingReader hands out data only once released: a snapshot transfer that stalls.
+type blockingReader struct {
+	release chan struct{}
+	data    io.Reader
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	<-b.release
+	return b.data.Read(p)
+}
+
+// A follower receiving a snapshot keeps answering heartbeats for the whole transfer and the
+// FSM restore. Before the fix both ran on its main loop: a stalled transfer or a slow restore
+// left the leader's heartbeats unanswered until the follower's election timer fired.
+func TestInstallSnapshot_HeartbeatsAnsweredDuringTransferAndRestore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fsm := &gatedRestoreFSM{RecordingFSM: raftest.NewRecordingFSM(), entered: make(chan struct{}), release: make(chan struct{})}
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) {
+			if !p.ackHeartbeat(rpc) {
+				rpc.Respond(nil, errors.New("scripted peer is quiet"))
+			}
+		}
+		c := newScriptedClusterFSM(t, fsm, store, store, quiet, quiet)
+		transfer := &blockingReader{release: make(chan struct{})}
+		var releaseTransfer, releaseRestore sync.Once
+		// Runs before the node's shutdown (cleanups run last first): a failed check must not
+		// leave the shutdown waiting on a held transfer or restore.
+		t.Cleanup(func() {
+			releaseTransfer.Do(func() { close(transfer.release) })
+			releaseRestore.Do(func() { close(fsm.release) })
+		})
+		heartbeat := func(what string) {
+			t.Helper()
+			var resp *raft.AppendEntriesResponse
+			var err error
+			if !within(10*time.Millisecond, func() { resp, err = c.f.send(&raft.AppendEntriesRequest{Term: 2}) }) {
+				t.Fatalf("heartbeat %s not answered within 10ms", what)
+			}
+			if err != nil || !resp.Success {
+				t.Fatalf("heartbeat %s: %+v, %v", what, resp, err)
+			}
+		}
+		heartbeat("before the install")
+		data := []byte("[]\n") // an empty RecordingFSM
+		cfg := raft.EncodeConfiguration(c.config)
+		transfer.data = bytes.NewReader(data)
+		installed := make(chan error, 1)
+		go func() {
+			req := &raft.InstallSnapshotRequest{RPCHeader: c.f.header(), SnapshotVersion: raft.SnapshotVersion, Term: 2,
+				LastLogIndex: 10, LastLogTerm: 2, Configuration: cfg, ConfigurationIndex: 1, Size: int64(len(data))}
+			var resp raft.InstallSnapshotResponse
+			err := c.f.trans.InstallSnapshot("n1", "addr-n1", req, &resp, transfer)
+			if err == nil && !resp.Success {
+				err = fmt.Errorf("install refused: %+v", resp)
+			}
+			installed <- err
+		}()
+		synctest.Wait() // the transfer has started and stalls
+		heartbeat("during the transfer")
+		releaseTransfer.Do(func() { close(transfer.release) })
+		<-fsm.entered
+		heartbeat("during the FSM restore")
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 10,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("too early")}}}); err == nil {
+			t.Fatalf("entries accepted while the snapshot is restored: %+v", resp)
+		}
+		releaseRestore.Do(func() { close(fsm.release) })
+		if err := <-installed; err != nil {
+			t.Fatalf("install: %v", err)
+		}
+		if got := c.r.Stats()["last_snapshot_index"]; got != "10" {
+			t.Fatalf("snapshot index %s after the install, want 10", got)
+		}
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 11,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("after")}}}); err != nil || !resp.Success {
+			t.Fatalf("append after the install: %+v, %v", resp, err)
+		}
+		if !raftest.Eventually(time.Second, func() bool { return c.r.AppliedIndex() == 11 }) {
+			t.Fatalf("applied %d, want 11", c.r.AppliedIndex())
 		}
 	})
 }

@@ -80,15 +80,19 @@ type Raft struct {
 	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
 
+	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
+	// only.
+	install *installState
+
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
 	pendingTransfer *transferState
 
 	obs observers
 
-	// fsmCh carries committed entries and restores to the FSM goroutine in log order. Its
-	// buffer lets the main loop run up to that many batches ahead of a slow FSM.
-	fsmCh chan fsmTask
+	// fsmq carries committed entries and restores to the FSM goroutine in log order; the
+	// main loop never blocks on it (see fsmQueue).
+	fsmq *fsmQueue
 
 	// fsmSnapshotCh carries snapshot requests from the snapshot goroutine to the FSM
 	// goroutine; userSnapshotCh carries Snapshot calls to the snapshot goroutine. Both are
@@ -148,7 +152,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		fsmCh:          make(chan fsmTask, 64),
+		fsmq:           newFSMQueue(fsmBacklogBatches * conf.MaxAppendEntries),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),
@@ -387,10 +391,16 @@ func (r *Raft) runFollower() {
 			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
+		case <-r.fsmq.room:
+			r.applyCommitted(r.commitIndex.Load(), nil)
+		case err := <-r.installDone():
+			r.finishInstall(err)
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := time.Since(time.Unix(0, r.lastContact.Load()))
-			if since < r.conf.HeartbeatTimeout {
+			if since < r.conf.HeartbeatTimeout || r.install != nil {
+				// A node receiving a snapshot heard from a leader when it started; the
+				// transport bounds the transfer.
 				continue
 			}
 			if !r.configurations.latest.isVoter(r.localID) {
@@ -638,7 +648,7 @@ func (r *Raft) Stats() map[string]string {
 		"last_log_term":              u(lastTerm),
 		"commit_index":               u(r.commitIndex.Load()),
 		"applied_index":              u(appliedIndex),
-		"fsm_pending":                strconv.Itoa(len(r.fsmCh)),
+		"fsm_pending":                strconv.Itoa(r.fsmq.len()),
 		"last_snapshot_index":        u(snapIndex),
 		"last_snapshot_term":         u(snapTerm),
 		"leader_id":                  string(leader.id),

@@ -199,9 +199,7 @@ func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config
 // restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
 // before it. A failed restore may leave the FSM half replaced: the node stops.
 func (r *Raft) restoreFSM(task *restoreTask) error {
-	if !r.sendToFSM(fsmTask{restore: task}) {
-		return ErrRaftShutdown
-	}
+	r.fsmq.push(fsmTask{restore: task})
 	select {
 	case err := <-task.done:
 		if err != nil {

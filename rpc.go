@@ -78,6 +78,12 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		return
 	}
 	resp.Term = a.Term
+	if r.install != nil && (len(a.Entries) > 0 || a.LeaderCommitIndex > 0) {
+		// Only heartbeats while a snapshot is restored: the log is made to fit the snapshot
+		// once the restore finished (finishInstall).
+		rpc.Respond(nil, ErrInstallInProgress)
+		return
+	}
 
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
@@ -449,6 +455,10 @@ func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
 	}
 	if !r.configurations.latest.isVoter(r.localID) {
 		rpc.Respond(nil, ErrNotVoter)
+		return
+	}
+	if r.install != nil {
+		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}
 	r.logger.Info("timeout now received, starting election", "peer", string(req.ID))
