@@ -558,3 +558,161 @@ func TestInstallSnapshot_HeartbeatsAnsweredDuringTransferAndRestore(t *testing.T
 		}
 	})
 }
+
+// serverSuffrage returns id's suffrage in c, and whether it is there.
+func serverSuffrage(c raft.Configuration, id raft.ServerID) (raft.ServerSuffrage, bool) {
+	for _, s := range c.Servers {
+		if s.ID == id {
+			return s.Suffrage, true
+		}
+	}
+	return 0, false
+}
+
+// A leader transferring leadership promises to append nothing new, membership changes
+// included. Before the fix the promotion of a caught-up nonvoter (and any queued change) ran
+// from the leader's tick without looking at the transfer. Here n4's AddVoter waits for n4 to
+// catch up while a transfer to a lagging voter is in progress; n4 catches up: the promotion
+// must wait for the transfer to end, and go through once it failed.
+func TestMembership_NoConfigChangeDuringLeadershipTransfer(t *testing.T) {
+	opts := raftest.Options{Nodes: 4, InitialVoters: 3, Config: func(c *raft.Config) {
+		c.ElectionTimeout = time.Second // the transfer gives up after two of them
+		c.MaxAppendEntries = 1          // "caught up" means within one entry of the leader
+	}}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		var voters []int
+		for _, i := range others(c, leader) {
+			if i != 3 {
+				voters = append(voters, i)
+			}
+		}
+		target, other := voters[0], voters[1]
+		n4 := c.Node(3)
+		// n4 cannot catch up yet: its AddVoter stops at the nonvoter step.
+		c.Partition([]int{leader, target, other})
+		applyN(t, c, "history", 5)
+		added := r.AddVoter(n4.ID, n4.Addr, 0, 0)
+		c.WaitFor(waitLong, "n4 to join as a nonvoter", func() bool {
+			s, ok := serverSuffrage(r.GetConfiguration().Configuration(), n4.ID)
+			return ok && s == raft.Nonvoter && r.CommitIndex() >= r.GetConfiguration().Index()
+		})
+		// The target lags behind an entry the others commit, so the transfer waits for it.
+		c.Partition([]int{leader, other})
+		mustApply(t, c, "target-misses-this")
+		configIndex := r.GetConfiguration().Index()
+		transfer := r.LeadershipTransferToServer(c.Node(target).ID, c.Node(target).Addr)
+		// n4 catches up during the transfer.
+		c.Partition([]int{leader, other, 3})
+		c.WaitFor(waitLong, "n4 to catch up", func() bool { return n4.Raft().LastIndex() >= r.LastIndex() })
+		if raftest.Eventually(500*time.Millisecond, func() bool { return r.GetConfiguration().Index() != configIndex }) {
+			t.Fatalf("configuration entry appended at %d during the leadership transfer (was %d)", r.GetConfiguration().Index(), configIndex)
+		}
+		if err := transfer.Error(); !errors.Is(err, raft.ErrLeadershipTransferFailed) {
+			t.Fatalf("transfer to a cut-off voter: %v, want ErrLeadershipTransferFailed", err)
+		}
+		c.Heal()
+		if err := added.Error(); err != nil {
+			t.Fatalf("AddVoter after the transfer failed: %v", err)
+		}
+		if s, _ := serverSuffrage(c.Node(c.WaitLeader(waitLong)).Raft().GetConfiguration().Configuration(), n4.ID); s != raft.Voter {
+			t.Fatalf("n4 is %v after the promotion", s)
+		}
+	})
+}
+
+// sendTimeoutNow sends n1 a TimeoutNow from p.
+func (p *scriptedPeer) sendTimeoutNow(term, lastIndex uint64) error {
+	req := &raft.TimeoutNowRequest{RPCHeader: p.header(), Term: term, LastLogIndex: lastIndex}
+	var resp raft.TimeoutNowResponse
+	return p.trans.TimeoutNow("n1", "addr-n1", req, &resp)
+}
+
+// sendPreVote asks n1 for a pre-vote from p for term, with p's log ending at lastIndex/lastTerm.
+func (p *scriptedPeer) sendPreVote(term, lastIndex, lastTerm uint64) (bool, error) {
+	req := &raft.RequestPreVoteRequest{RPCHeader: p.header(), Term: term, LastLogIndex: lastIndex, LastLogTerm: lastTerm}
+	var resp raft.RequestPreVoteResponse
+	err := p.trans.RequestPreVote("n1", "addr-n1", req, &resp)
+	return resp.Granted, err
+}
+
+// Decision (issue 10, bug 6): a TimeoutNow starts a transfer election (no pre-vote, voters
+// ignore their leader stickiness) only when it certainly belongs to a live transfer: it comes
+// from the leader n1 follows, in n1's term, and n1's log still ends where the leader saw it
+// end. Before, any TimeoutNow of the current or a newer term did, including one that arrived
+// after its leader gave the transfer up and appended again.
+func TestTimeoutNow_StaleOrForeignRequestStartsNoElection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) {
+			if !p.ackHeartbeat(rpc) {
+				rpc.Respond(nil, errors.New("scripted peer is quiet"))
+			}
+		}
+		c := newScriptedCluster(t, store, store, quiet, quiet, func(conf *raft.Config) {
+			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Minute, time.Minute, time.Minute
+		})
+		// f leads term 2; n1 holds its entries up to 3.
+		entries := []*raft.Log{
+			{Index: 2, Term: 2, Type: raft.LogNoop},
+			{Index: 3, Term: 2, Type: raft.LogCommand, Data: []byte("x")},
+		}
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 1, PrevLogTerm: 1, LeaderCommitIndex: 3, Entries: entries}); err != nil || !resp.Success {
+			t.Fatalf("append: %+v, %v", resp, err)
+		}
+		refused := []struct {
+			what string
+			send func() error
+		}{
+			{"from a node that is not the leader", func() error { return c.g.sendTimeoutNow(2, 3) }},
+			{"of an older term", func() error { return c.f.sendTimeoutNow(1, 3) }},
+			{"of a newer term", func() error { return c.f.sendTimeoutNow(3, 3) }},
+			{"sent for a log that has moved on since (the leader gave up)", func() error { return c.f.sendTimeoutNow(2, 2) }},
+		}
+		for _, tc := range refused {
+			if err := tc.send(); !errors.Is(err, raft.ErrLeadershipTransferFailed) {
+				t.Fatalf("TimeoutNow %s: %v, want ErrLeadershipTransferFailed", tc.what, err)
+			}
+			if st, term := c.r.State(), c.r.CurrentTerm(); st != raft.Follower || term != 2 {
+				t.Fatalf("TimeoutNow %s: n1 is %v in term %d, want a follower in term 2", tc.what, st, term)
+			}
+		}
+		// The live transfer goes through.
+		if err := c.f.sendTimeoutNow(2, 3); err != nil {
+			t.Fatalf("TimeoutNow of the live transfer: %v", err)
+		}
+		if !raftest.Eventually(time.Second, func() bool { return c.r.CurrentTerm() == 3 }) {
+			t.Fatalf("n1 is %v in term %d after a valid TimeoutNow, want an election in term 3", c.r.State(), c.r.CurrentTerm())
+		}
+	})
+}
+
+// Decision (issue 10, bug 6): pre-vote is granted only for a term strictly above the voter's,
+// as etcd does. A candidate asks for the term it would campaign in; in the voter's own term a
+// real vote may already be cast, so granting there promised an election the candidate could
+// not win. Before, an equal term was granted.
+func TestPreVote_GrantedOnlyForAHigherTerm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) { rpc.Respond(nil, errors.New("scripted peer is quiet")) }
+		c := newScriptedCluster(t, store, store, quiet, quiet, func(conf *raft.Config) {
+			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Minute, time.Minute, time.Minute
+		})
+		// A vote request of term 3 that n1 refuses (g's log is behind) moves n1 to term 3
+		// without a leader.
+		var resp raft.RequestVoteResponse
+		if err := c.g.trans.RequestVote("n1", "addr-n1", &raft.RequestVoteRequest{RPCHeader: c.g.header(), Term: 3}, &resp); err != nil || resp.Granted {
+			t.Fatalf("vote request: %+v, %v", resp, err)
+		}
+		if term := c.r.CurrentTerm(); term != 3 {
+			t.Fatalf("n1 in term %d, want 3", term)
+		}
+		if granted, err := c.f.sendPreVote(3, 1, 1); err != nil || granted {
+			t.Fatalf("pre-vote for n1's own term: granted %v, %v; want refused", granted, err)
+		}
+		if granted, err := c.f.sendPreVote(4, 1, 1); err != nil || !granted {
+			t.Fatalf("pre-vote for the next term: granted %v, %v; want granted", granted, err)
+		}
+	})
+}

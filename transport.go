@@ -222,6 +222,10 @@ type InstallSnapshotResponse struct {
 type TimeoutNowRequest struct {
 	RPCHeader
 	Term uint64
+	// LastLogIndex is the leader's last index when it found the target caught up. The target
+	// refuses a TimeoutNow once its log moved past it: the request is stale (the leader gave
+	// the transfer up and appended again). Zero, from older senders, skips the check.
+	LastLogIndex uint64
 }
 
 // TimeoutNowResponse answers a TimeoutNowRequest.
