@@ -716,3 +716,82 @@ func TestPreVote_GrantedOnlyForAHigherTerm(t *testing.T) {
 		}
 	})
 }
+
+// A node never acknowledges entries it does not hold. Leader L restores a backup while cut
+// off: its snapshot S (never committed) replaces its log. n, elected by the others, has a log
+// ending below S. With the third node cut off, n's writes can only commit through L. Before
+// the fix L skipped every entry at or below its snapshot and answered Success, so n committed
+// (and acknowledged) writes L never stored; they were lost at the next leader change.
+// With restart, L restarts between its failed Restore and meeting n (the mark is durable),
+// as a leader that crashed in the middle of its Restore would.
+func TestRestore_UncommittedRestoreNeverAcknowledgesEntriesItLacks(t *testing.T) {
+	t.Run("running", func(t *testing.T) { testUncommittedRestoreFenced(t, false) })
+	t.Run("restart", func(t *testing.T) { testUncommittedRestoreFenced(t, true) })
+}
+
+func testUncommittedRestoreFenced(t *testing.T, restart bool) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 3)
+		r := c.Node(leader).Raft()
+		last := r.LastIndex()
+		c.Isolate(leader)
+		// Dispatched, never committed: they put L's log, and so its restored snapshot, past
+		// anything the next leader holds.
+		for i := 0; i < 5; i++ {
+			r.Apply(fmt.Appendf(nil, "lost-%d", i), 0)
+		}
+		c.WaitFor(waitLong, "the commands to be dispatched", func() bool { return r.LastIndex() >= last+5 })
+		if err := r.Restore(meta, bytes.NewReader(data), 50*time.Millisecond); err == nil {
+			t.Fatal("a restore committed without a quorum")
+		}
+		restoredAt := statU(t, c, leader, "last_snapshot_index")
+		var next int
+		c.WaitFor(waitLong, "a new leader among the others", func() bool {
+			next = c.Leader()
+			return next >= 0 && next != leader
+		})
+		if restart {
+			c.Restart(leader)
+			r = c.Node(leader).Raft()
+			if got := statU(t, c, leader, "last_snapshot_index"); got != restoredAt {
+				t.Fatalf("restarted with snapshot %d, want the restored %d", got, restoredAt)
+			}
+		}
+		third := others(c, leader)[0]
+		if third == next {
+			third = others(c, leader)[1]
+		}
+		c.Heal() // Partition keeps isolations
+		c.Partition([]int{leader, next})
+		c.WaitFor(waitLong, "the old leader to follow the new one", func() bool {
+			return r.Leader() == c.Node(next).Addr || isStopped(r)
+		})
+		nr := c.Node(next).Raft()
+		for i := 0; i < 3; i++ {
+			f := nr.Apply(fmt.Appendf(nil, "write-%d", i), 500*time.Millisecond)
+			if err := f.Error(); err == nil {
+				t.Fatalf("write %d committed at %d with the old leader as the only other replica; its log holds a snapshot at %d and nothing below it", i, f.Index(), restoredAt)
+			}
+		}
+		c.Heal()
+		g := mustApply(t, c, "after")
+		c.WaitFor(waitLong, "the others to apply the write after the heal", func() bool {
+			for _, i := range []int{next, third} {
+				if n := c.Node(i).Raft(); n == nil || n.AppliedIndex() < g.Index() {
+					return false
+				}
+			}
+			return true
+		})
+		c.CheckSafety()
+	})
+}
+
+func isStopped(r *raft.Raft) bool {
+	select {
+	case <-r.Stopped():
+		return true
+	default:
+		return false
+	}
+}

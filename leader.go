@@ -290,6 +290,7 @@ func (r *Raft) processLeaderCommits() {
 			}
 		}
 	}
+	r.maybeConfirmSnapshot(r.commitIndex.Load())
 	n := r.applyCommitted(r.commitIndex.Load(), ls.inflight)
 	ls.inflight = ls.inflight[n:]
 	if r.configurations.committedIndex != configCommitted {

@@ -80,6 +80,11 @@ type Raft struct {
 	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
 
+	// unconfirmed is the node's snapshot while the cluster may not have committed it (see
+	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
+	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
+	unconfirmed indexTerm
+
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.
 	install *installState
@@ -202,6 +207,9 @@ func (r *Raft) recover() error {
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
 	if err := r.restoreSnapshotOnStart(); err != nil {
+		return err
+	}
+	if err := r.loadUnconfirmedSnapshot(); err != nil {
 		return err
 	}
 	if err := r.loadLastLog(); err != nil {
@@ -723,6 +731,16 @@ func (r *Raft) Shutdown() Future {
 		r.logger.Warn("closing transport", "error", err)
 	}
 	return shutdownFuture{r}
+}
+
+// stopping reports whether the node is shutting down or stopped.
+func (r *Raft) stopping() bool {
+	select {
+	case <-r.shutdownCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // Stopped returns a channel that is closed when the node stops: after Shutdown, or on its

@@ -92,6 +92,10 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	}
 	resp.LastLogIndex, _ = r.lastLogIndexTerm()
 	if ok {
+		if r.unconfirmed.index != 0 && a.PrevLogIndex+uint64(len(a.Entries)) >= r.unconfirmed.index {
+			// The leader's log matched ours through the snapshot's index.
+			r.confirmSnapshot()
+		}
 		resp.Success = true
 		if a.LeaderCommitIndex > 0 {
 			r.advanceFollowerCommit(min(a.LeaderCommitIndex, a.PrevLogIndex+uint64(len(a.Entries))))
@@ -161,6 +165,9 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 	lastIndex, _ := r.lastLogIndexTerm()
 	snapIndex, snapTerm := r.snapshotIndexTerm()
 	if err := r.checkSnapshotAgrees(a, snapIndex, snapTerm); err != nil {
+		return false, err
+	}
+	if err := r.fencedByUnconfirmedSnapshot(a, snapIndex); err != nil {
 		return false, err
 	}
 	if a.PrevLogIndex > lastIndex {
@@ -377,6 +384,7 @@ func (r *Raft) advanceFollowerCommit(commit uint64) {
 		return
 	}
 	r.commitIndex.Store(commit)
+	r.maybeConfirmSnapshot(commit)
 	r.applyCommitted(commit, nil)
 }
 

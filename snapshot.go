@@ -279,6 +279,15 @@ func (r *Raft) installDone() <-chan error {
 // the FSM, and starts no election.
 func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration) {
 	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), doneCh: make(chan error, 1)}
+	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
+		// The leader's uncommitted Restore: fenced until settled, marked before the snapshot
+		// becomes visible.
+		if err := r.markUnconfirmedSnapshot(req.LastLogIndex, req.LastLogTerm); err != nil {
+			r.fatal(err)
+			rpc.Respond(nil, err)
+			return
+		}
+	}
 	r.install = st
 	// Exits once the transfer and the FSM restore ended, or on shutdown.
 	r.goFunc(func() { st.doneCh <- r.receiveSnapshot(st) })
@@ -331,8 +340,14 @@ func (r *Raft) finishInstall(err error) {
 	}
 	if err != nil {
 		r.logger.Error("installing snapshot failed", "index", st.req.LastLogIndex, "error", err)
+		if snapIndex, _ := r.snapshotIndexTerm(); r.unconfirmed.index != 0 && r.unconfirmed.index != snapIndex && !r.stopping() {
+			r.confirmSnapshot() // the marked snapshot was never adopted: drop the mark
+		}
 		st.rpc.Respond(nil, err)
 		return
+	}
+	if r.unconfirmed.index != st.req.LastLogIndex {
+		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
 	}
 	snapshotInstallMetric(st.start)
 	r.lastContact.Store(time.Now().UnixNano())
@@ -463,6 +478,7 @@ func (s *replicator) sendLatestSnapshot() bool {
 		Configuration:      EncodeConfiguration(meta.Configuration),
 		ConfigurationIndex: meta.ConfigurationIndex,
 		Size:               meta.Size,
+		LeaderCommitIndex:  s.r.commitIndex.Load(),
 	}
 	var resp InstallSnapshotResponse
 	start := time.Now()

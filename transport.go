@@ -209,6 +209,10 @@ type InstallSnapshotRequest struct {
 	Configuration      []byte
 	ConfigurationIndex uint64
 	Size               int64
+	// LeaderCommitIndex is the leader's commit index when it sent the snapshot. A snapshot
+	// past it (the leader's own Restore, not yet committed) is installed as unconfirmed: see
+	// markUnconfirmedSnapshot. Zero, from older senders, means committed.
+	LeaderCommitIndex uint64
 }
 
 // InstallSnapshotResponse answers an InstallSnapshotRequest.
