@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -68,16 +69,24 @@ func (u *userSnapshotFuture) Open() (*SnapshotMeta, io.ReadCloser, error) {
 
 // Snapshot takes a snapshot now, whatever the threshold, and compacts the log. It fails with
 // ErrNothingNewToSnapshot when nothing was applied since the last one.
-func (r *Raft) Snapshot() SnapshotFuture {
+func (r *Raft) Snapshot() SnapshotFuture { return r.snapshotRequest(context.Background()) }
+
+// SnapshotContext is Snapshot bounded by ctx. When ctx ends first, Error (and Open) return
+// an error matching ctx.Err() and ErrEnqueueTimeout (the snapshot goroutine never took the
+// request: no snapshot is taken) or ErrTimeout (it took it: the snapshot may still complete,
+// and compact the log).
+func (r *Raft) SnapshotContext(ctx context.Context) SnapshotFuture { return r.snapshotRequest(ctx) }
+
+func (r *Raft) snapshotRequest(ctx context.Context) SnapshotFuture {
 	f := &userSnapshotFuture{r: r}
 	f.init()
 	f.shutdownCh = r.shutdownCh
-	select {
-	case r.userSnapshotCh <- f:
-		return f
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	f.ctx = ctx
+	f.enqueued.Store(true)
+	if err := handOff(r.userSnapshotCh, f, time.Time{}, ctx, r.shutdownCh); err != nil {
+		return errorFuture{err}
 	}
+	return f
 }
 
 // runSnapshots is the snapshot goroutine: every SnapshotInterval (plus jitter) it snapshots
@@ -169,35 +178,6 @@ func (r *Raft) compactLogs(snapIndex uint64) error {
 		return fmt.Errorf("raft: compacting log [%d, %d]: %w", first, upTo, err)
 	}
 	r.logger.Info("compacted log", "index", upTo)
-	return nil
-}
-
-// restoreSnapshotOnStart restores the newest snapshot that opens cleanly, falling back to
-// older ones when a newer one is corrupt.
-func (r *Raft) restoreSnapshotOnStart() error {
-	metas, err := r.snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: listing snapshots: %w", err)
-	}
-	for _, meta := range metas {
-		if !r.conf.NoSnapshotRestoreOnStart {
-			_, rc, err := r.snaps.Open(meta.ID)
-			if err != nil {
-				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			if err := restoreVerified(r.fsm, rc); err != nil {
-				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			r.logger.Info("restored snapshot", "snapshot", meta.ID, "index", meta.Index)
-		}
-		r.adoptSnapshot(meta)
-		return nil
-	}
-	if len(metas) > 0 {
-		return fmt.Errorf("raft: none of the %d stored snapshots could be restored", len(metas))
-	}
 	return nil
 }
 
@@ -350,7 +330,7 @@ func (r *Raft) finishInstall(err error) {
 		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
 	}
 	snapshotInstallMetric(st.start)
-	r.lastContact.Store(time.Now().UnixNano())
+	r.touchContact()
 	st.rpc.Respond(&InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load(), Success: true}, nil)
 }
 

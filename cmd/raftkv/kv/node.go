@@ -48,6 +48,9 @@ type NodeConfig struct {
 	NoSync bool
 	// Logger receives every log of the node; nil means hclog at Info on stderr.
 	Logger hclog.Logger
+	// NewTransport, if set, builds the raft transport instead of tcp.NewTransport(RaftAddr,
+	// nil, opts); dev mode uses it to put a layer under the nodes that can cut them off.
+	NewTransport func(bindAddr string, opts tcp.Options) (*tcp.Transport, error)
 }
 
 // Node is a running raftkv node: a raft.Raft over a tcp transport, a wal store and a file
@@ -98,7 +101,11 @@ func StartNode(conf NodeConfig) (*Node, error) {
 		return fail(err)
 	}
 	undo = append(undo, func() { _ = ln.Close() })
-	trans, err := tcp.NewTransport(conf.RaftAddr, nil, tcp.Options{Logger: n.logger.Named("tcp")})
+	newTransport := conf.NewTransport
+	if newTransport == nil {
+		newTransport = func(addr string, opts tcp.Options) (*tcp.Transport, error) { return tcp.NewTransport(addr, nil, opts) }
+	}
+	trans, err := newTransport(conf.RaftAddr, tcp.Options{Logger: n.logger.Named("tcp")})
 	if err != nil {
 		return fail(fmt.Errorf("raft transport on %s: %w", conf.RaftAddr, err))
 	}

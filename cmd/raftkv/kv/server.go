@@ -112,6 +112,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/join", methods(map[string]http.HandlerFunc{"POST": s.handleJoin}))
 	mux.HandleFunc("/leave", methods(map[string]http.HandlerFunc{"POST": s.handleLeave}))
 	mux.HandleFunc("/metrics", methods(map[string]http.HandlerFunc{"GET": s.handleMetrics}))
+	view := newClusterView(s) // the live cluster view (ui.go)
+	mux.HandleFunc("GET /{$}", ServeUIPage)
+	mux.HandleFunc("GET /ui/cluster", view.handle)
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+req.URL.Path)
 	})
@@ -217,8 +220,10 @@ func (s *Server) apply(w http.ResponseWriter, req *http.Request, body []byte, cm
 	})
 }
 
-// read answers a GET of key: linearizable by default, from the local state with
-// ?consistency=stale.
+// read answers a GET of key from this node's state, on any node: linearizable by default
+// (raft ReadIndexContext: on a follower it asks the leader for a read index and waits until
+// its own copy applied it), from the leader's lease with ?consistency=lease, and at once from
+// the local copy with ?consistency=stale.
 func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 	if !s.checkKey(w, key) {
 		return
@@ -235,16 +240,16 @@ func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 	switch c := req.URL.Query().Get("consistency"); c {
 	case "stale":
 		answer(w)
-	case "", "linearizable":
-		s.onLeader(w, req, nil, func(ctx context.Context) error {
-			if err := s.readIndex(ctx); err != nil {
-				return err
-			}
-			answer(w)
-			return nil
-		})
+	case "", "linearizable", "lease":
+		ctx, cancel := context.WithTimeout(req.Context(), s.conf.RequestTimeout)
+		defer cancel()
+		if err := s.readIndex(ctx, c == "lease"); err != nil {
+			writeRaftError(w, err)
+			return
+		}
+		answer(w)
 	default:
-		writeError(w, http.StatusBadRequest, "consistency must be linearizable or stale, not "+strconv.Quote(c))
+		writeError(w, http.StatusBadRequest, "consistency must be linearizable, lease or stale, not "+strconv.Quote(c))
 	}
 }
 
