@@ -67,8 +67,8 @@ func (s counterSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 func (s counterSnapshot) Release() {}
 
-// node is one embedded raft node and the store it owns. The store outlives the *raft.Raft:
-// close it only after Shutdown returned.
+// node is one embedded raft node and the stores it owns. The stores outlive the *raft.Raft:
+// close them only after Shutdown returned.
 type node struct {
 	raft  *raft.Raft
 	fsm   *counter

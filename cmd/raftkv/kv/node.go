@@ -65,6 +65,7 @@ type Node struct {
 	raft     *raft.Raft
 	fsm      *FSM
 	store    *wal.Store
+	snaps    *raft.FileSnapshotStore // closed after raft, like store: it holds a directory lock
 	server   *Server
 	http     *http.Server
 	httpAddr string // advertised
@@ -115,6 +116,9 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	}
 	undo = append(undo, func() { _ = n.store.Close() })
 	if err := n.startRaft(trans); err != nil {
+		if n.snaps != nil {
+			_ = n.snaps.Close()
+		}
 		return fail(err)
 	}
 	n.startAPI(ln)
@@ -187,6 +191,7 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 	if err != nil {
 		return fmt.Errorf("opening the snapshot store: %w", err)
 	}
+	n.snaps = snaps
 	n.raftAddr = trans.LocalAddr()
 	rc := raft.DefaultConfig()
 	if n.conf.Raft != nil {
@@ -268,7 +273,7 @@ func (n *Node) Close() error {
 		cancel()
 		n.wg.Wait()
 		n.server.Close()
-		errs = append(errs, n.store.Close())
+		errs = append(errs, n.snaps.Close(), n.store.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
