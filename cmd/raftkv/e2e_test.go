@@ -179,7 +179,7 @@ func TestRaftkv_EndToEnd(t *testing.T) {
 		acked[fmt.Sprintf("classic-%d", i)] = fmt.Sprintf("c%d", i)
 	}
 	for _, p := range c.procs {
-		if code, body := call("GET", "http://"+p.httpAddr+"/get?key=classic-0", ""); code != http.StatusOK || body != "c0" {
+		if code, body := call("GET", "http://"+p.httpAddr+"/get?key=classic-0", ""); code != http.StatusOK || body != "c0\n" {
 			t.Fatalf("classic get on node %s: %d %q", p.id, code, body)
 		}
 	}

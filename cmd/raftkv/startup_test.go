@@ -107,7 +107,7 @@ func TestRaftkv_DevModeServesAndStopsOnInterrupt(t *testing.T) {
 		t.Fatalf("set: %d %s", code, body)
 	}
 	for _, u := range urls {
-		if code, body := call("GET", u+"/get?key=hello", ""); code != http.StatusOK || body != "world" {
+		if code, body := call("GET", u+"/get?key=hello", ""); code != http.StatusOK || body != "world\n" {
 			t.Fatalf("get on %s: %d %q", u, code, body)
 		}
 	}

@@ -47,7 +47,7 @@ func TestServer_FollowerForwardsWritesAndReads(t *testing.T) {
 		if r := do(t, n, "GET", "/kv/fwd", ""); r.status != http.StatusOK || r.body != "via-follower" {
 			t.Fatalf("read on %s: %d %q", n.conf.ID, r.status, r.body)
 		}
-		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1" {
+		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1\n" {
 			t.Fatalf("classic read on %s: %d %q", n.conf.ID, r.status, r.body)
 		}
 	}
@@ -122,4 +122,9 @@ func wantFollowerLeft(t *testing.T, leader, f *Node) {
 		t.Fatalf("configuration after %s left: %+v; want %s removed and the leader %s kept",
 			f.conf.ID, conf.Configuration().Servers, f.conf.ID, leader.conf.ID)
 	}
+}
+
+func hasServer(c raft.Configuration, id raft.ServerID) bool {
+	_, ok := findServer(c, id)
+	return ok
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,13 @@ type NodeConfig struct {
 	NoSync bool
 	// Logger receives every log of the node; nil means hclog at Info on stderr.
 	Logger hclog.Logger
+	// TLS, if set, turns on mutual TLS between the nodes and HTTPS for the API. It must hold
+	// this node's certificate, the cluster CA as RootCAs and ClientCAs, and ClientAuth
+	// tls.RequireAndVerifyClientCert: the raft transport uses it as it is, so a peer without
+	// a certificate signed by the CA is refused in the handshake. The API asks for a client
+	// certificate but accepts clients without one (curl with the CA only); a client that
+	// presents one must present a valid one.
+	TLS *tls.Config
 }
 
 // Node is a running raftkv node: a raft.Raft over a tcp transport, a wal store and a file
@@ -62,10 +70,17 @@ type Node struct {
 	raft     *raft.Raft
 	fsm      *FSM
 	store    *wal.Store
+	snaps    raft.SnapshotStore
 	server   *Server
 	http     *http.Server
 	httpAddr string // advertised
 	raftAddr raft.ServerAddress
+
+	// The announcer's outcome, for /status and JoinFailed; joinMu guards the three.
+	joinMu     sync.Mutex
+	join       *JoinState
+	joinErr    error
+	joinFailed chan struct{} // closed (under joinMu) when the join can never succeed
 
 	ctx       context.Context // cancelled by Close: stops the announcer
 	cancel    context.CancelFunc
@@ -83,7 +98,8 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	if conf.Logger == nil {
 		conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftkv"})
 	}
-	n := &Node{conf: conf, logger: conf.Logger.With("server", string(conf.ID)), fsm: NewFSM()}
+	n := &Node{conf: conf, logger: conf.Logger.With("server", string(conf.ID)), fsm: NewFSM(),
+		join: &JoinState{State: "joining"}, joinFailed: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	fail := func(err error) (*Node, error) {
@@ -98,7 +114,7 @@ func StartNode(conf NodeConfig) (*Node, error) {
 		return fail(err)
 	}
 	undo = append(undo, func() { _ = ln.Close() })
-	trans, err := tcp.NewTransport(conf.RaftAddr, nil, tcp.Options{Logger: n.logger.Named("tcp")})
+	trans, err := n.newTransport()
 	if err != nil {
 		return fail(fmt.Errorf("raft transport on %s: %w", conf.RaftAddr, err))
 	}
@@ -112,6 +128,15 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	}
 	n.startAPI(ln)
 	return n, nil
+}
+
+// newTransport binds the raft transport: TCP, or mutual TLS with conf.TLS.
+func (n *Node) newTransport() (*tcp.Transport, error) {
+	opts := tcp.Options{Logger: n.logger.Named("tcp")}
+	if n.conf.TLS != nil {
+		return tcp.NewTLSTransport(n.conf.RaftAddr, nil, n.conf.TLS, opts)
+	}
+	return tcp.NewTransport(n.conf.RaftAddr, nil, opts)
 }
 
 // checkNodeConfig catches mistakes before anything is bound or opened.
@@ -181,6 +206,7 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 		return fmt.Errorf("opening the snapshot store: %w", err)
 	}
 	n.raftAddr = trans.LocalAddr()
+	n.snaps = snaps
 	rc := raft.DefaultConfig()
 	if n.conf.Raft != nil {
 		c := *n.conf.Raft
@@ -213,6 +239,11 @@ func (n *Node) startAPI(ln net.Listener) {
 	if sc.Logger == nil {
 		sc.Logger = n.logger.Named("http")
 	}
+	sc.Snapshots, sc.JoinStatus = n.snaps, n.JoinState
+	if n.conf.TLS != nil {
+		sc.ClientTLS = n.conf.TLS.Clone()
+		ln = tls.NewListener(ln, apiTLS(n.conf.TLS))
+	}
 	n.server = NewServer(n.raft, n.fsm, sc)
 	n.http = &http.Server{
 		Handler:           n.server.Handler(),
@@ -221,7 +252,11 @@ func (n *Node) startAPI(ln net.Listener) {
 		// bounded by the value limit, so 30 s is generous for any honest client.
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// Room for a classic /set of the largest value, percent-encoded; the handler answers
+		// 414 in JSON above MaxURLBytes, and only a header block past this gets Go's
+		// plain-text 431.
+		MaxHeaderBytes: n.server.MaxURLBytes() + 64<<10,
+		ErrorLog:       n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	n.wg.Add(2)
 	// The HTTP server goroutine: exits when Close shuts the server down.
@@ -236,6 +271,15 @@ func (n *Node) startAPI(ln net.Listener) {
 		defer n.wg.Done()
 		n.announce()
 	}()
+}
+
+// apiTLS is the API's server configuration: the node's certificate; a client certificate is
+// verified when one is presented (a forwarding node presents its own) but not required, so
+// clients need only the CA.
+func apiTLS(base *tls.Config) *tls.Config {
+	c := base.Clone()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	return c
 }
 
 // Raft returns the node's raft.Raft.
