@@ -566,11 +566,13 @@ func TestRaft_VerifyLeaderSucceedsOnHealthyLeader(t *testing.T) {
 
 func TestRaft_StatsHasDocumentedKeys(t *testing.T) {
 	documented := []string{"state", "term", "last_log_index", "last_log_term", "commit_index", "applied_index",
-		"last_snapshot_index", "last_snapshot_term", "leader_id", "leader_addr", "latest_configuration",
-		"latest_config_index", "num_peers", "protocol_version", "election_rounds", "last_contact"}
+		"fsm_pending", "last_snapshot_index", "last_snapshot_term", "leader_id", "leader_addr", "latest_configuration",
+		"latest_configuration_index", "num_peers", "protocol_version", "protocol_version_min", "protocol_version_max",
+		"snapshot_version_min", "snapshot_version_max", "election_rounds", "last_contact"}
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		f := mustApply(t, c, "x")
+		c.WaitApplied(f.Index(), waitLong)
 		r := c.Node(leader).Raft()
 		stats := r.Stats()
 		keys := slices.Sorted(maps.Keys(stats))
@@ -578,19 +580,32 @@ func TestRaft_StatsHasDocumentedKeys(t *testing.T) {
 			t.Fatalf("Stats keys %v, documented %v", keys, want)
 		}
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+		// Values in hashicorp/raft's formats where it has the same key.
 		want := map[string]string{
-			"state": "leader", "term": u(r.CurrentTerm()), "leader_id": string(c.Node(leader).ID),
+			"state": "Leader", "term": u(r.CurrentTerm()), "leader_id": string(c.Node(leader).ID),
 			"leader_addr": string(c.Node(leader).Addr), "num_peers": "2", "last_log_index": u(f.Index()),
 			"commit_index": u(f.Index()), "applied_index": u(f.Index()), "last_log_term": u(r.CurrentTerm()),
-			"protocol_version": strconv.Itoa(raft.ProtocolVersion), "latest_config_index": "1",
+			"protocol_version": strconv.Itoa(raft.ProtocolVersion), "latest_configuration_index": "1",
+			"protocol_version_min": strconv.Itoa(raft.ProtocolVersionMin),
+			"protocol_version_max": strconv.Itoa(raft.ProtocolVersionMax),
+			"snapshot_version_min": "1", "snapshot_version_max": strconv.Itoa(raft.SnapshotVersion),
+			"last_contact": "0", "fsm_pending": "0",
 		}
 		for k, v := range want {
 			if stats[k] != v {
 				t.Errorf("Stats()[%q] = %q, want %q", k, stats[k], v)
 			}
 		}
-		if _, err := time.Parse(time.RFC3339Nano, stats["last_contact"]); err != nil {
-			t.Errorf("last_contact %q: %v", stats["last_contact"], err)
+		if got := stats["latest_configuration"]; !strings.HasPrefix(got, "[{Suffrage:voter ID:n1 Address:") {
+			t.Errorf("latest_configuration %q, want the servers printed with %%+v", got)
+		}
+		follower := c.Node((leader + 1) % 3).Raft()
+		fs := follower.Stats()
+		if fs["state"] != "Follower" {
+			t.Errorf("follower state %q, want Follower", fs["state"])
+		}
+		if d, err := time.ParseDuration(fs["last_contact"]); err != nil || d < 0 || d > waitLong {
+			t.Errorf("follower last_contact %q (%v), want a short Go duration", fs["last_contact"], err)
 		}
 	})
 }

@@ -69,6 +69,17 @@ type Config struct {
 	// Logger receives the node's logs; nil means a default hclog logger at Info level.
 	Logger hclog.Logger
 
+	// ProtocolVersion is the wire protocol version this node's requests carry, in
+	// [ProtocolVersionMin, ProtocolVersionMax]; zero means ProtocolVersionMax. A node accepts
+	// requests in any version of its build's range whatever this says. During a rolling
+	// upgrade to a release with a higher ProtocolVersionMax, set it to the version every
+	// node of the cluster speaks until all run the new release (docs/compatibility.md).
+	ProtocolVersion int
+
+	// protocolMin and protocolMax, when set, replace the build's range; tests set them to
+	// play nodes of other releases (export_test.go).
+	protocolMin, protocolMax int
+
 	// RandSeed seeds the node's random source (election timeouts). Zero picks a random seed;
 	// tests set it to replay a run.
 	RandSeed int64
@@ -87,7 +98,21 @@ func DefaultConfig() *Config {
 		TrailingLogs:       10240,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   120 * time.Second,
+		ProtocolVersion:    ProtocolVersionMax,
 	}
+}
+
+// protocolRange returns the protocol versions c's node speaks and the one it sends.
+func (c *Config) protocolRange() (send, lo, hi int) {
+	lo, hi = ProtocolVersionMin, ProtocolVersionMax
+	if c.protocolMin != 0 || c.protocolMax != 0 {
+		lo, hi = c.protocolMin, c.protocolMax
+	}
+	send = c.ProtocolVersion
+	if send == 0 {
+		send = hi
+	}
+	return send, lo, hi
 }
 
 // maxAppendEntriesLimit caps MaxAppendEntries so one request stays a sane size.
@@ -123,6 +148,9 @@ func ValidateConfig(c *Config) error {
 		return bad("SnapshotInterval %v is below 5ms", c.SnapshotInterval)
 	case c.SnapshotThreshold == 0:
 		return bad("SnapshotThreshold is zero")
+	}
+	if send, lo, hi := c.protocolRange(); lo < 1 || send < lo || send > hi {
+		return bad("ProtocolVersion %d is outside [%d, %d], the versions this build speaks", send, lo, hi)
 	}
 	return nil
 }

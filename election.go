@@ -141,7 +141,7 @@ func (r *Raft) requestVotes(preVote, transfer bool) <-chan voteResult {
 
 // header is the RPCHeader of every message this node sends.
 func (r *Raft) header() RPCHeader {
-	return RPCHeader{ProtocolVersion: ProtocolVersion, ID: r.localID, Addr: r.localAddr}
+	return RPCHeader{ProtocolVersion: r.protocolVersion, ID: r.localID, Addr: r.localAddr}
 }
 
 // logUpToDate reports whether a candidate's log is at least as up to date as ours (Raft

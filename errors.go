@@ -94,6 +94,12 @@ var (
 	// type, undecodable configuration). The node keeps running.
 	ErrBadRequest = errors.New("raft: malformed request")
 
+	// ErrUnsupportedProtocol is returned to a peer whose request carries a protocol version
+	// outside the range this node speaks ([ProtocolVersionMin, ProtocolVersionMax] of its
+	// build). The message names both. The node keeps running; the peer must be upgraded (or
+	// downgraded) to a release whose range overlaps, see docs/compatibility.md.
+	ErrUnsupportedProtocol = errors.New("raft: unsupported protocol version")
+
 	// ErrNotVoter is returned when an operation requires this node to be a voter.
 	ErrNotVoter = errors.New("raft: not a voter")
 )

@@ -16,3 +16,7 @@ func SendBogusRPC(t *InmemTransport, target ServerAddress) error {
 	var resp AppendEntriesResponse
 	return inmemCall(t, target, req, &resp)
 }
+
+// SetProtocolRange makes c's node speak protocol versions [lo, hi] instead of its build's, so
+// one test binary can hold nodes of several releases.
+func SetProtocolRange(c *Config, lo, hi int) { c.protocolMin, c.protocolMax = lo, hi }

@@ -530,13 +530,24 @@ func sendMalformed(t *testing.T, evil *raft.InmemTransport, target raft.ServerAd
 		expectBad("install snapshot with "+name, err)
 	}
 	for name, h := range malformedHeaders() {
-		expectBad("append entries with "+name, evil.AppendEntries("", target, &raft.AppendEntriesRequest{RPCHeader: h, Term: term}, new(raft.AppendEntriesResponse)))
-		expectBad("request vote with "+name, evil.RequestVote("", target, &raft.RequestVoteRequest{RPCHeader: h, Term: term}, new(raft.RequestVoteResponse)))
-		expectBad("pre-vote with "+name, evil.RequestPreVote("", target, &raft.RequestPreVoteRequest{RPCHeader: h, Term: term}, new(raft.RequestPreVoteResponse)))
-		expectBad("timeout now with "+name, evil.TimeoutNow("", target, &raft.TimeoutNowRequest{RPCHeader: h, Term: term}, new(raft.TimeoutNowResponse)))
+		// A version outside the node's range is refused as such, before anything else.
+		want := raft.ErrBadRequest
+		if h.ProtocolVersion != raft.ProtocolVersion {
+			want = raft.ErrUnsupportedProtocol
+		}
+		expect := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, want) {
+				t.Fatalf("%s with %s to %s: got %v, want an error matching %v", what, name, target, err, want)
+			}
+		}
+		expect("append entries", evil.AppendEntries("", target, &raft.AppendEntriesRequest{RPCHeader: h, Term: term}, new(raft.AppendEntriesResponse)))
+		expect("request vote", evil.RequestVote("", target, &raft.RequestVoteRequest{RPCHeader: h, Term: term}, new(raft.RequestVoteResponse)))
+		expect("pre-vote", evil.RequestPreVote("", target, &raft.RequestPreVoteRequest{RPCHeader: h, Term: term}, new(raft.RequestPreVoteResponse)))
+		expect("timeout now", evil.TimeoutNow("", target, &raft.TimeoutNowRequest{RPCHeader: h, Term: term}, new(raft.TimeoutNowResponse)))
 		snap := malformedSnapshots(term)["negative size"]
 		snap.RPCHeader, snap.Size = h, 4
-		expectBad("install snapshot with "+name, evil.InstallSnapshot("", target, snap, new(raft.InstallSnapshotResponse), bytes.NewReader([]byte("data"))))
+		expect("install snapshot", evil.InstallSnapshot("", target, snap, new(raft.InstallSnapshotResponse), bytes.NewReader([]byte("data"))))
 	}
 	expectBad("an unknown request type", raft.SendBogusRPC(evil, target))
 }
@@ -668,7 +679,7 @@ func TestFailureMode_StatusGettersNeverWaitOnDisk(t *testing.T) {
 		}) {
 			t.Fatal("status getters of a node whose disk hangs did not return within 1ms")
 		}
-		if state != raft.Follower || stats["state"] != "follower" {
+		if state != raft.Follower || stats["state"] != "Follower" {
 			t.Fatalf("state %v (stats %q), want follower", state, stats["state"])
 		}
 		if leaderAddr != c.Node(leader).Addr {

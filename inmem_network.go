@@ -381,7 +381,7 @@ func inmemCrossError(err error) error {
 		ErrNothingNewToSnapshot, ErrConfigurationChanged, ErrInvalidConfig,
 		ErrInvalidConfiguration, ErrLogNotFound, ErrLogStoreTimeout, ErrPipelineUnsupported,
 		ErrTransportShutdown, ErrUnknownPeer, ErrBadRequest, ErrNotVoter,
-		ErrSnapshotCorrupt, ErrSnapshotNotFound, ErrInmemTimeout,
+		ErrSnapshotCorrupt, ErrSnapshotNotFound, ErrInmemTimeout, ErrUnsupportedProtocol,
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,18 +34,18 @@ type leaderState struct {
 	// stopCh is closed by leaderCleanup; every goroutine of this term exits on it.
 	stopCh chan struct{}
 
+	// logVersion is bumped by the main loop before it changes the log in any way other than
+	// appending this term's entries: at step-down (before the follower code can truncate or
+	// append another leader's entries) and when a Restore replaces the log. Replication
+	// validates every request it built against it (see buildRequest).
+	logVersion atomic.Uint64
+
 	// cache holds this term's recent entries so replication can send them before (and while)
 	// the local write completes.
 	cache *logCache
 
-	// The local log writer: the main loop hands it one batch at a time.
-	writeCh      chan []*Log      // unbuffered: a batch is sent only while the writer is idle
-	writeDoneCh  chan writeResult // buffer 1: at most one batch is outstanding
-	writerStop   chan struct{}    // closed by leaderCleanup once every dispatched entry is written
-	writerExited chan struct{}    // closed by the writer when it exits
-	writerIdle   bool             // main loop only
-	writeStarted time.Time        // main loop only: when the outstanding batch was handed over
-	pending      []*Log           // main loop only: dispatched, waiting for the writer
+	// writer persists the term's entries; see logWriter for its failure policy.
+	writer *logWriter
 
 	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
 	// and a leadership transfer in progress. Main loop only.
@@ -54,12 +55,6 @@ type leaderState struct {
 
 	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
 	pendingReads []*verifyFuture
-}
-
-// writeResult is the outcome of one local StoreLogs by the leader's writer.
-type writeResult struct {
-	lastIndex uint64
-	err       error
 }
 
 // maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
@@ -86,7 +81,7 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if len(ls.pending) >= r.maxPendingWrites() {
+		if ls.writer.backlog() >= r.maxPendingWrites() {
 			applyCh = nil // backpressure: the disk is behind
 		}
 		select {
@@ -94,7 +89,7 @@ func (r *Raft) runLeader() {
 			r.processRPC(rpc)
 		case f := <-applyCh:
 			r.handleApply(f)
-		case res := <-ls.writeDoneCh:
+		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
 			r.processLeaderCommits()
@@ -131,18 +126,13 @@ func (r *Raft) setupLeaderState(term uint64) {
 		stopCh:      make(chan struct{}),
 		// Every entry not yet written locally must stay in the cache: at most
 		// maxPendingWrites plus one drained batch wait, plus the batch being written.
-		cache:        newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
-		writeCh:      make(chan []*Log),
-		writeDoneCh:  make(chan writeResult, 1),
-		writerStop:   make(chan struct{}),
-		writerExited: make(chan struct{}),
-		writerIdle:   true,
+		cache: newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
 	}
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
 	r.leaderState = ls
-	r.goFunc(func() { r.runLogWriter(ls) }) // exits on ls.writerStop or shutdown
+	ls.writer = newLogWriter(r) // its goroutine exits when leaderCleanup stops it, or on shutdown
 	r.startStopReplication()
 }
 
@@ -232,62 +222,48 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 	ls.inflight = append(ls.inflight, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
-	ls.pending = append(ls.pending, logs...)
 	dispatchMetric(len(logs))
-	r.maybeStartWrite()
+	ls.writer.submit(logs)
 	for _, repl := range ls.replicators {
 		repl.trigger()
 	}
 }
 
-// maybeStartWrite hands everything pending to the writer if it is idle.
-func (r *Raft) maybeStartWrite() {
-	ls := r.leaderState
-	if !ls.writerIdle || len(ls.pending) == 0 {
-		return
-	}
-	batch := ls.pending
-	ls.pending = nil
-	ls.writerIdle = false
-	ls.writeStarted = time.Now()
-	select {
-	case ls.writeCh <- batch:
-	case <-r.shutdownCh:
-	}
-}
-
-// runLogWriter persists the leader's batches, one StoreLogs (one fsync) per batch.
-func (r *Raft) runLogWriter(ls *leaderState) {
-	defer close(ls.writerExited)
-	for {
-		select {
-		case batch := <-ls.writeCh:
-			start := time.Now()
-			err := r.logs.StoreLogs(batch)
-			storeLogsMetric(start, len(batch))
-			ls.writeDoneCh <- writeResult{lastIndex: batch[len(batch)-1].Index, err: err}
-		case <-ls.writerStop:
-			return
-		case <-r.shutdownCh:
-			return
-		}
-	}
-}
-
-// handleWriteDone counts the leader's own durable progress. A failed write stops the node:
-// the log on disk is in an unknown state, and followers may already have committed (and this
-// node applied) the entries it could not write.
+// handleWriteDone counts the leader's own durable progress, or applies the writer's failure
+// policy.
 func (r *Raft) handleWriteDone(res writeResult) {
 	ls := r.leaderState
-	ls.writerIdle = true
-	if res.err != nil {
-		cause := fmt.Errorf("raft: local log write up to index %d failed: %w", res.lastIndex, res.err)
-		r.fatal(cause)
-		r.leaderCleanup(fmt.Errorf("%w: %w", ErrRaftShutdown, cause))
-		return
+	if r.writeOutcome(ls.writer.finish(res)) == nil {
+		ls.writer.kick()
 	}
-	ls.commitment.match(r.localID, res.lastIndex)
-	r.maybeStartWrite()
+}
+
+// writeOutcome applies the writer's failure policy (see logWriter) to the outcome of a wait
+// on it: a durable index is counted for the leader; ErrLogStoreTimeout steps down; any other
+// write error stops the node. It returns nil while this node still leads, else the error
+// its waiting requests got.
+func (r *Raft) writeOutcome(index uint64, err error) error {
+	switch {
+	case err == nil:
+		if index > 0 {
+			r.leaderState.commitment.match(r.localID, index)
+		}
+		return nil
+	case errors.Is(err, ErrRaftShutdown):
+		return err
+	case errors.Is(err, ErrLogStoreTimeout):
+		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", err)
+		cause := fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout)
+		r.stepDown(r.currentTerm.Load(), cause)
+		return cause
+	default:
+		r.fatal(err)
+		cause := fmt.Errorf("%w: %w", ErrRaftShutdown, err)
+		if r.leaderState != nil {
+			r.leaderCleanup(cause)
+		}
+		return cause
+	}
 }
 
 // processLeaderCommits hands newly committed entries, with their futures, to the FSM.
@@ -328,9 +304,8 @@ func (r *Raft) processLeaderCommits() {
 // when the local disk has been stuck in a write for longer than LogStoreTimeout.
 func (r *Raft) checkLeaderLease() {
 	ls := r.leaderState
-	if !ls.writerIdle && time.Since(ls.writeStarted) > r.conf.LogStoreTimeout {
-		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", ErrLogStoreTimeout)
-		r.stepDown(r.currentTerm.Load(), fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout))
+	if ls.writer.overdue(time.Now()) {
+		_ = r.writeOutcome(0, ErrLogStoreTimeout)
 		return
 	}
 	contacted := 0
@@ -385,14 +360,22 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 	}
 }
 
-// leaderCleanup ends this node's leadership: it stops the term's goroutines, fails every
+// leaderCleanup ends this node's leadership: it fences the term's replication, fails every
 // request still waiting with err, writes every entry it dispatched and stops the log writer,
 // so no write of the old term races with follower-side log changes, and reloads the log tail
 // from the store.
+//
+// Replication and heartbeat goroutines are fenced rather than waited for (waiting would tie
+// the main loop to a peer's network timeout): closing stopCh ends them at their next step,
+// and bumping logVersion, before anything below or after it can change the log, makes every
+// request they were building meanwhile fail its validation. A request validated earlier may
+// still be in flight; it is a consistent piece of this term's log, i.e. a delayed message of
+// the old term, which Raft tolerates.
 func (r *Raft) leaderCleanup(err error) {
 	ls := r.leaderState
 	r.leaderState = nil
 	close(ls.stopCh)
+	ls.logVersion.Add(1)
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
@@ -421,16 +404,13 @@ func (r *Raft) leaderCleanup(err error) {
 	if r.getState() == Leader {
 		r.setState(Follower)
 	}
-	if ferr := r.flushLeaderWrites(ls); ferr != nil {
-		if !errors.Is(ferr, ErrRaftShutdown) {
-			r.fatal(fmt.Errorf("raft: writing the log at step-down: %w", ferr))
+	// Followers may have committed entries the leader had not written yet, and this node
+	// may have applied them: its log must never end before what it applied, or it would
+	// have a gap once a new leader's entries follow. So the writer writes everything first.
+	if werr := ls.writer.stop(); werr != nil {
+		if !errors.Is(werr, ErrRaftShutdown) {
+			r.fatal(fmt.Errorf("raft: writing the log at step-down: %w", werr))
 		}
-		return
-	}
-	close(ls.writerStop)
-	select {
-	case <-ls.writerExited:
-	case <-r.shutdownCh:
 		return
 	}
 	if lerr := r.loadLastLog(); lerr != nil {
@@ -441,42 +421,6 @@ func (r *Raft) leaderCleanup(err error) {
 		r.configurations.latest = r.configurations.committed.Clone()
 		r.configurations.latestIndex = r.configurations.committedIndex
 		r.publishConfigurations()
-	}
-}
-
-// flushLeaderWrites makes every dispatched entry durable before the writer stops. Followers
-// may have committed entries the leader had not written yet, and this node may have applied
-// them: its log must never end before what it applied, or it would have a gap once a new
-// leader's entries follow.
-func (r *Raft) flushLeaderWrites(ls *leaderState) error {
-	for {
-		select {
-		case <-r.shutdownCh:
-			return ErrRaftShutdown
-		default:
-		}
-		if !ls.writerIdle {
-			select {
-			case res := <-ls.writeDoneCh:
-				ls.writerIdle = true
-				if res.err != nil {
-					return res.err
-				}
-			case <-r.shutdownCh:
-				return ErrRaftShutdown
-			}
-		}
-		if len(ls.pending) == 0 {
-			return nil
-		}
-		batch := ls.pending
-		ls.pending = nil
-		ls.writerIdle = false
-		select {
-		case ls.writeCh <- batch:
-		case <-r.shutdownCh:
-			return ErrRaftShutdown
-		}
 	}
 }
 

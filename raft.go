@@ -50,6 +50,9 @@ type Raft struct {
 	trans     Transport
 	localID   ServerID
 	localAddr ServerAddress
+	// protocolVersion is the version this node's requests carry; it accepts requests in
+	// [protocolMin, protocolMax].
+	protocolVersion, protocolMin, protocolMax int
 
 	published
 
@@ -61,6 +64,8 @@ type Raft struct {
 	configurations configurations
 	fsmQueuedIndex uint64 // the highest committed index handed to the FSM goroutine
 	leaderState    *leaderState
+	// protocolWarnAt is when a peer's unsupported protocol version was last logged.
+	protocolWarnAt time.Time
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
 	// pre-vote and asks voters to ignore their leader stickiness.
 	transferElection bool
@@ -149,6 +154,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		leaderCh:       make(chan bool, 1),
 		shutdownCh:     make(chan struct{}),
 	}
+	r.protocolVersion, r.protocolMin, r.protocolMax = conf.protocolRange()
 	if conf.BatchApplyCh {
 		r.applyCh = make(chan *logFuture, conf.MaxAppendEntries)
 	} else {
@@ -620,36 +626,83 @@ func (r *Raft) GetConfiguration() ConfigurationFuture {
 }
 
 // Stats returns the node's status for humans and dashboards. It never waits on the main loop
-// or the disk. The keys are state, term, last_log_index, last_log_term, commit_index,
-// applied_index, last_snapshot_index, last_snapshot_term, leader_id, leader_addr,
-// latest_configuration, latest_config_index, num_peers (servers in the latest configuration
-// besides this one), protocol_version, election_rounds and last_contact (RFC 3339, when a
-// leader was last heard from or a vote was granted).
+// or the disk. Where hashicorp/raft reports the same fact, the key, and the format of its
+// value, are the same, so dashboards carry over; docs/operating.md lists every key.
 func (r *Raft) Stats() map[string]string {
 	lastIndex, lastTerm := r.lastLogIndexTerm()
 	appliedIndex, _ := r.appliedIndexTerm()
 	snapIndex, snapTerm := r.snapshotIndexTerm()
 	leader := r.leader.Load()
 	c := r.configs.Load()
+	state := r.getState()
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	return map[string]string{
-		"state":                r.getState().String(),
-		"term":                 u(r.currentTerm.Load()),
-		"last_log_index":       u(lastIndex),
-		"last_log_term":        u(lastTerm),
-		"commit_index":         u(r.commitIndex.Load()),
-		"applied_index":        u(appliedIndex),
-		"last_snapshot_index":  u(snapIndex),
-		"last_snapshot_term":   u(snapTerm),
-		"leader_id":            string(leader.id),
-		"leader_addr":          string(leader.addr),
-		"latest_configuration": fmt.Sprintf("%+v", c.latest.Servers),
-		"latest_config_index":  u(c.latestIndex),
-		"num_peers":            strconv.Itoa(max(len(c.latest.Servers)-1, 0)),
-		"protocol_version":     strconv.Itoa(ProtocolVersion),
-		"election_rounds":      u(r.rounds.Load()),
-		"last_contact":         time.Unix(0, r.lastContact.Load()).UTC().Format(time.RFC3339Nano),
+		"state":                      statsStateName(state),
+		"term":                       u(r.currentTerm.Load()),
+		"last_log_index":             u(lastIndex),
+		"last_log_term":              u(lastTerm),
+		"commit_index":               u(r.commitIndex.Load()),
+		"applied_index":              u(appliedIndex),
+		"fsm_pending":                strconv.Itoa(len(r.fsmCh)),
+		"last_snapshot_index":        u(snapIndex),
+		"last_snapshot_term":         u(snapTerm),
+		"leader_id":                  string(leader.id),
+		"leader_addr":                string(leader.addr),
+		"latest_configuration":       fmt.Sprintf("%+v", c.latest.Servers),
+		"latest_configuration_index": u(c.latestIndex),
+		"num_peers":                  strconv.Itoa(otherVoters(c.latest, r.localID)),
+		"protocol_version":           strconv.Itoa(r.protocolVersion),
+		"protocol_version_min":       strconv.Itoa(r.protocolMin),
+		"protocol_version_max":       strconv.Itoa(r.protocolMax),
+		"snapshot_version_min":       "1",
+		"snapshot_version_max":       strconv.Itoa(SnapshotVersion),
+		"election_rounds":            u(r.rounds.Load()),
+		"last_contact":               r.statsLastContact(state),
 	}
+}
+
+// statsStateName spells a role the way hashicorp/raft's stats do ("Leader"), unlike
+// RaftState.String, which logs and metric labels use ("leader").
+func statsStateName(s RaftState) string {
+	switch s {
+	case Follower:
+		return "Follower"
+	case Candidate:
+		return "Candidate"
+	case Leader:
+		return "Leader"
+	case Shutdown:
+		return "Shutdown"
+	}
+	return s.String()
+}
+
+// otherVoters counts the voters of c besides id, or 0 when id is no voter of c: the peers
+// whose votes this node needs.
+func otherVoters(c Configuration, id ServerID) int {
+	n, member := 0, false
+	for _, s := range c.Servers {
+		switch {
+		case s.Suffrage != Voter:
+		case s.ID == id:
+			member = true
+		default:
+			n++
+		}
+	}
+	if !member {
+		return 0
+	}
+	return n
+}
+
+// statsLastContact is how long ago this node last heard from a leader (or granted a vote, or
+// started), as a Go duration; "0" on the leader itself.
+func (r *Raft) statsLastContact(state RaftState) string {
+	if state == Leader {
+		return "0"
+	}
+	return time.Since(time.Unix(0, r.lastContact.Load())).String()
 }
 
 // Shutdown stops the node: every goroutine exits, pending and later calls fail with

@@ -135,8 +135,10 @@ func (s *replicator) run() {
 // returns true when the peer is caught up.
 func (s *replicator) replicate() bool {
 	for !s.stopped() {
-		lastIndex, _ := s.r.lastLogIndexTerm()
-		req, err := s.buildRequest(s.nextIndex, lastIndex)
+		req, lastIndex, err := s.buildRequest(s.nextIndex, true)
+		if errors.Is(err, errLogViewChanged) {
+			continue // the loop condition ends a finished term; a restore rebuilds
+		}
 		if errors.Is(err, ErrLogNotFound) {
 			// The entries the peer needs were compacted away.
 			if !s.sendLatestSnapshot() {
@@ -254,10 +256,39 @@ func (s *replicator) termAt(index uint64) (uint64, error) {
 	return l.Term, nil
 }
 
-// buildRequest builds the AppendEntries carrying entries [next, lastIndex], at most
-// MaxAppendEntries of them. An error wrapping ErrLogNotFound means the peer needs a
-// snapshot.
-func (s *replicator) buildRequest(next, lastIndex uint64) (*AppendEntriesRequest, error) {
+// errLogViewChanged reports that the leader's log changed under a request being built (the
+// term ended, or a Restore replaced the log): the request is dropped, never sent.
+var errLogViewChanged = errors.New("raft: leader log changed while a request was built")
+
+// buildRequest builds the AppendEntries for entries from next on: up to the log tail, at most
+// MaxAppendEntries of them, or none when withEntries is false (a commit index update). It
+// also returns the last log index it saw. An error wrapping ErrLogNotFound means the peer
+// needs a snapshot.
+//
+// The request is one consistent view of this term's log, term and commit index: the reads
+// are not atomic together (a lagging peer's entries come from the store one by one), so they
+// are validated afterwards against ls.logVersion, which the main loop bumps before it changes
+// the log in any way other than appending this term's entries (step-down, Restore). A change
+// in between fails with errLogViewChanged, so a request mixing the logs of two terms, or
+// built after the node left its term, never reaches the wire.
+func (s *replicator) buildRequest(next uint64, withEntries bool) (*AppendEntriesRequest, uint64, error) {
+	version := s.ls.logVersion.Load()
+	if s.stopped() {
+		return nil, 0, errLogViewChanged
+	}
+	lastIndex, _ := s.r.lastLogIndexTerm()
+	if !withEntries {
+		lastIndex = next - 1
+	}
+	req, err := s.readRequest(next, lastIndex)
+	if s.ls.logVersion.Load() != version {
+		return nil, 0, errLogViewChanged
+	}
+	return req, lastIndex, err
+}
+
+// readRequest reads what buildRequest validates.
+func (s *replicator) readRequest(next, lastIndex uint64) (*AppendEntriesRequest, error) {
 	req := &AppendEntriesRequest{
 		RPCHeader:         s.r.header(),
 		Term:              s.ls.term,
@@ -409,14 +440,17 @@ func (s *replicator) pipelineSend(pipe AppendPipeline, window chan struct{}, fai
 			}
 			// Read the log tail only now: what was dispatched while the window was full
 			// goes out in this one request.
-			lastIndex, _ := s.r.lastLogIndexTerm()
-			if s.nextIndex > lastIndex {
+			if lastIndex, _ := s.r.lastLogIndexTerm(); s.nextIndex > lastIndex {
 				<-window // nothing to send after all
 				break
 			}
-			req, err := s.buildRequest(s.nextIndex, lastIndex)
+			req, _, err := s.buildRequest(s.nextIndex, true)
 			if err != nil {
-				return // compaction or a read error: the plain mode sorts it out
+				return // compaction, a read error or a changed log: the plain mode sorts it out
+			}
+			if len(req.Entries) == 0 {
+				<-window // nothing to send after all
+				break
 			}
 			if _, err := pipe.AppendEntries(req, new(AppendEntriesResponse)); err != nil {
 				return
@@ -432,7 +466,7 @@ func (s *replicator) pipelineSend(pipe AppendPipeline, window chan struct{}, fai
 				timer.Stop()
 				return
 			}
-			req, err := s.buildRequest(s.nextIndex, s.nextIndex-1)
+			req, _, err := s.buildRequest(s.nextIndex, false)
 			if err == nil {
 				_, err = pipe.AppendEntries(req, new(AppendEntriesResponse))
 			}
@@ -466,9 +500,15 @@ const pipelineDepth = 2
 
 // acquireWindow waits for room in the pipeline window; false when the pipeline or the
 // replicator stops first.
-func (s *replicator) acquireWindow(window chan<- struct{}, failed <-chan struct{}) bool {
+func (s *replicator) acquireWindow(window chan struct{}, failed <-chan struct{}) bool {
 	select {
 	case window <- struct{}{}:
+		// A select picks at random among ready cases: the window may have won over a stop
+		// that had already happened.
+		if s.stopped() {
+			<-window
+			return false
+		}
 		return true
 	case <-failed:
 	case <-s.ls.stopCh:

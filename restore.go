@@ -129,7 +129,7 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		return
 	}
 	// Let the writer finish its batch and start no other, so the log stops changing.
-	if err := r.waitWriterIdle(); err != nil {
+	if err := r.writeOutcome(ls.writer.await()); err != nil {
 		f.respond(err)
 		return
 	}
@@ -139,7 +139,7 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	// Store the snapshot before anything changes: a bad reader leaves everything as it was.
 	id, err := r.storeRestoreSnapshot(f, index, term, config, configIndex)
 	if err != nil {
-		r.maybeStartWrite()
+		ls.writer.kick()
 		f.respond(err)
 		return
 	}
@@ -147,7 +147,8 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	for _, fut := range ls.inflight {
 		fut.respond(ErrAbortedByRestore)
 	}
-	ls.inflight, ls.pending = nil, nil
+	ls.inflight = nil
+	ls.writer.drop()
 	if p := ls.promotion; p != nil {
 		// An AddVoter waiting for its server to catch up: the restore takes the committed
 		// configuration, so the change is aborted like the other requests in flight.
@@ -195,36 +196,6 @@ func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config
 	return sink.ID(), nil
 }
 
-// waitWriterIdle waits for the leader's log writer to finish its batch, without handing it
-// the next one. On an error the leader stepped down or is shutting down.
-func (r *Raft) waitWriterIdle() error {
-	ls := r.leaderState
-	if ls.writerIdle {
-		return nil
-	}
-	timer := time.NewTimer(max(r.conf.LogStoreTimeout-time.Since(ls.writeStarted), 0))
-	defer timer.Stop()
-	select {
-	case res := <-ls.writeDoneCh:
-		ls.writerIdle = true
-		if res.err != nil {
-			r.logger.Error("local log write failed, stepping down", "index", res.lastIndex, "error", res.err)
-			err := fmt.Errorf("%w: local log write failed: %w", ErrLeadershipLost, res.err)
-			r.stepDown(r.currentTerm.Load(), err)
-			return err
-		}
-		ls.commitment.match(r.localID, res.lastIndex)
-		return nil
-	case <-timer.C:
-		r.logger.Error("local log write exceeded the log store timeout, stepping down", "error", ErrLogStoreTimeout)
-		err := fmt.Errorf("%w: %w", ErrLeadershipLost, ErrLogStoreTimeout)
-		r.stepDown(r.currentTerm.Load(), err)
-		return err
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	}
-}
-
 // restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
 // before it. A failed restore may leave the FSM half replaced: the node stops.
 func (r *Raft) restoreFSM(task *restoreTask) error {
@@ -247,6 +218,8 @@ func (r *Raft) restoreFSM(task *restoreTask) error {
 func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
 	r.snapshotMu.Lock()
 	defer r.snapshotMu.Unlock()
+	// Requests replication is building from the old log must not be sent.
+	r.leaderState.logVersion.Add(1)
 	r.snapshot.Store(&indexTerm{index: index, term: term})
 	first, err := r.logs.FirstIndex()
 	if err != nil {

@@ -34,21 +34,30 @@ func (r *Raft) processRPC(rpc RPC) {
 	rpcProcessMetric(kind, start)
 }
 
-// checkHeader refuses messages from a newer protocol version or without a sender.
-func checkHeader(h RPCHeader) error {
-	if h.ProtocolVersion > ProtocolVersion || h.ProtocolVersion < 1 {
-		return fmt.Errorf("%w: protocol version %d, this node speaks %d", ErrBadRequest, h.ProtocolVersion, ProtocolVersion)
+// checkHeader refuses requests in a protocol version outside this node's range, or without a
+// sender. It sets resp, the response's header, to answer in the request's version.
+func (r *Raft) checkHeader(h RPCHeader, resp *RPCHeader) error {
+	if h.ProtocolVersion < r.protocolMin || h.ProtocolVersion > r.protocolMax {
+		err := fmt.Errorf("%w: %s (%s) sends version %d, %s speaks %d to %d", ErrUnsupportedProtocol,
+			h.ID, h.Addr, h.ProtocolVersion, r.localID, r.protocolMin, r.protocolMax)
+		// The peer retries for as long as it runs: say it once a minute, not per request.
+		if now := time.Now(); now.Sub(r.protocolWarnAt) >= time.Minute {
+			r.protocolWarnAt = now
+			r.logger.Warn("refusing peer with unsupported protocol version", "peer", string(h.ID), "error", err)
+		}
+		return err
 	}
 	if h.ID == "" || h.Addr == "" {
 		return fmt.Errorf("%w: sender without ID or address", ErrBadRequest)
 	}
+	resp.ProtocolVersion = h.ProtocolVersion
 	return nil
 }
 
 // handleAppendEntries is the follower side of replication (Raft paper, Figure 2).
 func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	resp := &AppendEntriesResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(a.RPCHeader); err != nil {
+	if err := r.checkHeader(a.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -368,7 +377,7 @@ func (r *Raft) advanceFollowerCommit(commit uint64) {
 // handleRequestVote decides a vote (Raft paper, Figure 2, and thesis section 4.2.3).
 func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
 	resp := &RequestVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -413,7 +422,7 @@ func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
 // handleRequestPreVote answers whether we would vote, without changing any state.
 func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 	resp := &RequestPreVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -430,7 +439,7 @@ func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 // handleTimeoutNow starts an election at once, skipping pre-vote (leadership transfer).
 func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
 	resp := &TimeoutNowResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}

@@ -219,7 +219,7 @@ func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 // makes the log consistent with it (Raft paper, Figure 13).
 func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := checkHeader(req.RPCHeader); err != nil {
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
 		rpc.Respond(nil, err)
 		return
 	}
@@ -386,6 +386,7 @@ func (r *Raft) rescanConfigurations(from uint64) error {
 // stop or back off.
 func (s *replicator) sendLatestSnapshot() bool {
 	peer := s.peer.Load()
+	version := s.ls.logVersion.Load()
 	metas, err := s.r.snaps.List()
 	if err != nil || len(metas) == 0 {
 		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
@@ -399,6 +400,11 @@ func (s *replicator) sendLatestSnapshot() bool {
 		return s.wait(s.backoff())
 	}
 	defer rc.Close()
+	if s.ls.logVersion.Load() != version {
+		// The node left its term (it may have installed another leader's snapshot since)
+		// or restored one: what was opened is not this term's view.
+		return !s.stopped()
+	}
 	req := &InstallSnapshotRequest{
 		RPCHeader:          s.r.header(),
 		SnapshotVersion:    meta.Version,

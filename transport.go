@@ -11,9 +11,20 @@ type ServerID string
 // ServerAddress is the network address a Transport reaches a server at.
 type ServerAddress string
 
-// ProtocolVersion is the version of the wire protocol this build speaks. A node refuses
-// requests from a newer, unknown version.
-const ProtocolVersion = 1
+// Wire protocol versions. A build speaks every version in [ProtocolVersionMin,
+// ProtocolVersionMax]: it accepts requests carrying any of them and answers each in the
+// version of its request, while its own requests carry Config.ProtocolVersion. A request
+// outside the range is refused with an error wrapping ErrUnsupportedProtocol. A release that
+// changes the wire format raises ProtocolVersionMax and keeps the previous version in its
+// range, so two adjacent releases can run in one cluster (docs/compatibility.md).
+const (
+	// ProtocolVersionMin is the oldest protocol version this build accepts.
+	ProtocolVersionMin = 1
+	// ProtocolVersionMax is the newest protocol version this build speaks.
+	ProtocolVersionMax = 1
+	// ProtocolVersion is the version a node sends by default: ProtocolVersionMax.
+	ProtocolVersion = ProtocolVersionMax
+)
 
 // Transport carries RPCs between nodes. Implementations must be safe for concurrent use: the
 // main loop, every replication goroutine and every heartbeat goroutine call it at once.
@@ -113,7 +124,8 @@ type RPCResponse struct {
 
 // RPCHeader identifies the sender of every message.
 type RPCHeader struct {
-	// ProtocolVersion is the sender's ProtocolVersion.
+	// ProtocolVersion is the version the message is written in: the sender's
+	// Config.ProtocolVersion for a request, the request's version for a response.
 	ProtocolVersion int
 	// ID and Addr name the sender; followers learn the leader from them.
 	ID   ServerID

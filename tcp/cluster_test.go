@@ -2,6 +2,7 @@ package tcp_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -166,4 +167,25 @@ func TestTLSCluster_MutualTLSElectsReplicatesAndRestarts(t *testing.T) {
 	c.Restart(follower)
 	last := applyConcurrently(t, c, "tls-after", 8, 200)
 	requireEqualFSMs(t, c, last, 400)
+}
+
+func TestTCPCluster_RefusesPeerOutsideProtocolRange(t *testing.T) {
+	c := raftest.New(t, clusterOptions(3, nil))
+	leader := c.WaitLeader(clusterWait)
+	probe, err := tcp.NewTransport("127.0.0.1:0", nil, tcp.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax + 1, ID: "probe", Addr: probe.LocalAddr()}
+	var resp raft.AppendEntriesResponse
+	err = probe.AppendEntries("", c.Node(leader).Addr, &raft.AppendEntriesRequest{RPCHeader: header, Term: 1}, &resp)
+	if !errors.Is(err, raft.ErrUnsupportedProtocol) {
+		t.Fatalf("got %v, want an error matching raft.ErrUnsupportedProtocol across TCP", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("sends version %d", raft.ProtocolVersionMax+1)) {
+		t.Fatalf("error %q does not name the refused version", err)
+	}
+	// The node refused the peer, not the connection: it goes on leading.
+	applyConcurrently(t, c, "after", 4, 20)
 }
