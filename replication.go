@@ -20,6 +20,8 @@ type replicator struct {
 	// Owned by the run goroutine.
 	nextIndex uint64
 	failures  int
+	// snapshotWarned is when a failed snapshot send was last logged at WARN (rate limit).
+	snapshotWarned time.Time
 
 	// matchIndex is written by the run goroutine, or by the pipeline receiver while the run
 	// goroutine waits for it.
@@ -108,6 +110,25 @@ func (s *replicator) notifyStepDown(term uint64) {
 	}
 }
 
+// logFailure logs a failed replication RPC: at WARN when the peer goes from healthy to
+// failing, at DEBUG while it keeps failing, so an unreachable peer costs one line, not one per
+// retry.
+func (s *replicator) logFailure(msg string, peer ServerID, err error) {
+	if s.failures == 1 {
+		s.r.logger.Warn(msg, "peer", string(peer), "error", err)
+		return
+	}
+	s.r.logger.Debug(msg, "peer", string(peer), "error", err)
+}
+
+// noteSuccess ends a run of failures, logging the change back to healthy.
+func (s *replicator) noteSuccess() {
+	if s.failures > 0 {
+		s.r.logger.Info("replication resumed", "peer", string(s.peer.Load().ID), "failures", s.failures)
+	}
+	s.failures = 0
+}
+
 // backoff is the pause after the replicator's consecutive failures.
 func (s *replicator) backoff() time.Duration { return backoff(s.failures, s.r.conf.HeartbeatTimeout) }
 
@@ -159,7 +180,7 @@ func (s *replicator) replicate() bool {
 		start := time.Now()
 		if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, &resp); err != nil {
 			s.failures++
-			s.r.logger.Debug("append entries failed", "peer", string(peer.ID), "error", err)
+			s.logFailure("append entries failing", peer.ID, err)
 			if !s.wait(s.backoff()) {
 				return false
 			}
@@ -183,7 +204,7 @@ func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntri
 		s.notifyStepDown(resp.Term)
 		return false
 	}
-	s.failures = 0
+	s.noteSuccess()
 	s.setContact()
 	if resp.Success {
 		last := req.PrevLogIndex + uint64(len(req.Entries))
@@ -337,6 +358,8 @@ func (s *replicator) heartbeat() {
 		}
 		verifies := s.takeVerifies()
 		peer := s.peer.Load()
+		lastIndex, _ := s.r.lastLogIndexTerm()
+		replicationLagMetric(peer.ID, lastIndex, s.matchIndex.Load())
 		req := &AppendEntriesRequest{RPCHeader: s.r.header(), Term: s.ls.term}
 		var resp AppendEntriesResponse
 		start := time.Now()
