@@ -252,7 +252,9 @@ func TestRaft_ShutdownFailsEveryCall(t *testing.T) {
 		mustApply(t, c, "before")
 		c.Isolate(leader) // nothing commits: requests stay pending until the shutdown
 		pending := []raft.Future{r.Apply([]byte("pending"), 0), r.Barrier(0), r.VerifyLeader()}
-		c.Crash(leader) // Shutdown, waiting for every goroutine of the node
+		if err := r.Shutdown().Error(); err != nil { // waits for every goroutine of the node
+			t.Fatal(err)
+		}
 		for i, f := range pending {
 			if err := f.Error(); !errors.Is(err, raft.ErrRaftShutdown) && !errors.Is(err, raft.ErrLeadershipLost) {
 				t.Fatalf("pending request %d: %v, want ErrRaftShutdown", i, err)

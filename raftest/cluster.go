@@ -41,7 +41,8 @@ type Options struct {
 	NewStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore)
 	// OpenStores, if set instead of NewStores, opens a node's stores at every start, the way
 	// a restarted process reopens its data directory (wal, files). The harness closes them
-	// when the node crashes, after it shut down: each store that is an io.Closer, once. The
+	// when the node crashes, once the crash fenced them off: each store that is an io.Closer,
+	// once. The
 	// first start reuses the stores opened to bootstrap the node. While a node is crashed its
 	// Logs, Stable and Snaps fields hold the closed stores.
 	OpenStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error)
@@ -75,8 +76,9 @@ type Cluster struct {
 	nodes []*Node
 
 	checker *checker
-	stopMon chan struct{}
-	monDone chan struct{}
+	// abandoned are the Rafts of crashed incarnations, shut down at cleanup in case they did
+	// not stop on their own. Test goroutine only.
+	abandoned []*raft.Raft
 }
 
 // Node is one member of a Cluster. Its stores survive Crash; its Raft does not.
@@ -87,9 +89,12 @@ type Node struct {
 	Stable raft.StableStore
 	Snaps  raft.SnapshotStore
 
-	c    *Cluster
-	raft *raft.Raft   // nil while crashed; guarded by c.mu
-	fsm  *recorderFSM // the current incarnation's FSM; guarded by c.mu
+	c         *Cluster
+	raft      *raft.Raft   // nil while crashed; guarded by c.mu
+	fsm       *recorderFSM // the current incarnation's FSM; guarded by c.mu
+	inc       *Incarnation // the current incarnation; nil before the first start; guarded by c.mu
+	disk      DiskFaults   // kept across incarnations; guarded by c.mu
+	fsmFaults FSMFaults    // kept across incarnations; guarded by c.mu
 
 	// Used by the test goroutine only (New, Start, Crash, cleanup).
 	trans      raft.Transport // built by New for the first Start (NewTransport); nil after
@@ -115,13 +120,11 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c := &Cluster{
-		t:       t,
-		opts:    opts,
-		Seed:    seed,
-		logs:    newLogBuffer(4 << 20),
-		rng:     rand.New(rand.NewSource(seed)),
-		stopMon: make(chan struct{}),
-		monDone: make(chan struct{}),
+		t:    t,
+		opts: opts,
+		Seed: seed,
+		logs: newLogBuffer(4 << 20),
+		rng:  rand.New(rand.NewSource(seed)),
 	}
 	if opts.NewTransport == nil {
 		c.Net = raft.NewInmemNetwork(seed)
@@ -153,7 +156,6 @@ func New(t testing.TB, opts Options) *Cluster {
 	for i := range c.nodes {
 		c.Start(i)
 	}
-	go c.monitor()
 	return c
 }
 
@@ -192,11 +194,30 @@ func (c *Cluster) Nodes() []*Node { return c.nodes }
 // Node returns node i (0-based).
 func (c *Cluster) Node(i int) *Node { return c.nodes[i] }
 
-// Raft returns the running node's Raft, or nil while it is crashed.
+// Raft returns the running node's Raft, or nil while it is crashed (also when it crashed
+// itself at an armed crash point and was not restarted yet).
 func (n *Node) Raft() *raft.Raft {
 	n.c.mu.Lock()
 	defer n.c.mu.Unlock()
+	return n.liveLocked()
+}
+
+// liveLocked returns the node's Raft if its incarnation runs. Called with c.mu held.
+func (n *Node) liveLocked() *raft.Raft {
+	if n.raft == nil || n.inc.Crashed() {
+		return nil
+	}
 	return n.raft
+}
+
+// Running reports whether the node runs: started and not crashed since.
+func (n *Node) Running() bool { return n.Raft() != nil }
+
+// Incarnation returns the node's current (or last) incarnation, nil before its first start.
+func (n *Node) Incarnation() *Incarnation {
+	n.c.mu.Lock()
+	defer n.c.mu.Unlock()
+	return n.inc
 }
 
 // FSM returns the current (or last) incarnation's FSM, as built by Options.NewFSM.
@@ -244,6 +265,15 @@ func (c *Cluster) logger(name string) hclog.Logger {
 func (c *Cluster) Start(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
+	c.mu.Lock()
+	running, started := n.liveLocked() != nil, n.raft != nil
+	c.mu.Unlock()
+	if running {
+		c.t.Fatalf("raftest: starting %s, which is running", n.ID)
+	}
+	if started {
+		c.Crash(i) // it crashed itself at an armed crash point: finish the crash
+	}
 	trans := n.trans
 	n.trans = nil
 	if trans == nil {
@@ -265,14 +295,32 @@ func (c *Cluster) Start(i int) {
 		inner = NewRecordingFSM()
 	}
 	fsm := newRecorderFSM(inner, c.checker, n.ID)
-	r, err := raft.NewRaft(c.config(n), wrapFSM(fsm), n.Logs, n.Stable, n.Snaps, trans)
+	c.mu.Lock()
+	disk, fsmFaults := n.disk, n.fsmFaults
+	c.mu.Unlock()
+	inc := NewIncarnation(c.rng.Int63(), nil)
+	inc.SetDiskFaults(disk)
+	inc.SetFSMFaults(fsmFaults)
+	conf := c.config(n)
+	r, err := raft.NewRaft(conf, inc.FSM(wrapFSM(fsm)), inc.LogStore(n.Logs), inc.StableStore(n.Stable),
+		inc.SnapshotStore(n.Snaps), inc.Transport(trans))
 	if err != nil {
+		inc.Crash()
 		_ = trans.Close()
 		c.closeStores(n)
 		c.t.Fatalf("raftest: starting %s: %v", n.ID, err)
 	}
+	// Leadership is taken from the event fired inside the role change, with the term it won:
+	// reading role and term separately could pair a leader with the higher term it is about
+	// to step down for. The filter runs for every event; it keeps none.
+	r.RegisterObserver(raft.NewObserver(make(chan raft.Observation), false, func(o *raft.Observation) bool {
+		if lo, ok := o.Data.(raft.LeaderObservation); ok && lo.LeaderID == n.ID && !inc.Crashed() {
+			c.checker.observeLeader(lo.Term, n.ID)
+		}
+		return false
+	}))
 	c.mu.Lock()
-	n.raft, n.fsm = r, fsm
+	n.raft, n.fsm, n.inc = r, fsm, inc
 	c.mu.Unlock()
 }
 
@@ -329,24 +377,58 @@ func (c *Cluster) closeStores(n *Node) {
 	}
 }
 
-// Crash stops node i abruptly: its goroutines exit and its transport closes, but its stores
-// keep exactly what they held (in-memory stores lose nothing acknowledged, as a disk with
-// fsync would). Stores from Options.OpenStores are closed, as a dying process would leave
-// them.
+// Crash kills node i's incarnation at once, wherever its goroutines are, and does not wait
+// for anything in flight: see Incarnation for exactly what its stores keep (a write in
+// progress keeps a seeded prefix or nothing, everything finished stays) and why nothing of
+// the old incarnation can act afterwards. Stores from Options.OpenStores are then closed,
+// as a dying process leaves them. Crashing a crashed node does nothing.
 func (c *Cluster) Crash(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
 	c.mu.Lock()
-	r := n.raft
+	r, inc := n.raft, n.inc
 	n.raft = nil
 	c.mu.Unlock()
 	if r == nil {
 		return
 	}
-	if err := r.Shutdown().Error(); err != nil {
-		c.t.Fatalf("raftest: crashing %s: %v", n.ID, err)
-	}
+	inc.Crash()
+	c.abandoned = append(c.abandoned, r)
 	c.closeStores(n)
+}
+
+// CrashAt arms a crash of node i inside its next operation p after letting after such
+// operations through; see Incarnation.CrashAt. The node then crashes itself: Node.Running
+// turns false and Start restarts it. The arming does not outlive the incarnation.
+func (c *Cluster) CrashAt(i int, p CrashPoint, after int) {
+	c.t.Helper()
+	if inc := c.nodes[i].Incarnation(); inc != nil {
+		inc.CrashAt(p, after)
+	}
+}
+
+// SetDiskFaults gives node i's disk latency and stalls, now and in later incarnations.
+func (c *Cluster) SetDiskFaults(i int, f DiskFaults) {
+	n := c.nodes[i]
+	c.mu.Lock()
+	n.disk = f
+	inc := n.inc
+	c.mu.Unlock()
+	if inc != nil {
+		inc.SetDiskFaults(f)
+	}
+}
+
+// SetFSMFaults gives node i's FSM latency, now and in later incarnations.
+func (c *Cluster) SetFSMFaults(i int, f FSMFaults) {
+	n := c.nodes[i]
+	c.mu.Lock()
+	n.fsmFaults = f
+	inc := n.inc
+	c.mu.Unlock()
+	if inc != nil {
+		inc.SetFSMFaults(f)
+	}
 }
 
 // Restart crashes node i and starts it again from its stores.
@@ -401,10 +483,11 @@ func (c *Cluster) Leader() int {
 	defer c.mu.Unlock()
 	best, bestTerm := -1, uint64(0)
 	for i, n := range c.nodes {
-		if n.raft == nil || n.raft.State() != raft.Leader {
+		r := n.liveLocked()
+		if r == nil || r.State() != raft.Leader {
 			continue
 		}
-		if t := n.raft.CurrentTerm(); best == -1 || t > bestTerm {
+		if t := r.CurrentTerm(); best == -1 || t > bestTerm {
 			best, bestTerm = i, t
 		}
 	}
@@ -524,37 +607,9 @@ func (c *Cluster) CheckSafety() {
 // call while the cluster runs.
 func (c *Cluster) SafetyErr() error { return c.checker.err() }
 
-// monitor samples every node's role and term to catch two leaders in one term.
-func (c *Cluster) monitor() {
-	defer close(c.monDone)
-	tick := time.NewTicker(500 * time.Microsecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.stopMon:
-			return
-		case <-tick.C:
-		}
-		c.mu.Lock()
-		for _, n := range c.nodes {
-			if n.raft == nil {
-				continue
-			}
-			t1 := n.raft.CurrentTerm()
-			isLeader := n.raft.State() == raft.Leader
-			if isLeader && n.raft.CurrentTerm() == t1 {
-				c.checker.observeLeader(t1, n.ID)
-			}
-		}
-		c.mu.Unlock()
-	}
-}
-
-// cleanup shuts every node down, runs the final safety check and prints the seed and the
-// node logs when the test failed.
+// cleanup crashes every node, shuts down what is left of every incarnation, runs the final
+// safety check and prints the seed and the node logs when the test failed.
 func (c *Cluster) cleanup() {
-	close(c.stopMon)
-	<-c.monDone
 	for i, n := range c.nodes {
 		c.Crash(i)
 		// A node that never started holds an open transport or stores.
@@ -563,6 +618,12 @@ func (c *Cluster) cleanup() {
 			n.trans = nil
 		}
 		c.closeStores(n)
+	}
+	// Crashed incarnations stop on their own once they notice their fenced stores and
+	// transport; Shutdown makes the idle ones (a follower that hears nothing and cannot
+	// campaign) exit too, so a synctest bubble ends. It cannot reach a disk or a peer.
+	for _, r := range c.abandoned {
+		_ = r.Shutdown().Error()
 	}
 	if !c.t.Failed() {
 		if err := c.checker.err(); err != nil {

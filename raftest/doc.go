@@ -6,19 +6,54 @@
 // decoded with the real msgpack codec, so nodes never share memory. The network can partition
 // nodes (Partition, Isolate, Heal), cut single directions (Cluster.Net.Cut), and drop, delay
 // and duplicate messages at random (Cluster.Net.SetFaults, SetDefaultFaults). Nodes can be
-// crashed and restarted (Crash, Start, Restart); their stores survive, as a disk would.
+// crashed and restarted (Crash, Start, Restart), made to crash themselves inside a chosen
+// operation (CrashAt), and given a slow, stalling disk (SetDiskFaults) or a slow FSM
+// (SetFSMFaults).
+//
+// # What a crash means
+//
+// A crash is not a shutdown. Crash kills the node's current run (its Incarnation) at once,
+// wherever its goroutines are, and waits for nothing in flight: a log write, an FSM apply or
+// restore, a snapshot being persisted, an InstallSnapshot being received, a leader's Restore.
+// The node's stores then hold exactly what a disk would:
+//
+//   - a log write is durable once StoreLogs returned; a crash inside StoreLogs keeps a seeded
+//     prefix of the batch, possibly none of it;
+//   - a DeleteRange (compaction, truncation) or a StableStore set (term, vote) in progress
+//     leaves the state before or after it;
+//   - a snapshot exists once its sink's Close returned; one still being written never does,
+//     and a crash inside Close leaves it or not.
+//
+// The old incarnation never acts again: nothing it sends afterwards is delivered, nothing
+// reaches it, its FSM applies nothing more and every call it makes into its stores fails with
+// ErrCrashed, so the stores can be handed to the next incarnation untouched. Its goroutines
+// are not stopped; like the stale goroutines of a real node they run on until they notice the
+// errors and stop. Start builds a new incarnation over the same stores and a fresh FSM (from
+// Options.NewFSM), which recovers from what the stores hold.
+//
+// CrashAt(i, p, n) makes node i crash itself inside its (n+1)-th next operation p: StoreLogs,
+// DeleteRange, StableStore sets, snapshot writes and closes, FSM Apply and Restore, or the
+// handling of an InstallSnapshot. Together these cover the leader's and the followers' log
+// writes, log compaction, snapshot Persist, InstallSnapshot on the receiver and Restore on
+// the leader. The node's Running then turns false; Start restarts it.
+//
+// The same crash model is available for any stores, FSM and transport outside a Cluster:
+// wrap them with NewIncarnation's LogStore, StableStore, SnapshotStore, FSM and Transport,
+// build the raft.Raft from the wrappers, and call Crash.
 //
 // Real parts plug in too. Options.NewTransport gives nodes any raft.Transport (TCP on
 // loopback, say); their addresses then come from the transports, a restarted node must come
 // back at its address, and the fault methods above fail the test, since only the in-memory
 // network can inject faults. Options.OpenStores opens durable stores (wal) at every start and
-// closes them on Crash, so a restart recovers from what is on disk.
+// closes them on Crash (after fencing them off, so nothing reaches them once the crash
+// happened), so a restart recovers from what is on disk.
 //
 // Every random decision of a run comes from one seed (Options.Seed, or RAFTEST_SEED from the
 // environment, or a fresh one), printed together with the node logs when the test fails.
 //
 // While the cluster runs, a checker watches two safety properties: at most one leader per
-// term, and every node (and every incarnation of a node) applying the same entry at each
+// term (taken from the leader observation each node fires as it becomes leader, with the term
+// it won), and every node (and every incarnation of a node) applying the same entry at each
 // index. CheckSafety adds the Log Matching check over the nodes' logs; call it once the
 // cluster is quiet. SafetyErr reports violations without failing, for use between steps.
 //
@@ -28,23 +63,8 @@
 // amount of work in zero virtual time. New runs a cluster in real time, for transports and
 // stores that do real I/O.
 //
-// A test of a user FSM:
-//
-//	func TestKV_SurvivesLeaderCrash(t *testing.T) {
-//		opts := raftest.Options{Nodes: 3, NewFSM: func(raft.ServerID) raft.FSM { return kv.NewFSM() }}
-//		raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
-//			c.WaitLeader(5 * time.Second)
-//			f, err := c.Apply(kv.Set("x", "1"), 5*time.Second)
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			c.Crash(c.Leader())
-//			c.WaitLeader(5 * time.Second)
-//			c.WaitFor(5*time.Second, "x on the new leader", func() bool {
-//				return c.Node(c.Leader()).FSM().(*kv.FSM).Get("x") == "1"
-//			})
-//			_ = f
-//			c.CheckSafety()
-//		})
-//	}
+// Testing your own FSM: Example_testYourFSM (example_test.go) is a whole file to start from, a
+// small FSM and a test that crashes the leader, cuts off a follower so no quorum is left,
+// heals, restarts the crashed node and checks that every node converged. It is compiled by go
+// test, and TestExample_RegisterSurvivesFaults runs it, so it stays correct.
 package raftest

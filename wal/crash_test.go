@@ -101,9 +101,9 @@ func TestCrash_TruncatedLastSegmentKeepsAcknowledgedPrefix(t *testing.T) {
 	}
 }
 
-func TestCrash_FlippedByteInLastSegmentKeepsPrefixBeforeIt(t *testing.T) {
+func TestCrash_FlippedByteInLastSegmentIsErrCorruptAndKept(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seedFor(t), 2))
-	template, model, lay := damagedTemplate(t)
+	template, _, lay := damagedTemplate(t)
 	offs := []int64{0, segmentHeaderBytes - 1, segmentHeaderBytes, segmentHeaderBytes + 4, lay.size - 1}
 	for i := 0; i < 150; i++ {
 		offs = append(offs, rng.Int64N(lay.size))
@@ -111,7 +111,27 @@ func TestCrash_FlippedByteInLastSegmentKeepsPrefixBeforeIt(t *testing.T) {
 	for _, off := range offs {
 		dir := copyDir(t, template)
 		flipByte(t, filepath.Join(dir, lay.name), off, byte(1+rng.IntN(255)))
-		checkRecovered(t, dir, model, lay, off, true)
+		checkCorruptKept(t, dir, lay.name, off)
+	}
+}
+
+// checkCorruptKept opens dir, whose file name was damaged at off, and checks that Open fails
+// with ErrCorrupt naming the file and an offset at or before off, and changes no file.
+func checkCorruptKept(t *testing.T, dir, name string, off int64) {
+	t.Helper()
+	before := dirDigest(t, dir)
+	s, err := Open(dir, WithNoSync(), WithSegmentSize(4<<10))
+	if err == nil {
+		rep := s.OpenReport()
+		s.Close()
+		t.Fatalf("damage at offset %d of %s: Open succeeded, report %+v", off, name, rep)
+	}
+	path := filepath.Join(dir, name)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "offset") {
+		t.Fatalf("damage at offset %d: Open error %q does not wrap ErrCorrupt or name %s and an offset", off, err, path)
+	}
+	if after := dirDigest(t, dir); after != before {
+		t.Fatalf("damage at offset %d: failed Open changed the directory:\nbefore %s\nafter  %s", off, before, after)
 	}
 }
 

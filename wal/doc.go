@@ -12,14 +12,20 @@
 //     returns only after both; an acknowledged batch survives a process or machine crash.
 //   - After any crash the log is a prefix of what was written: every acknowledged batch,
 //     possibly followed by part or all of the batch in flight; never a hole.
-//   - Open verifies the CRC32C of every record. A torn or corrupt tail of the last segment is
-//     cut at the end of its last good record, logged at Warn and described by OpenReport.
-//     (Damage that is not a crash, such as a flipped bit in the middle of the last segment,
-//     is handled the same way, so entries after it are lost, and reported.) Damage anywhere
-//     else (a sealed segment, the marker or the stable file) fails Open with
-//     ErrCorrupt naming the file and offset: nothing is dropped silently.
-//   - GetLog re-verifies each record it reads from disk, and never waits for an append or an
-//     fsync in progress: writers hold the index lock only to publish a finished write.
+//   - Open verifies the CRC32C of every record. Only the torn tail of an interrupted write
+//     is cut: damage at offset X of the last segment is cut at the end of the last good
+//     record when (1) no intact record with a later index lies anywhere after X, so X is in
+//     the last batch ever written, and (2) the damage looks like an interrupted write: the
+//     file ends inside the record (and the bytes left are not a complete record with a
+//     damaged length field), or the record holds a 512-byte sector of zeros. A cut is logged
+//     at Warn and described by OpenReport. Any other damage (a flipped bit with intact
+//     records after it, a complete record that fails its CRC, anything in a sealed segment,
+//     the marker or the stable file) fails Open with ErrCorrupt naming the file and offset,
+//     and the bytes are left on disk. A segment with a newer format version fails Open with
+//     ErrUnsupportedVersion, also without touching it.
+//   - GetLog re-verifies each record it reads from disk; a record that fails makes GetLog
+//     return ErrCorrupt and the store refuse every later write (ErrFailed).
+//   - GetLog never waits for an append or an fsync in progress: writers hold the index lock only to publish a finished write.
 //   - Set and SetUint64 replace the stable file atomically and durably.
 //   - A flock on LOCK keeps a second Store, in any process, out of the directory.
 //   - A failed write, fsync or truncate makes the store refuse further writes (ErrFailed);

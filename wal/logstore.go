@@ -67,7 +67,18 @@ func (s *Store) GetLog(index uint64, l *raft.Log) error {
 		// The record may have been truncated or compacted away (or its file closed) after
 		// locate released the lock; locate on the next attempt tells.
 	}
+	if errors.Is(err, ErrCorrupt) && !s.closed.Load() {
+		s.markCorrupt(err)
+	}
 	return err
+}
+
+// markCorrupt makes the store refuse every later write, log and stable alike: a store that
+// has lost an entry it acknowledged must not go on acknowledging (or voting) as if healthy.
+func (s *Store) markCorrupt(err error) {
+	if s.corrupt.CompareAndSwap(nil, &err) {
+		s.logger.Error("log record failed verification, refusing further writes", "error", err)
+	}
 }
 
 // locate finds index under the read lock: either the cached entry (hit), or where the record
@@ -152,6 +163,14 @@ func (s *Store) writable() error {
 	}
 	if s.failed != nil {
 		return fmt.Errorf("%w: %w", ErrFailed, s.failed)
+	}
+	return s.corruptErr()
+}
+
+// corruptErr returns ErrFailed wrapping the corruption GetLog found, if it found any.
+func (s *Store) corruptErr() error {
+	if p := s.corrupt.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, *p)
 	}
 	return nil
 }

@@ -143,7 +143,7 @@ func checkSegmentHeader(hdr []byte, base uint64) error {
 		return fmt.Errorf("segment header crc %08x, computed %08x", got, want)
 	}
 	if v := binary.LittleEndian.Uint32(hdr[16:20]); v != segmentVersion {
-		return fmt.Errorf("unsupported segment version %d", v)
+		return fmt.Errorf("%w: segment format version %d, this build reads version %d", ErrUnsupportedVersion, v, segmentVersion)
 	}
 	if b := binary.LittleEndian.Uint64(hdr[8:16]); b != base {
 		return fmt.Errorf("segment header base index %d, file name says %d", b, base)

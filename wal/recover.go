@@ -55,13 +55,21 @@ func (s *Store) loadSegment(base uint64, isLast bool) error {
 				ErrCorrupt, seg.path, seg.base, prev.lastIndex())
 		}
 	}
-	if prob != nil {
-		return s.cutTail(seg, prob)
+	if prob == nil {
+		return nil
 	}
-	return nil
+	torn, why, err := s.tailIsTorn(seg, prob)
+	if err != nil {
+		return err
+	}
+	if !torn {
+		return fmt.Errorf("%w: last segment %s %s; %s (the bytes are kept)", ErrCorrupt, seg.path, prob.Error(), why)
+	}
+	return s.cutTail(seg, prob)
 }
 
 // cutTail truncates the last segment after its last good record, durably, and reports it.
+// Called only for a torn tail (see tailIsTorn).
 func (s *Store) cutTail(seg *segment, prob *scanProblem) error {
 	if prob.fileBytes == seg.size {
 		return nil // an empty file: nothing to cut, dropHiddenSegments removes and reports it
@@ -71,7 +79,7 @@ func (s *Store) cutTail(seg *segment, prob *scanProblem) error {
 	s.report.CutOffset = seg.size
 	s.report.CutBytes = prob.fileBytes - seg.size
 	s.report.CutReason = prob.Error()
-	s.logger.Warn("cut torn or corrupt log tail", "path", seg.path, "offset", seg.size,
+	s.logger.Warn("cut torn log tail", "path", seg.path, "offset", seg.size,
 		"bytes", prob.fileBytes-seg.size, "index", seg.lastIndex(), "error", prob.Error())
 	if err := seg.cut(s.opts.noSync); err != nil {
 		return fmt.Errorf("wal: cut %s at offset %d: %w", seg.path, seg.size, err)

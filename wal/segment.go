@@ -133,6 +133,9 @@ func (s *segment) scan(fileBytes int64) (*scanProblem, error) {
 		return nil, err
 	}
 	if err := checkSegmentHeader(hdr[:segmentHeaderBytes], s.base); err != nil {
+		if errors.Is(err, ErrUnsupportedVersion) {
+			return nil, err // written by a newer release: refuse, never cut
+		}
 		return &scanProblem{offset: 0, reason: err.Error()}, nil
 	}
 	pos := int64(segmentHeaderBytes)

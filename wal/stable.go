@@ -23,6 +23,9 @@ func (s *Store) Set(key []byte, val []byte) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	if err := s.corruptErr(); err != nil {
+		return err
+	}
 	s.kvMu.RLock()
 	payload, err := encodeStable(s.kv, string(key), val)
 	s.kvMu.RUnlock()

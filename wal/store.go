@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/fsutil"
 )
 
 // Compile-time checks that Store satisfies the contracts.
@@ -36,6 +37,8 @@ type Store struct {
 	lock   *os.File // holds the directory flock until Close
 	report OpenReport
 	closed atomic.Bool // set once by Close, under every lock below
+	// corrupt holds the first ErrCorrupt GetLog returned; once set, every write is refused.
+	corrupt atomic.Pointer[error]
 
 	// writeMu serializes StoreLogs, DeleteRange and Close. It is held across their file I/O
 	// on purpose: the log has one writer at a time. Readers never take it.
@@ -66,8 +69,8 @@ type OpenReport struct {
 	FirstIndex, LastIndex uint64
 	// Segments is the number of segment files kept.
 	Segments int
-	// TailCut is true when the last segment ended in a torn or corrupt record and was cut
-	// at the end of its last good record.
+	// TailCut is true when the last segment ended in the torn tail of an interrupted write
+	// and was cut at the end of its last good record (see the package doc for the rule).
 	TailCut bool
 	// CutFile, CutOffset and CutBytes say which file was cut, at which offset, and how many
 	// bytes were dropped; CutReason says what was wrong at CutOffset.
@@ -82,9 +85,9 @@ type OpenReport struct {
 }
 
 // Open opens the store in dir, creating the directory if needed, takes its lock (ErrLocked if
-// another Store holds it), verifies every record of every segment, and cuts a torn or corrupt
-// tail of the last segment (see OpenReport). Corruption anywhere else returns an error
-// wrapping ErrCorrupt that names the file and offset.
+// another Store holds it), verifies every record of every segment, and cuts the torn tail of
+// an interrupted write off the last segment (see OpenReport). Any other damage returns an
+// error wrapping ErrCorrupt that names the file and offset, and leaves the files as they are.
 func Open(dir string, opts ...Option) (*Store, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -93,7 +96,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	lock, err := lockDir(dir)

@@ -18,3 +18,32 @@ func TestSyncDir(t *testing.T) {
 		t.Fatal("SyncDir of a missing directory succeeded")
 	}
 }
+
+func TestMkdirAll_SyncsTheParentOfEveryCreatedDirectory(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "b", "c")
+	var synced []string
+	record := func(d string) error { synced = append(synced, d); return SyncDir(d) }
+	if err := mkdirAll(dir, 0o755, record); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Fatalf("%s not created: %v", dir, err)
+	}
+	want := []string{root, filepath.Join(root, "a"), filepath.Join(root, "a", "b")}
+	if len(synced) != len(want) {
+		t.Fatalf("synced %v, want %v", synced, want)
+	}
+	for i := range want {
+		if synced[i] != want[i] {
+			t.Fatalf("synced %v, want %v", synced, want)
+		}
+	}
+	synced = nil
+	if err := mkdirAll(dir, 0o755, record); err != nil || len(synced) != 0 {
+		t.Fatalf("existing directory: err %v, synced %v; want nothing synced", err, synced)
+	}
+	if err := MkdirAll(filepath.Join(root, "x", "y"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
