@@ -45,9 +45,7 @@ func putBinary(t *testing.T, c *e2eCluster) map[string]string {
 	for k, v := range want {
 		p := c.procs[i%len(c.procs)]
 		i++
-		if code, body := call("PUT", "http://"+p.httpAddr+"/kv/"+url.PathEscape(k), v); code != http.StatusOK {
-			t.Fatalf("binary PUT %q via node %s: %d %s", k, p.id, code, body)
-		}
+		c.put(p, url.PathEscape(k), v, 5*time.Second)
 	}
 	checkBinary(t, c, want)
 	return want

@@ -51,6 +51,10 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
+	emptyFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := []string{"--data_dir=" + dir, "--raft_addr=" + free[0], "--http_addr=" + free[1]}
 	cases := []struct {
 		name string
@@ -68,6 +72,11 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		{"bad timeouts", []string{"--heartbeat_timeout=1ms"}, "HeartbeatTimeout"},
 		{"unknown log level", []string{"--log_level=loud"}, "unknown log level"},
 		{"stray argument", []string{"serve"}, `unexpected argument "serve"`},
+		{"negative max value", []string{"--max_value_bytes=-5"}, "--max_value_bytes=-5"},
+		{"huge max value", []string{"--max_value_bytes=100000000"}, "--max_value_bytes=100000000"},
+		{"half the tls flags", []string{"--tls_cert=x.pem"}, "go together"},
+		{"missing tls files", []string{"--tls_cert=/nonexistent.pem", "--tls_key=/nonexistent-key.pem", "--tls_ca=/nonexistent-ca.pem"}, "--tls_cert/--tls_key"},
+		{"empty token file", []string{"--token_file=" + emptyFile}, "holds no token"},
 	}
 	if code, stderr := runToExit(t, "--no_such_flag"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: -no_such_flag") {
 		t.Errorf("unknown flag: exit %d, stderr %q; want exit 2 and the flag package's message", code, stderr)

@@ -56,7 +56,13 @@ func (n *Node) announce() {
 			}
 			lastWhy = why
 			n.setJoin(&JoinState{State: "joining", Error: err.Error()}, nil)
-			wait = min(2*wait, announceMaxWait)
+			// Waiting for an election: look again soon, so followers can forward as early
+			// as possible. Other failures back off.
+			if errors.Is(err, errNoLeader) {
+				wait = announceFirstWait
+			} else {
+				wait = min(2*wait, announceMaxWait)
+			}
 		}
 		t := time.NewTimer(wait)
 		select {

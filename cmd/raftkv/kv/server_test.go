@@ -148,8 +148,8 @@ func TestServer_NoQuorumIs503WithinTheTimeout(t *testing.T) {
 		r := do(t, n, c.method, c.path, c.body)
 		took := time.Since(start)
 		wantStatus(t, r, http.StatusServiceUnavailable, c.method+" "+c.path)
-		if msg := r.jsonError(t); !strings.Contains(msg, "no leader") {
-			t.Errorf("%s %s: error %q does not say there is no leader", c.method, c.path, msg)
+		if msg := r.jsonError(t); !strings.Contains(msg, "no leader") || !strings.Contains(msg, "not applied") {
+			t.Errorf("%s %s: error %q does not say there is no leader and nothing was applied", c.method, c.path, msg)
 		}
 		if took < timeout || took > timeout+2*time.Second {
 			t.Errorf("%s %s answered after %v, want about the request timeout %v", c.method, c.path, took, timeout)
@@ -196,4 +196,44 @@ func TestServer_JoinAndLeave(t *testing.T) {
 		t.Fatal("the node is still in the configuration after leaving")
 	}
 	wantStatus(t, do(t, first, "PUT", "/kv/alone", "again"), http.StatusOK, "put after the leave")
+}
+
+func TestServer_ClassicSetWithoutValueIs400(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	r := do(t, n, "GET", "/set?key=k", "")
+	wantStatus(t, r, http.StatusBadRequest, "/set without value")
+	if msg := r.jsonError(t); !strings.Contains(msg, "quote it") || !strings.Contains(msg, "curl 'http://host/set?key=k&value=v'") {
+		t.Fatalf("error %q gives no hint to quote the URL", msg)
+	}
+	if _, found := n.FSM().Get("k"); found {
+		t.Fatal("a /set without value stored something")
+	}
+	wantStatus(t, do(t, n, "GET", "/set?key=k&value=", ""), http.StatusOK, "/set with an empty value")
+	if v, found := n.FSM().Get("k"); !found || v != "" {
+		t.Fatalf("empty value: %q %v", v, found)
+	}
+}
+
+func TestServer_BinaryKeysAndValues(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	wantStatus(t, do(t, n, "PUT", "/kv/%FE", "fe"), http.StatusOK, "put %FE")
+	wantStatus(t, do(t, n, "PUT", "/kv/%FF", "\xff\x00\xfe"), http.StatusOK, "put %FF")
+	if r := do(t, n, "GET", "/kv/%FE", ""); r.body != "fe" || r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Fatalf("GET %%FE: %q %s", r.body, r.header.Get("Content-Type"))
+	}
+	if r := do(t, n, "GET", "/kv/%FF", ""); r.body != "\xff\x00\xfe" || r.header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("GET %%FF: %q %s", r.body, r.header.Get("Content-Type"))
+	}
+	if r := do(t, n, "GET", "/get?key=%FF", ""); r.body != "\xff\x00\xfe\n" {
+		t.Fatalf("classic GET %%FF: %q", r.body)
+	}
+}
+
+func TestServer_OverlongURLIs414InJSON(t *testing.T) {
+	n := singleNode(t, ServerConfig{MaxValueBytes: 1000})
+	r := do(t, n, "GET", "/set?key=k&value="+strings.Repeat("x", 10000), "")
+	wantStatus(t, r, http.StatusRequestURITooLong, "overlong URL")
+	if msg := r.jsonError(t); !strings.Contains(msg, "PUT /kv/{key}") {
+		t.Fatalf("error %q", msg)
+	}
 }
