@@ -46,6 +46,14 @@ var (
 	// or whose data fails its size or checksum check. Raft then falls back to an older one.
 	ErrSnapshotCorrupt = errors.New("raft: snapshot corrupt")
 
+	// ErrStorageDamaged is returned by NewRaft when the node's stores do not hold everything
+	// the node held before: a gap between the snapshot and the log, a damaged snapshot the
+	// log does not cover, or a log that does not start at the beginning with no snapshot. Such
+	// a node may have acknowledged entries or votes it no longer holds, so it must not run
+	// as the voter it was; rebuild it from the cluster (docs/operating.md). Errors from the
+	// stores themselves (wal.ErrCorrupt, ErrSnapshotCorrupt) are returned wrapped as they are.
+	ErrStorageDamaged = errors.New("raft: storage damaged")
+
 	// ErrSnapshotNotFound is wrapped by the error of SnapshotStore.Open for an unknown ID.
 	ErrSnapshotNotFound = errors.New("raft: snapshot not found")
 

@@ -172,35 +172,6 @@ func (r *Raft) compactLogs(snapIndex uint64) error {
 	return nil
 }
 
-// restoreSnapshotOnStart restores the newest snapshot that opens cleanly, falling back to
-// older ones when a newer one is corrupt.
-func (r *Raft) restoreSnapshotOnStart() error {
-	metas, err := r.snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: listing snapshots: %w", err)
-	}
-	for _, meta := range metas {
-		if !r.conf.NoSnapshotRestoreOnStart {
-			_, rc, err := r.snaps.Open(meta.ID)
-			if err != nil {
-				r.logger.Error("cannot open snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			if err := restoreVerified(r.fsm, rc); err != nil {
-				r.logger.Error("cannot restore snapshot, trying an older one", "snapshot", meta.ID, "error", err)
-				continue
-			}
-			r.logger.Info("restored snapshot", "snapshot", meta.ID, "index", meta.Index)
-		}
-		r.adoptSnapshot(meta)
-		return nil
-	}
-	if len(metas) > 0 {
-		return fmt.Errorf("raft: none of the %d stored snapshots could be restored", len(metas))
-	}
-	return nil
-}
-
 // adoptSnapshot makes a restored snapshot the node's starting point.
 func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 	it := &indexTerm{index: meta.Index, term: meta.Term}
