@@ -376,3 +376,41 @@ func (c *e2eCluster) follower() *proc {
 	c.t.Fatal("no follower")
 	return nil
 }
+
+// TestRaftkv_RefusesToBootstrapALostDataDirectory restarts a node of a running cluster on an
+// empty data directory: it must refuse to bootstrap (it forgot its votes and its log) and say
+// what to do, unless --force_bootstrap; a first start of a node the cluster never saw is not
+// refused (covered by every cluster start: nodes start one after another).
+func TestRaftkv_RefusesToBootstrapALostDataDirectory(t *testing.T) {
+	c := startE2ECluster(t)
+	c.put(c.procs[0], "k", "v", 5*time.Second)
+	lost := c.procs[2]
+	lost.kill()
+	if err := os.RemoveAll(lost.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	lost.start(t)
+	select {
+	case <-lost.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("a node with a wiped data directory kept running")
+	}
+	stderr := lost.stderr.String()
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if lost.cmd.ProcessState.ExitCode() != 1 || !strings.HasPrefix(last, "raftkv: ") || !strings.Contains(last, "already ran") ||
+		!strings.Contains(last, "--join") || !strings.Contains(last, lost.dataDir) {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming the directory and the way out", lost.cmd.ProcessState.ExitCode(), stderr)
+	}
+	// Forced, it starts and serves.
+	lost.args = append(lost.args, "--force_bootstrap")
+	lost.start(t)
+	if !poll(20*time.Second, func() bool { _, ok := status(lost); return ok && lost.running() }) {
+		t.Fatalf("the forced node did not come up: %s", lost.stderr.String())
+	}
+	for _, p := range c.procs {
+		if err := p.stop(t, 10*time.Second); err != nil {
+			t.Errorf("node %s exited with %v after SIGTERM", p.id, err)
+		}
+	}
+}

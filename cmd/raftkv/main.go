@@ -70,6 +70,7 @@ type options struct {
 
 	tlsCert, tlsKey, tlsCA string
 	tokenFile              string
+	forceBootstrap         bool
 
 	tls   *tls.Config // built from the tls_* flags by loadSecurity
 	token string      // from token_file or RAFTKV_TOKEN
@@ -109,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tlsKey, "tls_key", "", "PEM private key of tls_cert")
 	fs.StringVar(&o.tlsCA, "tls_ca", "", "PEM CA certificate(s) that sign every node's certificate")
 	fs.StringVar(&o.tokenFile, "token_file", "", "file holding the shared token required on admin and membership endpoints (or set "+tokenEnv+")")
+	fs.BoolVar(&o.forceBootstrap, "force_bootstrap", false, "bootstrap an empty data directory even when a peer of raft_cluster runs a cluster in which this node already ran (unsafe: see README)")
 	fs.BoolVar(&o.dev, "dev", false, "run a 3-node cluster on loopback in this process, in a temporary directory")
 	fs.IntVar(&o.devBasePort, "dev_base_port", 7000, "dev mode: node i serves HTTP on base+i and raft on base+100+i; 0 picks free ports")
 	parse := func(args []string) error {
@@ -267,6 +269,7 @@ func runNode(ctx context.Context, o *options, sink http.Handler, stderr io.Write
 	if err := checkRaftConfig(conf.Raft); err != nil {
 		return err
 	}
+	conf.ForceBootstrap = o.forceBootstrap
 	n, err := kv.StartNode(conf)
 	if err != nil {
 		return err

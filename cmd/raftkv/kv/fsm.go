@@ -326,3 +326,10 @@ func (f *FSM) Members() int {
 	defer f.mu.RUnlock()
 	return len(f.members)
 }
+
+// MemberIDs returns the IDs of the registered members, sorted.
+func (f *FSM) MemberIDs() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return sortedKeys(f.members)
+}

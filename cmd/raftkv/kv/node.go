@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -39,6 +40,9 @@ type NodeConfig struct {
 	// Join is the HTTP address of any member; the node asks it (and it asks the leader) to
 	// add this node as a voter.
 	Join string
+	// ForceBootstrap skips the check that refuses to bootstrap an empty data directory when
+	// a peer of Cluster runs a cluster in which this node already ran (ErrLostData).
+	ForceBootstrap bool
 	// Raft is the base raft configuration (timeouts, snapshot policy); nil means
 	// raft.DefaultConfig(). LocalID and Logger are filled in.
 	Raft *raft.Config
@@ -71,6 +75,8 @@ type Node struct {
 	fsm      *FSM
 	store    *wal.Store
 	snaps    raft.SnapshotStore
+	// probeRaft is raft once it runs, for the probe answer the transport's sniffers give.
+	probeRaft atomic.Pointer[raft.Raft]
 	server   *Server
 	http     *http.Server
 	httpAddr string // advertised
@@ -132,11 +138,16 @@ func StartNode(conf NodeConfig) (*Node, error) {
 
 // newTransport binds the raft transport: TCP, or mutual TLS with conf.TLS.
 func (n *Node) newTransport() (*tcp.Transport, error) {
-	opts := tcp.Options{Logger: n.logger.Named("tcp")}
-	if n.conf.TLS != nil {
-		return tcp.NewTLSTransport(n.conf.RaftAddr, nil, n.conf.TLS, opts)
+	layer, err := newProbeLayer(n.conf.RaftAddr, n.conf.TLS, n.probeAnswer)
+	if err != nil {
+		return nil, err
 	}
-	return tcp.NewTransport(n.conf.RaftAddr, nil, opts)
+	trans, err := tcp.NewTransportWithLayer(layer, tcp.Options{Logger: n.logger.Named("tcp")})
+	if err != nil {
+		_ = layer.Close()
+		return nil, fmt.Errorf("raft transport on %s: %w", n.conf.RaftAddr, err)
+	}
+	return trans, nil
 }
 
 // checkNodeConfig catches mistakes before anything is bound or opened.
@@ -218,6 +229,17 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 	if cluster == nil && n.conf.Join == "" {
 		cluster = []raft.Server{{Suffrage: raft.Voter, ID: n.conf.ID, Address: trans.LocalAddr()}}
 	}
+	if n.conf.Cluster != nil && !n.conf.ForceBootstrap {
+		fresh, err := n.freshStores()
+		if err != nil {
+			return err
+		}
+		if fresh {
+			if err := n.checkFreshBootstrap(n.conf.Cluster); err != nil {
+				return err
+			}
+		}
+	}
 	if cluster != nil {
 		err := raft.BootstrapCluster(rc, n.store, n.store, snaps, trans, raft.Configuration{Servers: cluster})
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
@@ -229,7 +251,21 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 		return fmt.Errorf("starting raft: %w", err)
 	}
 	n.raft = r
+	n.probeRaft.Store(r)
 	return nil
+}
+
+// freshStores reports whether the node has no state at all: no log, no snapshot, no term.
+func (n *Node) freshStores() (bool, error) {
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return false, err
+	}
+	metas, err := n.snaps.List()
+	if err != nil {
+		return false, err
+	}
+	return last == 0 && len(metas) == 0, nil
 }
 
 // startAPI starts serving HTTP on ln and the announcer.
