@@ -69,6 +69,26 @@ type Config struct {
 	// Logger receives the node's logs; nil means a default hclog logger at Info level.
 	Logger hclog.Logger
 
+	// LeaseReads makes ReadIndex and ReadIndexContext on this node accept an answer from the
+	// leader's lease (see WithLease, which overrides it per call): while a quorum of voters
+	// acknowledged a heartbeat the leader sent less than HeartbeatTimeout - MaxClockDrift
+	// ago, the leader answers a read without a confirmation round. Off by default: it trades
+	// a round trip for an assumption about clocks (see MaxClockDrift).
+	LeaseReads bool
+
+	// MaxClockDrift bounds how far the monotonic clocks of any two nodes may drift apart over
+	// one HeartbeatTimeout; lease reads subtract it from the lease. The assumption a lease
+	// rests on: a follower that acknowledged the leader's heartbeat refuses to vote for
+	// anyone else for HeartbeatTimeout measured on its own clock, and the leader counts the
+	// same span on its clock, minus MaxClockDrift, from the moment it sent that heartbeat. If
+	// a follower's clock runs faster than the leader's by more than MaxClockDrift over one
+	// HeartbeatTimeout (a VM paused and resumed with a jumped monotonic clock, a broken
+	// clock source), a new leader can be elected and commit writes while the old one still
+	// serves lease reads, which then may miss those writes (stale reads). Confirmation-round
+	// reads never depend on clocks. Zero means HeartbeatTimeout/10; it must be below
+	// HeartbeatTimeout/2.
+	MaxClockDrift time.Duration
+
 	// ProtocolVersion is the wire protocol version this node's requests carry, in
 	// [ProtocolVersionMin, ProtocolVersionMax]; zero means ProtocolVersionMax. A node accepts
 	// requests in any version of its build's range whatever this says. During a rolling
@@ -148,6 +168,8 @@ func ValidateConfig(c *Config) error {
 		return bad("SnapshotInterval %v is below 5ms", c.SnapshotInterval)
 	case c.SnapshotThreshold == 0:
 		return bad("SnapshotThreshold is zero")
+	case c.MaxClockDrift < 0 || c.MaxClockDrift >= c.HeartbeatTimeout/2:
+		return bad("MaxClockDrift %v is outside [0, HeartbeatTimeout/2)", c.MaxClockDrift)
 	}
 	if send, lo, hi := c.protocolRange(); lo < 1 || send < lo || send > hi {
 		return bad("ProtocolVersion %d is outside [%d, %d], the versions this build speaks", send, lo, hi)

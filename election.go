@@ -161,5 +161,5 @@ func (r *Raft) leaderRecentlyHeard() bool {
 	if r.leader.Load().id == "" {
 		return false
 	}
-	return time.Since(time.Unix(0, r.lastContact.Load())) < r.conf.HeartbeatTimeout
+	return r.sinceContact() < r.conf.HeartbeatTimeout
 }

@@ -102,6 +102,11 @@ var (
 	// type, undecodable configuration). The node keeps running.
 	ErrBadRequest = errors.New("raft: malformed request")
 
+	// ErrNoLeader is returned by a read on a follower or non-voter that could not get a read
+	// index: no leader is known, the leader could not be reached, or it could not confirm
+	// its leadership. The read did not happen; retry, or ask the leader.
+	ErrNoLeader = errors.New("raft: no leader to confirm the read")
+
 	// ErrUnsupportedProtocol is returned to a peer whose request carries a protocol version
 	// outside the range this node speaks ([ProtocolVersionMin, ProtocolVersionMax] of its
 	// build). The message names both. The node keeps running; the peer must be upgraded (or

@@ -17,6 +17,21 @@ func SendBogusRPC(t *InmemTransport, target ServerAddress) error {
 	return inmemCall(t, target, req, &resp)
 }
 
+// ReadCounters returns how many read confirmation rounds r ran as leader and how many
+// ReadIndex RPCs it received.
+func ReadCounters(r *Raft) (rounds, requests uint64) {
+	return r.readRounds.Load(), r.readRequests.Load()
+}
+
+// ReadKind says how a successful read was served: leader_round, leader_lease, follower or
+// follower_lease.
+func ReadKind(f IndexFuture) string {
+	if rf, ok := f.(*readFuture); ok && rf.Error() == nil {
+		return rf.kind
+	}
+	return ""
+}
+
 // SetProtocolRange makes c's node speak protocol versions [lo, hi] instead of its build's, so
 // one test binary can hold nodes of several releases.
 func SetProtocolRange(c *Config, lo, hi int) { c.protocolMin, c.protocolMax = lo, hi }

@@ -77,16 +77,8 @@ func (d *deferError) Error() error {
 		return d.err
 	default:
 	}
-	var timeout <-chan time.Time
-	if !d.deadline.IsZero() {
-		t := time.NewTimer(time.Until(d.deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	var ctxDone <-chan struct{}
-	if d.ctx != nil {
-		ctxDone = d.ctx.Done()
-	}
+	timeout, ctxDone, stop := d.waitBounds()
+	defer stop()
 	select {
 	case <-d.done:
 	case <-timeout:
@@ -205,4 +197,49 @@ func (c configurationFuture) Configuration() Configuration { return c.configurat
 type bootstrapFuture struct {
 	deferError
 	configuration Configuration
+}
+
+// handOff sends v on ch for a request bounded by deadline (zero: none) and ctx (nil: none),
+// and fails with ErrEnqueueTimeout (wrapping ctx.Err() when ctx ended) or ErrRaftShutdown
+// when the send could not happen: the request then never reached its goroutine and takes no
+// effect. An already ended ctx fails before trying, since a select with both the send and
+// Done ready picks at random.
+func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, shutdownCh <-chan struct{}) error {
+	var ctxDone <-chan struct{}
+	if ctx != nil {
+		if err := ctx.Err(); err != nil {
+			return &wrappedErr{base: ErrEnqueueTimeout, cause: err}
+		}
+		ctxDone = ctx.Done()
+	}
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case ch <- v:
+		return nil
+	case <-timeout:
+		return ErrEnqueueTimeout
+	case <-ctxDone:
+		return &wrappedErr{base: ErrEnqueueTimeout, cause: ctx.Err()}
+	case <-shutdownCh:
+		return ErrRaftShutdown
+	}
+}
+
+// waitBounds returns the channels that end a wait on d: a timer for its deadline and its
+// context's Done, each nil when absent. stop releases the timer.
+func (d *deferError) waitBounds() (timeout <-chan time.Time, ctxDone <-chan struct{}, stop func()) {
+	stop = func() {}
+	if !d.deadline.IsZero() {
+		t := time.NewTimer(time.Until(d.deadline))
+		timeout, stop = t.C, func() { t.Stop() }
+	}
+	if d.ctx != nil {
+		ctxDone = d.ctx.Done()
+	}
+	return timeout, ctxDone, stop
 }

@@ -73,6 +73,11 @@ func (t *InmemTransport) TimeoutNow(_ ServerID, target ServerAddress, args *Time
 	return inmemCall(t, target, args, resp)
 }
 
+// ReadIndex implements Transport.
+func (t *InmemTransport) ReadIndex(_ ServerID, target ServerAddress, args *ReadIndexRequest, resp *ReadIndexResponse) error {
+	return inmemCall(t, target, args, resp)
+}
+
 // InstallSnapshot implements Transport. The receiver gets RPC.Reader, which reads straight
 // from data, at most args.Size bytes, and only until this call returns; a data that ends
 // early reads as io.ErrUnexpectedEOF. The handler may take ten times the network timeout

@@ -55,6 +55,9 @@ type leaderState struct {
 
 	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
 	pendingReads []*verifyFuture
+
+	// reads batches reads into confirmation rounds and keeps the lease (read.go).
+	reads leaderReads
 }
 
 // maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
@@ -131,6 +134,7 @@ func (r *Raft) setupLeaderState(term uint64) {
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
+	ls.reads.start(r.monoNow())
 	r.leaderState = ls
 	ls.writer = newLogWriter(r) // its goroutine exits when leaderCleanup stops it, or on shutdown
 	r.startStopReplication()
@@ -175,6 +179,8 @@ func (r *Raft) startStopReplication() {
 		}
 	}
 	ls.commitment.setVoters(r.configurations.latest.voters())
+	// Acknowledgements from before a membership change do not count for the lease.
+	ls.reads.resetLease(r.monoNow())
 }
 
 // transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
@@ -385,6 +391,7 @@ func (r *Raft) leaderCleanup(err error) {
 	for _, v := range ls.pendingReads {
 		v.respond(err)
 	}
+	ls.reads.fail(err)
 	for _, f := range ls.configQueue {
 		f.respond(err)
 	}

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -58,34 +59,57 @@ type promotion struct {
 // ErrConfigurationChanged. The future resolves once the promotion committed; timeout bounds
 // the whole wait, catching up included (zero: no limit).
 func (r *Raft) AddVoter(id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
-	return r.requestConfigChange(changeAddVoter, id, addr, prevIndex, timeout)
+	return r.requestConfigChange(changeAddVoter, id, addr, prevIndex, timeout, nil)
+}
+
+// AddVoterContext is AddVoter bounded by ctx instead of a timeout. When ctx ends first, Error
+// returns an error matching ctx.Err() and ErrEnqueueTimeout (the leader never took the change:
+// nothing happened) or ErrTimeout (the change was queued or under way and may still take
+// effect: check GetConfiguration). The same holds for every membership change's Context form.
+func (r *Raft) AddVoterContext(ctx context.Context, id ServerID, addr ServerAddress, prevIndex uint64) IndexFuture {
+	return r.requestConfigChange(changeAddVoter, id, addr, prevIndex, 0, ctx)
 }
 
 // AddNonvoter adds a server that receives the log but does not vote, or updates the address
 // of an existing server without changing its suffrage.
 func (r *Raft) AddNonvoter(id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
-	return r.requestConfigChange(changeAddNonvoter, id, addr, prevIndex, timeout)
+	return r.requestConfigChange(changeAddNonvoter, id, addr, prevIndex, timeout, nil)
+}
+
+// AddNonvoterContext is AddNonvoter bounded by ctx; see AddVoterContext.
+func (r *Raft) AddNonvoterContext(ctx context.Context, id ServerID, addr ServerAddress, prevIndex uint64) IndexFuture {
+	return r.requestConfigChange(changeAddNonvoter, id, addr, prevIndex, 0, ctx)
 }
 
 // DemoteVoter turns a voter into a nonvoter. It is a no-op for a server that is not a voter.
 func (r *Raft) DemoteVoter(id ServerID, prevIndex uint64, timeout time.Duration) IndexFuture {
-	return r.requestConfigChange(changeDemoteVoter, id, "", prevIndex, timeout)
+	return r.requestConfigChange(changeDemoteVoter, id, "", prevIndex, timeout, nil)
+}
+
+// DemoteVoterContext is DemoteVoter bounded by ctx; see AddVoterContext.
+func (r *Raft) DemoteVoterContext(ctx context.Context, id ServerID, prevIndex uint64) IndexFuture {
+	return r.requestConfigChange(changeDemoteVoter, id, "", prevIndex, 0, ctx)
 }
 
 // RemoveServer removes a server from the cluster. A leader that removes itself keeps leading
 // until the change committed, then steps down.
 func (r *Raft) RemoveServer(id ServerID, prevIndex uint64, timeout time.Duration) IndexFuture {
-	return r.requestConfigChange(changeRemoveServer, id, "", prevIndex, timeout)
+	return r.requestConfigChange(changeRemoveServer, id, "", prevIndex, timeout, nil)
 }
 
-func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration) IndexFuture {
+// RemoveServerContext is RemoveServer bounded by ctx; see AddVoterContext.
+func (r *Raft) RemoveServerContext(ctx context.Context, id ServerID, prevIndex uint64) IndexFuture {
+	return r.requestConfigChange(changeRemoveServer, id, "", prevIndex, 0, ctx)
+}
+
+func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddress, prevIndex uint64, timeout time.Duration, ctx context.Context) IndexFuture {
 	if id == "" || (addr == "" && (kind == changeAddVoter || kind == changeAddNonvoter)) {
 		return errorFuture{fmt.Errorf("%w: %s needs a server ID and address", ErrInvalidConfiguration, kind)}
 	}
 	f := &configChangeFuture{kind: kind, id: id, addr: addr, prevIndex: prevIndex}
-	f.logFuture = *r.newLogFuture(Log{Type: LogConfiguration}, timeout, nil)
+	f.logFuture = *r.newLogFuture(Log{Type: LogConfiguration}, timeout, ctx)
 	f.enqueued.Store(true)
-	if err := r.sendLeaderRequest(f, f.deadline); err != nil {
+	if err := r.sendLeaderRequest(f, f.deadline, f.ctx); err != nil {
 		return errorFuture{err}
 	}
 	return f

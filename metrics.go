@@ -28,6 +28,11 @@ var (
 	metricReplicationLag  = []string{"raft", "replication", "lag_entries"}
 	metricSnapshotSent    = []string{"raft", "snapshot", "send_bytes"}
 	metricSnapshotSize    = []string{"raft", "snapshot", "send_size_bytes"}
+	metricReads           = []string{"raft", "read", "reads"}
+	metricReadApplyWait   = []string{"raft", "read", "apply_wait"}
+	metricReadRounds      = []string{"raft", "read", "rounds"}
+	metricReadRoundSize   = []string{"raft", "read", "round_size"}
+	metricReadForwardSize = []string{"raft", "read", "forward_batch_size"}
 )
 
 // replicationLagMetric reports, on the leader, how many entries a peer is behind its log.
@@ -68,6 +73,23 @@ func (p *snapshotProgress) sent(n int64) {
 		metrics.SetGaugeWithLabels(metricSnapshotSent, float32(p.sentBytes), p.labels)
 	}
 }
+
+// readDoneMetric counts a successful read by kind and the time it waited for the local FSM.
+func readDoneMetric(kind string, applyWaitStart time.Time) {
+	labels := []metrics.Label{{Name: "kind", Value: kind}}
+	metrics.IncrCounterWithLabels(metricReads, 1, labels)
+	metrics.MeasureSinceWithLabels(metricReadApplyWait, applyWaitStart, labels)
+}
+
+// readRoundMetric counts a leader confirmation round and the reads (local and forwarded
+// batches) sharing it; rounds per read is the inverse of the size.
+func readRoundMetric(size int) {
+	metrics.IncrCounter(metricReadRounds, 1)
+	metrics.AddSample(metricReadRoundSize, float32(size))
+}
+
+// readForwardMetric records how many reads one follower ReadIndex RPC carried.
+func readForwardMetric(n int) { metrics.AddSample(metricReadForwardSize, float32(n)) }
 
 func applyLatencyMetric(created time.Time) { metrics.MeasureSince(metricApplyLatency, created) }
 

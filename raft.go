@@ -50,6 +50,10 @@ type Raft struct {
 	trans     Transport
 	localID   ServerID
 	localAddr ServerAddress
+	// clockBase anchors every time this node keeps as an offset (lastContact, lease
+	// acknowledgements): offsets from it are read on the monotonic clock, so a wall-clock
+	// step never moves an election timer or a lease.
+	clockBase time.Time
 	// protocolVersion is the version this node's requests carry; it accepts requests in
 	// [protocolMin, protocolMax].
 	protocolVersion, protocolMin, protocolMax int
@@ -79,6 +83,14 @@ type Raft struct {
 	// the main loop anyway.
 	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
+
+	// readForwardCh carries reads on a non-leader to the forwarder goroutine; see
+	// readForwardBuffer for its size.
+	readForwardCh chan *readFuture
+	// readRounds counts the leader's read confirmation rounds and readRequests the
+	// ReadIndex RPCs it received; for tests.
+	readRounds   atomic.Uint64
+	readRequests atomic.Uint64
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
@@ -143,6 +155,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		trans:          trans,
 		localID:        conf.LocalID,
 		localAddr:      trans.LocalAddr(),
+		clockBase:      time.Now(),
 		rng:            rand.New(rand.NewSource(seed)),
 		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
 		rpcCh:          trans.Consumer(),
@@ -152,6 +165,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),
+		readForwardCh:  make(chan *readFuture, readForwardBuffer),
 		shutdownCh:     make(chan struct{}),
 	}
 	r.protocolVersion, r.protocolMin, r.protocolMax = conf.protocolRange()
@@ -163,9 +177,10 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	if err := r.recover(); err != nil {
 		return nil, err
 	}
-	r.goFunc(r.run)          // main loop: exits on shutdown
-	r.goFunc(r.runFSM)       // FSM goroutine: exits on shutdown
-	r.goFunc(r.runSnapshots) // snapshot goroutine: exits on shutdown
+	r.goFunc(r.run)              // main loop: exits on shutdown
+	r.goFunc(r.runFSM)           // FSM goroutine: exits on shutdown
+	r.goFunc(r.runSnapshots)     // snapshot goroutine: exits on shutdown
+	r.goFunc(r.runReadForwarder) // read forwarder: exits on shutdown
 	return r, nil
 }
 
@@ -206,7 +221,7 @@ func (r *Raft) recover() error {
 	if err := r.loadConfigurations(); err != nil {
 		return err
 	}
-	r.lastContact.Store(time.Now().UnixNano())
+	r.touchContact()
 	return nil
 }
 
@@ -389,7 +404,7 @@ func (r *Raft) runFollower() {
 			r.handleBootstrap(b)
 		case <-timeout:
 			timeout = r.followerTimeout()
-			since := time.Since(time.Unix(0, r.lastContact.Load()))
+			since := r.sinceContact()
 			if since < r.conf.HeartbeatTimeout {
 				continue
 			}
@@ -443,7 +458,7 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 	r.publishConfigurations()
 	// Start the election clock afresh so a bootstrapped single node elects itself promptly
 	// but the nodes of a larger cluster do not all fire at once.
-	r.lastContact.Store(time.Now().Add(-r.conf.HeartbeatTimeout).UnixNano())
+	r.lastContact.Store(int64(r.monoNow() - r.conf.HeartbeatTimeout))
 	b.respond(nil)
 }
 
@@ -535,6 +550,14 @@ func (r *Raft) Barrier(timeout time.Duration) Future {
 	return r.enqueue(f)
 }
 
+// BarrierContext is Barrier bounded by ctx instead of a timeout. When ctx ends first, Error
+// returns an error matching ctx.Err() and ErrEnqueueTimeout (the barrier never reached the
+// leader's queue) or ErrTimeout (it was queued and may still commit).
+func (r *Raft) BarrierContext(ctx context.Context) Future {
+	f := r.newLogFuture(Log{Type: LogBarrier}, 0, ctx)
+	return r.enqueue(f)
+}
+
 // enqueue hands a log future to the main loop, within the future's deadline.
 func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 	if r.getState() != Leader {
@@ -543,44 +566,32 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 		}
 		return errorFuture{r.notLeaderErr()}
 	}
-	var timeout <-chan time.Time
-	if !f.deadline.IsZero() {
-		t := time.NewTimer(time.Until(f.deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	var ctxDone <-chan struct{}
-	if f.ctx != nil {
-		if err := f.ctx.Err(); err != nil {
-			// Checked first: a select with both the queue and Done ready picks at random,
-			// which would queue the command (outcome unknown) half the time.
-			return errorFuture{&wrappedErr{base: ErrEnqueueTimeout, cause: err}}
-		}
-		ctxDone = f.ctx.Done()
-	}
 	f.enqueued.Store(true)
-	select {
-	case r.applyCh <- f:
-		return f
-	case <-timeout:
-		return errorFuture{ErrEnqueueTimeout}
-	case <-ctxDone:
-		return errorFuture{&wrappedErr{base: ErrEnqueueTimeout, cause: f.ctx.Err()}}
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	if err := handOff(r.applyCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
+		return errorFuture{err}
 	}
+	return f
 }
 
 // VerifyLeader confirms that this node is still the leader: the future resolves once a
 // quorum of voters acknowledged a heartbeat sent after the call. For linearizable reads use
 // ReadIndex, which also makes sure the commit index is current and the FSM caught up with it.
-func (r *Raft) VerifyLeader() Future {
+func (r *Raft) VerifyLeader() Future { return r.verifyLeader(context.Background()) }
+
+// VerifyLeaderContext is VerifyLeader bounded by ctx. When ctx ends first, Error returns an
+// error matching ctx.Err() and ErrEnqueueTimeout or ErrTimeout; a verification changes
+// nothing either way.
+func (r *Raft) VerifyLeaderContext(ctx context.Context) Future { return r.verifyLeader(ctx) }
+
+func (r *Raft) verifyLeader(ctx context.Context) Future {
 	v := &verifyFuture{voted: make(map[ServerID]bool)}
 	v.init()
 	v.shutdownCh = r.shutdownCh
-	if err := r.sendLeaderRequest(v, time.Time{}); err != nil {
+	v.ctx = ctx
+	if err := r.sendLeaderRequest(v, time.Time{}, ctx); err != nil {
 		return errorFuture{err}
 	}
+	v.enqueued.Store(true)
 	return v
 }
 
@@ -702,7 +713,7 @@ func (r *Raft) statsLastContact(state RaftState) string {
 	if state == Leader {
 		return "0"
 	}
-	return time.Since(time.Unix(0, r.lastContact.Load())).String()
+	return r.sinceContact().String()
 }
 
 // Shutdown stops the node: every goroutine exits, pending and later calls fail with

@@ -1,68 +1,517 @@
 package raft
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"time"
 )
 
-// Linearizable reads (Raft paper, section 8; Ongaro's thesis, section 6.4): a leader may
+// Linearizable reads (Raft paper, section 8; Ongaro's thesis, section 6.4). A leader may
 // answer a read from its FSM without writing to the log if it (1) has committed an entry of
 // its own term, so its commit index is at least every index committed before it led; (2)
 // takes that commit index as the read index; (3) confirms with a quorum that it is still
 // leader; and (4) waits until its FSM applied the read index.
+//
+// Batching: the leader runs at most one confirmation round for reads at a time. Reads that
+// arrive while a round is in flight queue and share the next round, so a burst of any size
+// costs one round (two when it arrives while another round is already out).
+//
+// Followers and non-voters (thesis, section 6.4.1): a read asks the leader for a read index
+// with one ReadIndex RPC, then waits until the local FSM applied that index. Every entry up to
+// it is committed, and committed entries are the same on every node, so the local FSM then
+// reflects every write acknowledged before the read began, whatever leader changes happen
+// meanwhile. A single forwarder goroutine per node sends one RPC at a time, carrying every
+// read that queued while the previous one was out.
+//
+// Leases (thesis, section 6.4.1, with the clock assumption written out in Config.MaxClockDrift):
+// a follower that acknowledged a heartbeat of the leader refuses to vote for another
+// candidate for HeartbeatTimeout (leader stickiness, rpc.go). So once a quorum acknowledged
+// heartbeats the leader sent at time s or later, no other leader can be elected before
+// s + HeartbeatTimeout on those followers' clocks, which is at least s + HeartbeatTimeout -
+// MaxClockDrift on the leader's. Until then the leader answers reads without a round. The
+// lease is not used while a membership change is uncommitted, and only acknowledgements of
+// heartbeats sent after the latest change count; a leadership transfer gives it up for the
+// rest of the term before TimeoutNow can be sent (its election skips stickiness); a new
+// leader serves no lease read before an entry of its term committed and HeartbeatTimeout
+// passed since it won, by when any lease of an earlier leader has run out. Every time is read
+// on the monotonic clock.
 
-// readFuture is returned by ReadIndex.
+// Read kinds, the label of the read metrics.
+const (
+	readKindRound         = "leader_round"
+	readKindLease         = "leader_lease"
+	readKindFollower      = "follower"
+	readKindFollowerLease = "follower_lease"
+)
+
+// readForwardBuffer is how many follower reads may queue for the forwarder while its RPC is
+// out; a burst of that size queues without a hand-off each. Past it callers wait (bounded by
+// their context or deadline).
+const readForwardBuffer = 1024
+
+// ReadOption adjusts one read; see WithLease.
+type ReadOption func(*readOptions)
+
+type readOptions struct{ lease bool }
+
+// WithLease overrides Config.LeaseReads for one read. With true the leader answers from its
+// lease when the lease holds and runs a confirmation round when it does not; with false it
+// always runs a round. See Config.MaxClockDrift for what a lease assumes.
+func WithLease(allow bool) ReadOption { return func(o *readOptions) { o.lease = allow } }
+
+// readFuture is one read: resolved with its read index by the leader's round or lease, or by
+// the forwarder with the leader's answer; Error then waits for the local FSM.
 type readFuture struct {
-	v *verifyFuture
-	r *Raft
+	deferError
+	r       *Raft
+	lease   bool // the caller accepts an answer from the lease
+	created time.Time
+
+	// Written inside the deferError's once, before done is closed.
+	readIndex uint64
+	kind      string
+
+	// waitOnce makes every Error call return the first result.
+	waitOnce sync.Once
+	result   error
 }
 
-// ReadIndex confirms this node's leadership and waits until its FSM has applied everything
-// committed at the time of the call. Once Error returns nil, reading the FSM on this node is
-// linearizable: the read sees every write that completed before ReadIndex was called. Index is
-// the read index. timeout bounds the whole wait (zero: until leadership is lost or shutdown).
-// Elsewhere than on the leader it fails with ErrNotLeader.
+// ReadIndex is ReadIndexContext bounded by timeout instead of a context (zero: until the read
+// fails or the node shuts down), with Config.LeaseReads deciding whether a lease may answer.
+// When the timeout passes, Error returns ErrEnqueueTimeout or ErrTimeout.
 func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
-	v := &verifyFuture{voted: make(map[ServerID]bool), wantRead: true}
-	v.init()
-	v.shutdownCh = r.shutdownCh
+	f := r.newReadFuture(context.Background(), nil)
 	if timeout > 0 {
-		v.deadline = time.Now().Add(timeout)
+		f.deadline = f.created.Add(timeout)
 	}
-	v.enqueued.Store(true)
-	if err := r.sendLeaderRequest(v, v.deadline); err != nil {
-		return errorFuture{err}
-	}
-	return &readFuture{v: v, r: r}
+	return r.startRead(f)
 }
 
-// Error waits for the leadership confirmation, then for the FSM to apply the read index.
+// ReadIndexContext makes the local FSM current for a linearizable read, on any node. Once
+// Error returns nil, reading this node's FSM sees every write that completed (was
+// acknowledged to any client) before ReadIndexContext was called. Index is the read index.
+//
+// On the leader it confirms leadership with a round of heartbeats shared by every read that
+// queued meanwhile (or, with a lease, none), after an entry of its term committed. On a
+// follower or non-voter it asks the leader for a read index with one ReadIndex RPC, shared by
+// every read queued on this node meanwhile; a follower that knows no leader, cannot reach it,
+// or whose leader cannot confirm fails with an error wrapping ErrNoLeader. Either way it then
+// waits until this node's FSM applied the read index.
+//
+// When ctx ends first, Error returns an error matching ctx.Err() and ErrEnqueueTimeout (the
+// read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
+// safe: every attempt gets an index confirmed after it started.
+func (r *Raft) ReadIndexContext(ctx context.Context, opts ...ReadOption) IndexFuture {
+	return r.startRead(r.newReadFuture(ctx, opts))
+}
+
+func (r *Raft) newReadFuture(ctx context.Context, opts []ReadOption) *readFuture {
+	o := readOptions{lease: r.conf.LeaseReads}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f := &readFuture{r: r, lease: o.lease, created: time.Now()}
+	f.init()
+	f.shutdownCh = r.shutdownCh
+	f.ctx = ctx
+	return f
+}
+
+// startRead hands a read to the leader's main loop, or to the forwarder elsewhere.
+func (r *Raft) startRead(f *readFuture) IndexFuture {
+	switch r.getState() {
+	case Shutdown:
+		return errorFuture{ErrRaftShutdown}
+	case Leader:
+		f.enqueued.Store(true)
+		err := r.sendLeaderRequest(f, f.deadline, f.ctx)
+		if errors.Is(err, ErrNotLeader) {
+			return r.forwardRead(f) // leadership moved on since the state check
+		}
+		if err != nil {
+			return errorFuture{err}
+		}
+		return f
+	default:
+		return r.forwardRead(f)
+	}
+}
+
+// Index returns the read index; valid once Error returned nil.
+func (f *readFuture) Index() uint64 {
+	if f.Error() != nil {
+		return 0
+	}
+	return f.readIndex
+}
+
+// Error waits for the read index, then for this node's FSM to apply it.
 func (f *readFuture) Error() error {
-	if err := f.v.Error(); err != nil {
+	f.waitOnce.Do(func() { f.result = f.waitApplied() })
+	return f.result
+}
+
+// complete resolves the read with its index (or err); only the first call counts.
+func (f *readFuture) complete(index uint64, kind string, err error) {
+	f.once.Do(func() {
+		f.readIndex, f.kind, f.err = index, kind, err
+		close(f.done)
+	})
+}
+
+// serve runs on the leader's main loop.
+func (f *readFuture) serve(r *Raft) { r.handleRead(readWaiter{f: f}, f.lease) }
+
+// reject is called by a main loop that is not the leader's: leadership moved after the read
+// was sent there, so it goes to the forwarder instead, if there is room.
+func (f *readFuture) reject(err error) {
+	if errors.Is(err, ErrNotLeader) {
+		select {
+		case f.r.readForwardCh <- f:
+			return
+		default:
+		}
+	}
+	f.respond(err)
+}
+
+func (f *readFuture) waitApplied() error {
+	if err := f.deferError.Error(); err != nil {
 		return err
 	}
-	var timeout <-chan time.Time
-	if !f.v.deadline.IsZero() {
-		t := time.NewTimer(time.Until(f.v.deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
+	start := time.Now()
+	timeout, ctxDone, stop := f.waitBounds()
+	defer stop()
 	for {
 		notify := f.r.appliedNotify.Load()
-		if idx, _ := f.r.appliedIndexTerm(); idx >= f.v.readIndex {
+		if idx, _ := f.r.appliedIndexTerm(); idx >= f.readIndex {
+			readDoneMetric(f.kind, start)
 			return nil
 		}
 		select {
 		case <-*notify:
 		case <-timeout:
 			return ErrTimeout
+		case <-ctxDone:
+			return &wrappedErr{base: ErrTimeout, cause: f.ctx.Err()}
 		case <-f.r.shutdownCh:
 			return ErrRaftShutdown
 		}
 	}
 }
 
-// Index returns the read index; valid once Error returned nil.
-func (f *readFuture) Index() uint64 { return f.v.readIndex }
+// forwardRead queues a read for the forwarder goroutine.
+func (r *Raft) forwardRead(f *readFuture) IndexFuture {
+	f.enqueued.Store(true)
+	if err := handOff(r.readForwardCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
+		return errorFuture{err}
+	}
+	return f
+}
+
+// runReadForwarder is the forwarder goroutine (one per node, started by NewRaft, exits on
+// shutdown): it takes every read queued on this node as one batch and asks the leader for a
+// read index with one RPC, one batch at a time.
+func (r *Raft) runReadForwarder() {
+	var batch []*readFuture
+	for {
+		batch = batch[:0]
+		select {
+		case f := <-r.readForwardCh:
+			batch = append(batch, f)
+		case <-r.shutdownCh:
+			return
+		}
+	drain:
+		for {
+			select {
+			case f := <-r.readForwardCh:
+				batch = append(batch, f)
+			default:
+				break drain
+			}
+		}
+		r.forwardBatch(batch)
+		clear(batch) // let the futures go
+	}
+}
+
+// forwardBatch gets a read index for batch from the leader.
+func (r *Raft) forwardBatch(batch []*readFuture) {
+	live := make([]*readFuture, 0, len(batch))
+	lease := true
+	for _, f := range batch {
+		if isDone(&f.deferError) {
+			continue // its caller gave up
+		}
+		live = append(live, f)
+		lease = lease && f.lease
+	}
+	if len(live) == 0 {
+		return
+	}
+	if r.getState() == Leader {
+		// This node became leader after the reads were queued: serve them here.
+		for _, f := range live {
+			if err := r.sendLeaderRequest(f, f.deadline, f.ctx); err != nil {
+				f.respond(err)
+			}
+		}
+		return
+	}
+	leader := r.leader.Load()
+	if leader.id == "" || leader.id == r.localID {
+		failReads(live, fmt.Errorf("%w: no known leader", ErrNoLeader))
+		return
+	}
+	req := &ReadIndexRequest{RPCHeader: r.header(), Term: r.currentTerm.Load(), Lease: lease, Reads: len(live)}
+	var resp ReadIndexResponse
+	start := time.Now()
+	if err := r.trans.ReadIndex(leader.id, leader.addr, req, &resp); err != nil {
+		failReads(live, fmt.Errorf("%w: leader %s: %w", ErrNoLeader, leader.id, err))
+		return
+	}
+	rpcMetric("read_index", leader.id, start)
+	readForwardMetric(len(live))
+	kind := readKindFollower
+	if resp.FromLease {
+		kind = readKindFollowerLease
+	}
+	for _, f := range live {
+		f.complete(resp.ReadIndex, kind, nil)
+	}
+}
+
+func failReads(reads []*readFuture, err error) {
+	for _, f := range reads {
+		f.respond(err)
+	}
+}
+
+// handleReadIndexRequest answers a follower's ReadIndex RPC on the main loop: on the leader
+// it joins the next round (or is answered from the lease); elsewhere it is refused.
+func (r *Raft) handleReadIndexRequest(rpc RPC, req *ReadIndexRequest) {
+	r.readRequests.Add(1)
+	hdr := r.header()
+	if err := r.checkHeader(req.RPCHeader, &hdr); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if r.leaderState == nil {
+		rpc.Respond(nil, r.notLeaderErr())
+		return
+	}
+	r.handleRead(readWaiter{rpc: rpc, hdr: hdr}, req.Lease)
+}
+
+// leaderReads is the leader's read state for one term. Main loop only.
+type leaderReads struct {
+	round  *readRound   // the confirmation in flight; nil when none
+	queued []readWaiter // reads that arrived while it was in flight: they share the next one
+
+	termStart  time.Duration // when this node became leader (monotonic, since clockBase)
+	leaseFloor time.Duration // acknowledgements of heartbeats sent before it do not count
+	leaseUntil time.Duration // the lease holds until then, as last computed
+	revoked    bool          // a leadership transfer started: no lease for the rest of the term
+}
+
+// readWaiter is a read on this node or a follower's ReadIndex request (with the header to
+// answer it with).
+type readWaiter struct {
+	f   *readFuture
+	rpc RPC
+	hdr RPCHeader
+}
+
+// readRound is one confirmation shared by every read that queued before it started.
+type readRound struct {
+	v       *verifyFuture
+	waiters []readWaiter // fixed before the round starts
+}
+
+func (rd *leaderReads) start(now time.Duration) {
+	rd.termStart, rd.leaseFloor = now, now
+}
+
+// resetLease makes the lease count only heartbeats sent from now on.
+func (rd *leaderReads) resetLease(now time.Duration) {
+	rd.leaseFloor, rd.leaseUntil = now, 0
+}
+
+// revokeLease gives the lease up for the rest of the term.
+func (rd *leaderReads) revokeLease() {
+	rd.revoked, rd.leaseUntil = true, 0
+}
+
+// fail answers every read still queued with err (the term ended).
+func (rd *leaderReads) fail(err error) {
+	for _, w := range rd.queued {
+		w.answer(0, 0, false, err)
+	}
+	rd.queued = nil
+}
+
+// answer resolves the waiter with a read index, or with err.
+func (w readWaiter) answer(term, index uint64, lease bool, err error) {
+	if w.f != nil {
+		kind := readKindRound
+		if lease {
+			kind = readKindLease
+		}
+		w.f.complete(index, kind, err)
+		return
+	}
+	if err != nil {
+		w.rpc.Respond(nil, err)
+		return
+	}
+	w.rpc.Respond(&ReadIndexResponse{RPCHeader: w.hdr, Term: term, ReadIndex: index, FromLease: lease}, nil)
+}
+
+// handleRead serves one read on the leader: from the lease if allowed and held, else in the
+// next confirmation round.
+func (r *Raft) handleRead(w readWaiter, lease bool) {
+	ls := r.leaderState
+	if lease {
+		if index, ok := r.leaseReadIndex(); ok {
+			w.answer(ls.term, index, true, nil)
+			return
+		}
+	}
+	if w.f != nil && isDone(&w.f.deferError) {
+		return // its caller gave up
+	}
+	ls.reads.queued = append(ls.reads.queued, w)
+	r.maybeStartReadRound()
+}
+
+// maybeStartReadRound starts a confirmation round for the queued reads unless one is in
+// flight; the queued reads then wait for it to finish (readRoundDone).
+func (r *Raft) maybeStartReadRound() {
+	ls := r.leaderState
+	if ls.reads.round != nil || len(ls.reads.queued) == 0 {
+		return
+	}
+	v := &verifyFuture{voted: make(map[ServerID]bool), wantRead: true}
+	v.init()
+	round := &readRound{v: v, waiters: ls.reads.queued}
+	ls.reads.queued = nil
+	ls.reads.round = round
+	r.readRounds.Add(1)
+	readRoundMetric(len(round.waiters))
+	r.handleVerify(v) // waits for the term's first commit if need be
+	// One goroutine per round, at most one round at a time; it exits once the round
+	// resolved (leaderCleanup fails it when the term ends) or on shutdown.
+	r.goFunc(func() { r.awaitReadRound(ls, round) })
+}
+
+// awaitReadRound answers a round's reads once it resolved and tells the main loop to start
+// the next one.
+func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
+	select {
+	case <-round.v.done:
+	case <-r.shutdownCh:
+		return // local reads see the shutdown themselves; the transport fails forwarded ones
+	}
+	for _, w := range round.waiters {
+		w.answer(ls.term, round.v.readIndex, false, round.v.err)
+	}
+	select {
+	case r.leaderReqCh <- readRoundDone{ls: ls, round: round}:
+	case <-ls.stopCh:
+	case <-r.shutdownCh:
+	}
+}
+
+// readRoundDone tells the leader's main loop that a round finished.
+type readRoundDone struct {
+	ls    *leaderState
+	round *readRound
+}
+
+func (d readRoundDone) serve(r *Raft) {
+	if r.leaderState == d.ls && d.ls.reads.round == d.round {
+		d.ls.reads.round = nil
+		r.maybeStartReadRound()
+	}
+}
+
+func (d readRoundDone) reject(error) {} // the term is over; leaderCleanup failed its reads
+
+// leaseReadIndex returns the read index the lease allows, if it holds.
+func (r *Raft) leaseReadIndex() (uint64, bool) {
+	ls := r.leaderState
+	rd := &ls.reads
+	if rd.revoked || ls.transfer != nil || r.configurations.latestIndex != r.configurations.committedIndex {
+		return 0, false
+	}
+	commit := r.commitIndex.Load()
+	if commit < ls.commitment.startIndex {
+		return 0, false // the commit index may still lag what earlier leaders committed
+	}
+	now := r.monoNow()
+	if now >= rd.leaseUntil {
+		rd.leaseUntil = r.computeLease(now)
+	}
+	return commit, now < rd.leaseUntil
+}
+
+// computeLease returns until when the lease holds: HeartbeatTimeout - MaxClockDrift after the
+// newest heartbeat send time that a quorum of voters acknowledged (this node counting as
+// now), but never before HeartbeatTimeout after this node won its election, so that an
+// earlier leader's lease has run out.
+func (r *Raft) computeLease(now time.Duration) time.Duration {
+	ls := r.leaderState
+	if now < ls.reads.termStart+r.conf.HeartbeatTimeout {
+		return 0
+	}
+	latest := r.configurations.latest
+	acks := make([]time.Duration, 0, len(latest.Servers))
+	for _, s := range latest.Servers {
+		if s.Suffrage != Voter {
+			continue
+		}
+		if s.ID == r.localID {
+			acks = append(acks, now)
+			continue
+		}
+		repl, ok := ls.replicators[s.ID]
+		if !ok {
+			continue
+		}
+		if sent := time.Duration(repl.ackedSend.Load()); sent >= ls.reads.leaseFloor {
+			acks = append(acks, sent)
+		}
+	}
+	q := latest.quorumSize()
+	if q == 0 || len(acks) < q {
+		return 0
+	}
+	slices.SortFunc(acks, func(a, b time.Duration) int { return int(b - a) })
+	return acks[q-1] + r.conf.HeartbeatTimeout - r.clockDrift()
+}
+
+// clockDrift is Config.MaxClockDrift, or its default.
+func (r *Raft) clockDrift() time.Duration {
+	if r.conf.MaxClockDrift > 0 {
+		return r.conf.MaxClockDrift
+	}
+	return r.conf.HeartbeatTimeout / 10
+}
+
+// monoNow is the time since clockBase, on the monotonic clock.
+func (r *Raft) monoNow() time.Duration { return time.Since(r.clockBase) }
+
+// touchContact records that a leader (or a candidate we voted for) was heard from now.
+func (r *Raft) touchContact() { r.lastContact.Store(int64(r.monoNow())) }
+
+// sinceContact is how long ago touchContact last ran.
+func (r *Raft) sinceContact() time.Duration {
+	return r.monoNow() - time.Duration(r.lastContact.Load())
+}
 
 // publishApplied records the FSM's progress and wakes everyone waiting for it. FSM goroutine
 // only.

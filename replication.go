@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,11 @@ type replicator struct {
 
 	lastContact atomic.Int64 // unix nanos of the last response in this term; both goroutines write
 
+	// ackedSend is when (monotonic nanos since the node's clockBase) the newest heartbeat
+	// this peer acknowledged in this term was sent; the lease counts from it. Written by the
+	// heartbeat goroutine, read by the main loop.
+	ackedSend atomic.Int64
+
 	// Verify requests waiting for this peer's next heartbeat acknowledgement.
 	verifyMu sync.Mutex
 	verifies []*verifyFuture // guarded by verifyMu
@@ -50,6 +56,7 @@ func newReplicator(r *Raft, ls *leaderState, peer Server, nextIndex uint64) *rep
 		verifyCh:  make(chan struct{}, 1),
 	}
 	s.peer.Store(&peer)
+	s.ackedSend.Store(math.MinInt64) // no acknowledgement yet
 	// The lease starts with the term: a new leader is not deposed before it could reach
 	// anyone.
 	s.lastContact.Store(time.Now().UnixNano())
@@ -386,6 +393,9 @@ func (s *replicator) heartbeat() {
 			failures = 0
 		}
 		s.setContact()
+		if resp.Term == s.ls.term {
+			s.ackedSend.Store(int64(start.Sub(s.r.clockBase)))
+		}
 		for _, v := range verifies {
 			v.vote(peer.ID)
 		}

@@ -1,6 +1,9 @@
 package raft
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // leaderRequest is a public call that only the leader serves (VerifyLeader, ReadIndex,
 // membership changes, leadership transfer, Restore). They share one channel into the main
@@ -17,14 +20,22 @@ func (v *verifyFuture) serve(r *Raft)          { r.handleVerify(v) }
 func (v *verifyFuture) reject(err error)       { v.respond(err) }
 func (f *configChangeFuture) serve(r *Raft)    { r.handleConfigChange(f) }
 func (f *configChangeFuture) reject(err error) { f.respond(err) }
-func (f *transferFuture) serve(r *Raft)        { r.handleTransfer(f) }
-func (f *transferFuture) reject(err error)     { f.respond(err) }
 func (f *restoreFuture) serve(r *Raft)         { r.handleRestore(f) }
 func (f *restoreFuture) reject(err error)      { f.respond(err) }
+func (f *transferFuture) reject(err error)     { f.respond(err) }
+
+// serve gives up the lease before the transfer can send TimeoutNow: the target's voters
+// skip their leader stickiness for its election, which is what the lease rests on.
+func (f *transferFuture) serve(r *Raft) {
+	r.leaderState.reads.revokeLease()
+	r.handleTransfer(f)
+}
 
 // sendLeaderRequest hands req to the main loop, waiting at most until deadline (zero: no
-// limit). It fails with ErrNotLeader at once on a node that is not the leader.
-func (r *Raft) sendLeaderRequest(req leaderRequest, deadline time.Time) error {
+// limit) or until ctx ends (nil: no context). It fails with ErrNotLeader at once on a node
+// that is not the leader. A request not handed over fails with ErrEnqueueTimeout (wrapping
+// ctx.Err() when ctx ended): it never reached the main loop and takes no effect.
+func (r *Raft) sendLeaderRequest(req leaderRequest, deadline time.Time, ctx context.Context) error {
 	switch r.getState() {
 	case Leader:
 	case Shutdown:
@@ -32,18 +43,5 @@ func (r *Raft) sendLeaderRequest(req leaderRequest, deadline time.Time) error {
 	default:
 		return r.notLeaderErr()
 	}
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case r.leaderReqCh <- req:
-		return nil
-	case <-timeout:
-		return ErrEnqueueTimeout
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	}
+	return handOff(r.leaderReqCh, req, deadline, ctx, r.shutdownCh)
 }

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -60,18 +61,32 @@ type restoreFuture struct {
 // state may be in place on some nodes and not on others (a restore is not atomic across a
 // leader failure); call Restore again until it returns nil.
 func (r *Raft) Restore(meta *SnapshotMeta, reader io.Reader, timeout time.Duration) error {
-	if err := checkRestoreArgs(meta, reader); err != nil {
-		return err
-	}
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
+	}
+	return r.restore(context.Background(), meta, reader, deadline)
+}
+
+// RestoreContext is Restore bounded by ctx instead of a timeout. When ctx ends first, it
+// returns an error matching ctx.Err() and ErrEnqueueTimeout (the leader never took the
+// request: nothing changed) or ErrTimeout (the restore is under way or done: the outcome is
+// unknown, as for Restore). Once the leader started reading reader, Restore still finishes the
+// copy and its own FSM restore before returning, whatever ctx does.
+func (r *Raft) RestoreContext(ctx context.Context, meta *SnapshotMeta, reader io.Reader) error {
+	return r.restore(ctx, meta, reader, time.Time{})
+}
+
+func (r *Raft) restore(ctx context.Context, meta *SnapshotMeta, reader io.Reader, deadline time.Time) error {
+	if err := checkRestoreArgs(meta, reader); err != nil {
+		return err
 	}
 	for {
 		f := &restoreFuture{meta: meta, reader: reader}
 		f.init()
 		f.deadline = deadline // read by the main loop for the no-op
-		if err := r.sendLeaderRequest(f, deadline); err != nil {
+		f.ctx = ctx
+		if err := r.sendLeaderRequest(f, deadline, ctx); err != nil {
 			return err
 		}
 		// No deadline and no shutdown on this wait: once the main loop took the request
@@ -79,7 +94,8 @@ func (r *Raft) Restore(meta *SnapshotMeta, reader io.Reader, timeout time.Durati
 		<-f.done
 		if errors.Is(f.err, errRestoreNotReady) {
 			// A new leader: let it commit an entry of its term, then try again.
-			if err := r.Barrier(untilDeadline(deadline)).Error(); err != nil {
+			barrier := r.newLogFuture(Log{Type: LogBarrier}, untilDeadline(deadline), ctx)
+			if err := r.enqueue(barrier).Error(); err != nil {
 				return err
 			}
 			continue
@@ -168,7 +184,7 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	}
 	r.logger.Info("restored user snapshot", "index", index, "term", term)
 	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
-	noop.deadline = f.deadline
+	noop.deadline, noop.ctx = f.deadline, f.ctx
 	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
 	f.noop = noop
 	r.dispatchLogs([]*logFuture{noop})

@@ -27,6 +27,9 @@ func (r *Raft) processRPC(rpc RPC) {
 	case *TimeoutNowRequest:
 		kind = "timeout_now"
 		r.handleTimeoutNow(rpc, cmd)
+	case *ReadIndexRequest:
+		kind = "read_index"
+		r.handleReadIndexRequest(rpc, cmd)
 	default:
 		r.logger.Warn("unexpected rpc command", "error", fmt.Sprintf("%T", rpc.Command))
 		rpc.Respond(nil, fmt.Errorf("%w: unexpected command %T", ErrBadRequest, rpc.Command))
@@ -109,7 +112,7 @@ func (r *Raft) acceptLeader(h RPCHeader, term uint64) error {
 		}
 	}
 	r.setLeader(h.ID, h.Addr)
-	r.lastContact.Store(time.Now().UnixNano())
+	r.touchContact()
 	return nil
 }
 
@@ -414,7 +417,7 @@ func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
 		return
 	}
 	resp.Granted = true
-	r.lastContact.Store(time.Now().UnixNano())
+	r.touchContact()
 	r.logger.Info("vote granted", "peer", string(req.ID), "term", req.Term)
 	rpc.Respond(resp, nil)
 }

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -68,16 +69,24 @@ func (u *userSnapshotFuture) Open() (*SnapshotMeta, io.ReadCloser, error) {
 
 // Snapshot takes a snapshot now, whatever the threshold, and compacts the log. It fails with
 // ErrNothingNewToSnapshot when nothing was applied since the last one.
-func (r *Raft) Snapshot() SnapshotFuture {
+func (r *Raft) Snapshot() SnapshotFuture { return r.snapshotRequest(context.Background()) }
+
+// SnapshotContext is Snapshot bounded by ctx. When ctx ends first, Error (and Open) return
+// an error matching ctx.Err() and ErrEnqueueTimeout (the snapshot goroutine never took the
+// request: no snapshot is taken) or ErrTimeout (it took it: the snapshot may still complete,
+// and compact the log).
+func (r *Raft) SnapshotContext(ctx context.Context) SnapshotFuture { return r.snapshotRequest(ctx) }
+
+func (r *Raft) snapshotRequest(ctx context.Context) SnapshotFuture {
 	f := &userSnapshotFuture{r: r}
 	f.init()
 	f.shutdownCh = r.shutdownCh
-	select {
-	case r.userSnapshotCh <- f:
-		return f
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
+	f.ctx = ctx
+	f.enqueued.Store(true)
+	if err := handOff(r.userSnapshotCh, f, time.Time{}, ctx, r.shutdownCh); err != nil {
+		return errorFuture{err}
 	}
+	return f
 }
 
 // runSnapshots is the snapshot goroutine: every SnapshotInterval (plus jitter) it snapshots
@@ -220,7 +229,7 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		rpc.Respond(nil, err)
 		return
 	}
-	r.lastContact.Store(time.Now().UnixNano())
+	r.touchContact()
 	resp.Success = true
 	rpc.Respond(resp, nil)
 }

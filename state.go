@@ -59,7 +59,7 @@ type published struct {
 	lastLog     atomic.Pointer[indexTerm] // main loop: last entry in the log (or the snapshot's)
 	leader      atomic.Pointer[leaderInfo]
 	configs     atomic.Pointer[configurations] // main loop
-	lastContact atomic.Int64                   // main loop: unix nanos of the last leader contact
+	lastContact atomic.Int64                   // main loop: monotonic nanos since clockBase of the last leader contact
 	rounds      atomic.Uint64                  // main loop: election rounds (pre-vote or vote) run
 	applied     atomic.Pointer[indexTerm]      // FSM goroutine: last applied entry
 	// appliedNotify is closed and replaced by the FSM goroutine whenever applied moves, so

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -34,16 +35,35 @@ func (r *Raft) LeadershipTransfer() Future {
 	return r.LeadershipTransferToServer("", "")
 }
 
+// LeadershipTransferContext is LeadershipTransfer bounded by ctx as well. When ctx ends first,
+// Error returns an error matching ctx.Err() and ErrEnqueueTimeout (the leader never took the
+// request: no transfer started) or ErrTimeout (the transfer started and may still complete:
+// watch LeaderCh or Leader).
+func (r *Raft) LeadershipTransferContext(ctx context.Context) Future {
+	return r.LeadershipTransferToServerContext(ctx, "", "")
+}
+
+// LeadershipTransferToServerContext is LeadershipTransferToServer bounded by ctx as well; see
+// LeadershipTransferContext.
+func (r *Raft) LeadershipTransferToServerContext(ctx context.Context, id ServerID, addr ServerAddress) Future {
+	return r.transferLeadership(ctx, id, addr)
+}
+
 // LeadershipTransferToServer hands leadership to the given voter; see LeadershipTransfer.
 func (r *Raft) LeadershipTransferToServer(id ServerID, addr ServerAddress) Future {
+	return r.transferLeadership(context.Background(), id, addr)
+}
+
+func (r *Raft) transferLeadership(ctx context.Context, id ServerID, addr ServerAddress) Future {
 	f := &transferFuture{id: id, addr: addr}
+	f.ctx = ctx
 	f.init()
 	f.shutdownCh = r.shutdownCh
 	// The leader reports failure itself after 2*ElectionTimeout; the future's own deadline is a
 	// backstop for a node that stepped down and never hears of a new leader.
 	f.deadline = time.Now().Add(3 * r.conf.ElectionTimeout)
 	f.enqueued.Store(true)
-	if err := r.sendLeaderRequest(f, time.Time{}); err != nil {
+	if err := r.sendLeaderRequest(f, time.Time{}, f.ctx); err != nil {
 		return errorFuture{err}
 	}
 	return f

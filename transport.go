@@ -65,6 +65,11 @@ type Transport interface {
 	// TimeoutNow asks the peer to start an election at once (leadership transfer).
 	TimeoutNow(id ServerID, target ServerAddress, args *TimeoutNowRequest, resp *TimeoutNowResponse) error
 
+	// ReadIndex asks the leader for a read index on behalf of reads waiting on a follower or
+	// non-voter, and fills in resp. It is called by the node's read forwarder goroutine, one
+	// call at a time, and blocks like the others.
+	ReadIndex(id ServerID, target ServerAddress, args *ReadIndexRequest, resp *ReadIndexResponse) error
+
 	// Close stops the transport: pending and later calls fail with ErrTransportShutdown.
 	Close() error
 }
@@ -98,7 +103,8 @@ type AppendFuture interface {
 // RPC is one incoming request, delivered on Transport.Consumer.
 type RPC struct {
 	// Command is the request: one of *AppendEntriesRequest, *RequestVoteRequest,
-	// *RequestPreVoteRequest, *InstallSnapshotRequest or *TimeoutNowRequest.
+	// *RequestPreVoteRequest, *InstallSnapshotRequest, *TimeoutNowRequest or
+	// *ReadIndexRequest.
 	Command any
 	// Reader carries the snapshot body of an InstallSnapshot request; nil otherwise.
 	Reader io.Reader
@@ -228,4 +234,34 @@ type TimeoutNowRequest struct {
 type TimeoutNowResponse struct {
 	RPCHeader
 	Term uint64
+}
+
+// ReadIndexRequest asks the leader for a read index (Ongaro's thesis, section 6.4: reads
+// served by followers). The sender carries every read that queued on it since its previous
+// request, so a burst of follower reads costs one request. The leader answers after a
+// leadership confirmation that started after the request arrived (or from its lease, when
+// Lease is set and the lease holds), so a response can never carry an index older than a
+// write acknowledged before the request was sent; a duplicated or retried request simply
+// gets a fresh answer of its own.
+type ReadIndexRequest struct {
+	RPCHeader
+	// Term is the sender's current term, for logs.
+	Term uint64
+	// Lease says every read in the batch accepts an answer from the leader's lease.
+	Lease bool
+	// Reads is how many reads the request carries, for metrics.
+	Reads int
+}
+
+// ReadIndexResponse answers a ReadIndexRequest: the leader's commit index at a moment it
+// was confirmed leader. A node that cannot answer (not the leader, leadership lost during the
+// confirmation) answers with an error instead.
+type ReadIndexResponse struct {
+	RPCHeader
+	// Term is the leader's term.
+	Term uint64
+	// ReadIndex is the index the sender's FSM must have applied before its reads run.
+	ReadIndex uint64
+	// FromLease says the leader answered from its lease rather than a confirmation round.
+	FromLease bool
 }

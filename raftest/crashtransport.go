@@ -115,6 +115,10 @@ func (t *crashTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress,
 	return t.call(func() error { return t.inner.TimeoutNow(id, target, args, resp) })
 }
 
+func (t *crashTransport) ReadIndex(id raft.ServerID, target raft.ServerAddress, args *raft.ReadIndexRequest, resp *raft.ReadIndexResponse) error {
+	return t.call(func() error { return t.inner.ReadIndex(id, target, args, resp) })
+}
+
 func (t *crashTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
 	return t.call(func() error {
 		return t.inner.InstallSnapshot(id, target, args, resp, &crashReader{inc: t.inc, r: data})

@@ -59,6 +59,14 @@ func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args 
 	return t.call(poolKey{target: target}, frameTimeoutNow, args, resp)
 }
 
+// ReadIndex asks the leader for a read index and waits for its response. It uses the
+// heartbeat pool: a read confirmation is as latency-sensitive as a heartbeat and must not wait
+// behind a large AppendEntries or a snapshot stream.
+func (t *Transport) ReadIndex(_ raft.ServerID, target raft.ServerAddress, args *raft.ReadIndexRequest, resp *raft.ReadIndexResponse) error {
+	*resp = raft.ReadIndexResponse{}
+	return t.call(poolKey{target: target, heartbeat: true}, frameReadIndex, args, resp)
+}
+
 // InstallSnapshot sends the request, then streams exactly args.Size bytes of data after it,
 // then waits for the response. The data is copied through a small buffer, never held whole.
 // The whole exchange may take Options.Timeout plus args.Size at

@@ -1,6 +1,7 @@
 package tcp_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -167,6 +168,58 @@ func TestTLSCluster_MutualTLSElectsReplicatesAndRestarts(t *testing.T) {
 	c.Restart(follower)
 	last := applyConcurrently(t, c, "tls-after", 8, 200)
 	requireEqualFSMs(t, c, last, 400)
+}
+
+// Follower reads over TCP: a follower asks the leader for a read index with the ReadIndex
+// frame and sees every write acknowledged before it asked, with and without a lease; a read
+// on a follower whose leader is gone fails with ErrNoLeader rather than waiting.
+func TestTCPCluster_FollowerReadIndex(t *testing.T) {
+	opts := clusterOptions(3, nil)
+	c := raftest.New(t, opts)
+	leader := c.WaitLeader(clusterWait)
+	var follower int
+	for i := range c.Nodes() {
+		if i != leader {
+			follower = i
+			break
+		}
+	}
+	c.WaitFor(clusterWait, "the follower to know the leader", func() bool {
+		_, id := c.Node(follower).Raft().LeaderWithID()
+		return id != ""
+	})
+	fr := c.Node(follower).Raft()
+	for i := 0; i < 10; i++ {
+		cmd := fmt.Sprintf("w%d", i)
+		f, err := c.Apply([]byte(cmd), clusterWait)
+		if err != nil {
+			t.Fatalf("apply %s: %v", cmd, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+		rf := fr.ReadIndexContext(ctx, raft.WithLease(i%2 == 1))
+		err = rf.Error()
+		cancel()
+		if err != nil {
+			t.Fatalf("follower read %d: %v", i, err)
+		}
+		if rf.Index() < f.Index() {
+			t.Fatalf("follower read index %d is behind the acknowledged write at %d", rf.Index(), f.Index())
+		}
+		entries := c.Node(follower).FSM().(*raftest.RecordingFSM).Entries()
+		if len(entries) == 0 || string(entries[len(entries)-1].Data) != cmd {
+			t.Fatalf("follower FSM after its read does not end with %s", cmd)
+		}
+	}
+	c.Crash(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+	defer cancel()
+	err := fr.ReadIndexContext(ctx).Error()
+	if err == nil {
+		t.Fatal("follower read succeeded with its leader down")
+	}
+	if !errors.Is(err, raft.ErrNoLeader) {
+		t.Fatalf("follower read with its leader down: %v, want ErrNoLeader", err)
+	}
 }
 
 func TestTCPCluster_RefusesPeerOutsideProtocolRange(t *testing.T) {

@@ -38,9 +38,10 @@
 //	0x04 InstallSnapshot   raft.InstallSnapshotRequest, then Size raw bytes of snapshot
 //	                       data outside any frame
 //	0x05 TimeoutNow        raft.TimeoutNowRequest
+//	0x06 ReadIndex         raft.ReadIndexRequest (a follower asking the leader for a read index)
 //
 // The listening side answers each request, in order, with either the response frame, of type
-// request|0x80 (0x81 ... 0x85) carrying the matching raft response struct, or an error frame
+// request|0x80 (0x81 ... 0x86) carrying the matching raft response struct, or an error frame
 // of type 0xFF whose body is a msgpack string: the message of the error the node answered
 // with, returned to the caller as a *RemoteError. Type 0x00 is a keepalive: empty body, no
 // answer; a pipeline sends one when it opens and every IdleTimeout/3 after, so a listener

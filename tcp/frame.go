@@ -24,6 +24,7 @@ const (
 	frameRequestPreVote  frameType = 0x03
 	frameInstallSnapshot frameType = 0x04
 	frameTimeoutNow      frameType = 0x05
+	frameReadIndex       frameType = 0x06
 
 	// responseFlag marks an answer: the response to a request of type t has type
 	// t|responseFlag.
@@ -40,7 +41,7 @@ const frameHeaderBytes = 5
 
 // isRequest reports whether t is one of the request types.
 func (t frameType) isRequest() bool {
-	return t >= frameAppendEntries && t <= frameTimeoutNow
+	return t >= frameAppendEntries && t <= frameReadIndex
 }
 
 // known reports whether t is a request, a response to one, the error frame or a keepalive.
@@ -50,7 +51,7 @@ func (t frameType) known() bool {
 
 // String names the frame type for errors and logs.
 func (t frameType) String() string {
-	names := [...]string{"", "append_entries", "request_vote", "request_pre_vote", "install_snapshot", "timeout_now"}
+	names := [...]string{"", "append_entries", "request_vote", "request_pre_vote", "install_snapshot", "timeout_now", "read_index"}
 	switch {
 	case t == frameError:
 		return "error"
@@ -246,6 +247,8 @@ func decodeRequest(fr *frameReader, typ frameType, body []byte) (any, error) {
 		return decodeValid(fr, body, validateInstallSnapshot)
 	case frameTimeoutNow:
 		return decodeValid[raft.TimeoutNowRequest](fr, body, nil)
+	case frameReadIndex:
+		return decodeValid[raft.ReadIndexRequest](fr, body, nil)
 	default:
 		return nil, fmt.Errorf("%w: %s is not a request", ErrUnexpectedFrame, typ)
 	}

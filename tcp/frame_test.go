@@ -102,6 +102,7 @@ func TestValidateAppendEntries(t *testing.T) {
 func TestFrameType_Names(t *testing.T) {
 	want := map[frameType]string{
 		frameAppendEntries: "append_entries", frameTimeoutNow | responseFlag: "timeout_now_response",
+		frameReadIndex: "read_index", frameReadIndex | responseFlag: "read_index_response",
 		frameError: "error", 0x42: "unknown(0x42)", 0x80: "unknown(0x80)",
 	}
 	for typ, name := range want {
@@ -121,6 +122,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	add(frameRequestPreVote, &raft.RequestPreVoteRequest{Term: 4})
 	add(frameInstallSnapshot, &raft.InstallSnapshotRequest{Term: 4, Size: 3, Configuration: []byte{1, 2}})
 	add(frameTimeoutNow, &raft.TimeoutNowRequest{Term: 4})
+	add(frameReadIndex, &raft.ReadIndexRequest{Term: 4, Lease: true, Reads: 3})
 	add(frameAppendEntries|responseFlag, &raft.AppendEntriesResponse{Term: 4, Success: true, ConflictIndex: 3})
 	add(frameError, "raft: malformed request: entry 0 is nil")
 	seeds = append(seeds,
@@ -197,6 +199,7 @@ func responseTypes() map[frameType]reflect.Type {
 		frameRequestPreVote:  reflect.TypeOf(raft.RequestPreVoteResponse{}),
 		frameInstallSnapshot: reflect.TypeOf(raft.InstallSnapshotResponse{}),
 		frameTimeoutNow:      reflect.TypeOf(raft.TimeoutNowResponse{}),
+		frameReadIndex:       reflect.TypeOf(raft.ReadIndexResponse{}),
 	}
 }
 

@@ -254,6 +254,8 @@ func responseFits(typ frameType, resp any) bool {
 		return typ == frameInstallSnapshot && r != nil
 	case *raft.TimeoutNowResponse:
 		return typ == frameTimeoutNow && r != nil
+	case *raft.ReadIndexResponse:
+		return typ == frameReadIndex && r != nil
 	default:
 		return false
 	}

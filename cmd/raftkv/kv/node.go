@@ -69,18 +69,18 @@ type NodeConfig struct {
 // node's HTTP address in the replicated state (joining the cluster first with Join) and
 // exits once it is registered.
 type Node struct {
-	conf     NodeConfig
-	logger   hclog.Logger
-	raft     *raft.Raft
-	fsm      *FSM
-	store    *wal.Store
-	snaps    raft.SnapshotStore
+	conf   NodeConfig
+	logger hclog.Logger
+	raft   *raft.Raft
+	fsm    *FSM
+	store  *wal.Store
+	snaps  raft.SnapshotStore
 	// probeRaft is raft once it runs, for the probe answer the transport's sniffers give.
 	probeRaft atomic.Pointer[raft.Raft]
-	server   *Server
-	http     *http.Server
-	httpAddr string // advertised
-	raftAddr raft.ServerAddress
+	server    *Server
+	http      *http.Server
+	httpAddr  string // advertised
+	raftAddr  raft.ServerAddress
 
 	// The announcer's outcome, for /status and JoinFailed; joinMu guards the three.
 	joinMu     sync.Mutex
