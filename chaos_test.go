@@ -1,10 +1,13 @@
 package raft_test
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +22,59 @@ var (
 	chaosRuns  = flag.Int("chaos.runs", 3, "randomized runs per test")
 )
 
+// knownBugs reports whether tests of open bugs run (RAFTKIT_KNOWN_BUGS=1).
+func knownBugs() bool { return os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" }
+
+// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
+func knownBug(t *testing.T, bug string) {
+	t.Helper()
+	if !knownBugs() {
+		t.Skipf("known bug, not fixed on main yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
+	}
+}
+
+// chaosCrashPoints are the crash points randomized runs arm: all of them. (While an open bug
+// made one fail, it was armed only with RAFTKIT_KNOWN_BUGS=1, so CI stayed green until the fix
+// was on main: FSM.Restore and InstallSnapshot waited for issue 10 bug 3.)
+func chaosCrashPoints() []raftest.CrashPoint { return raftest.CrashPoints() }
+
+// chaosCommand is a command of client id: its name, then '|' and padding that makes entries
+// from a few bytes to big ones (up to 1 MiB for the big client), drawn from rng.
+func chaosCommand(rng *rand.Rand, id, seq int, big bool) (name string, data []byte) {
+	name = fmt.Sprintf("c%d-%d", id, seq)
+	maxBytes := 256.0
+	if big {
+		maxBytes = 1 << 20
+	}
+	// Log-uniform sizes: as many tiny entries as large ones per order of magnitude.
+	pad := int(math.Exp(rng.Float64() * math.Log(maxBytes)))
+	data = make([]byte, len(name)+1+pad)
+	copy(data, name)
+	data[len(name)] = '|'
+	for i := len(name) + 1; i < len(data); i++ {
+		data[i] = byte('a' + (i+seq)%26)
+	}
+	return name, data
+}
+
+// commandName is the name part of a chaosCommand's data.
+func commandName(data []byte) string {
+	if i := bytes.IndexByte(data, '|'); i >= 0 {
+		return string(data[:i])
+	}
+	return string(data)
+}
+
+// namesFSM is a RecordingFSM that records only the names of chaos commands, so that big
+// entries do not make every snapshot big too.
+type namesFSM struct{ *raftest.RecordingFSM }
+
+func (f namesFSM) Apply(l *raft.Log) any {
+	c := *l
+	c.Data = []byte(commandName(l.Data))
+	return f.RecordingFSM.Apply(&c)
+}
+
 // ackLog records what clients were told about each command.
 type ackLog struct {
 	mu    sync.Mutex
@@ -32,17 +88,22 @@ func (a *ackLog) record(cmd string, ok bool) {
 }
 
 // chaosClient applies unique commands until stop closes, retrying a command only on errors
-// that guarantee it was not applied.
-func chaosClient(c *raftest.Cluster, id int, acks *ackLog, stop <-chan struct{}) {
+// that guarantee it was not applied. The big client sends fewer, bigger entries.
+func chaosClient(c *raftest.Cluster, id int, seed int64, big bool, acks *ackLog, stop <-chan struct{}) {
+	rng := rand.New(rand.NewSource(seed))
+	pace := 5 * time.Millisecond
+	if big {
+		pace = 200 * time.Millisecond
+	}
 	for seq := 0; ; seq++ {
 		// Pace the load: in a synctest bubble the cluster does any amount of work in zero
 		// virtual time, so an unpaced client would never let time (and faults) move on.
 		select {
 		case <-stop:
 			return
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(pace):
 		}
-		cmd := fmt.Sprintf("c%d-%d", id, seq)
+		cmd, data := chaosCommand(rng, id, seq, big)
 		for {
 			leader := c.Leader()
 			if leader < 0 {
@@ -56,11 +117,18 @@ func chaosClient(c *raftest.Cluster, id int, acks *ackLog, stop <-chan struct{})
 				}
 				continue
 			}
-			r := c.Node(leader).Raft()
+			node := c.Node(leader)
+			r, inc := node.Raft(), node.Incarnation()
 			if r == nil {
 				continue
 			}
-			err := r.Apply([]byte(cmd), 300*time.Millisecond).Error()
+			err := r.Apply(data, 300*time.Millisecond).Error()
+			if err == nil && inc.Crashed() {
+				// The answer may have come from a node that crashed already: a dead
+				// process answers nobody, so the outcome is unknown.
+				acks.record(cmd, false)
+				break
+			}
 			if err == nil {
 				acks.record(cmd, true)
 				break
@@ -80,10 +148,46 @@ func chaosClient(c *raftest.Cluster, id int, acks *ackLog, stop <-chan struct{})
 	}
 }
 
-// chaosStep applies one random fault.
-func chaosStep(c *raftest.Cluster, rng *rand.Rand, crashed map[int]bool) string {
+// canLoseOne reports whether one more node may go down (crashed, or armed to crash) while a
+// majority stays up.
+func canLoseOne(c *raftest.Cluster) bool {
+	lost := 0
+	for _, n := range c.Nodes() {
+		if !n.Running() || n.Incarnation().Armed() != 0 {
+			lost++
+		}
+	}
+	return lost < (len(c.Nodes())-1)/2
+}
+
+// runningNode draws a running node, or -1.
+func runningNode(c *raftest.Cluster, rng *rand.Rand) int {
+	var up []int
+	for i, n := range c.Nodes() {
+		if n.Running() {
+			up = append(up, i)
+		}
+	}
+	if len(up) == 0 {
+		return -1
+	}
+	return up[rng.Intn(len(up))]
+}
+
+// restartDown starts every node that is down (crashed by a step or at an armed crash point).
+func restartDown(c *raftest.Cluster) {
+	for i, n := range c.Nodes() {
+		if !n.Running() {
+			c.Start(i)
+		}
+	}
+}
+
+// chaosStep applies one random fault: network faults, abrupt crashes (at once, or armed
+// inside a chosen operation), restarts, slow or stalling disks and slow FSMs.
+func chaosStep(c *raftest.Cluster, rng *rand.Rand) string {
 	n := len(c.Nodes())
-	switch rng.Intn(7) {
+	switch rng.Intn(11) {
 	case 0:
 		perm := rng.Perm(n)
 		k := 1 + rng.Intn(n-1)
@@ -96,18 +200,17 @@ func chaosStep(c *raftest.Cluster, rng *rand.Rand, crashed map[int]bool) string 
 		c.Heal()
 		return "heal"
 	case 2:
-		i := rng.Intn(n)
-		if !crashed[i] && len(crashed) < (n-1)/2 {
+		if i := runningNode(c, rng); i >= 0 && canLoseOne(c) {
 			c.Crash(i)
-			crashed[i] = true
 			return fmt.Sprintf("crash %d", i)
 		}
 		return "noop"
 	case 3:
-		for i := range crashed {
-			c.Start(i)
-			delete(crashed, i)
-			return fmt.Sprintf("restart %d", i)
+		for i, node := range c.Nodes() {
+			if !node.Running() {
+				c.Start(i)
+				return fmt.Sprintf("restart %d", i)
+			}
 		}
 		return "noop"
 	case 4:
@@ -116,12 +219,52 @@ func chaosStep(c *raftest.Cluster, rng *rand.Rand, crashed map[int]bool) string 
 	case 5:
 		c.Net.ClearFaults()
 		return "clear faults"
-	default:
+	case 6:
 		if leader := c.Leader(); leader >= 0 {
 			c.Isolate(leader)
 			return fmt.Sprintf("isolate leader %d", leader)
 		}
 		return "noop"
+	case 7:
+		points := chaosCrashPoints()
+		i := runningNode(c, rng)
+		if rng.Intn(2) == 0 {
+			i = c.Leader()
+		}
+		if i < 0 || len(points) == 0 || !canLoseOne(c) {
+			return "noop"
+		}
+		p, after := points[rng.Intn(len(points))], rng.Intn(4)
+		c.CrashAt(i, p, after)
+		return fmt.Sprintf("arm crash of %d inside %v after %d", i, p, after)
+	case 8:
+		i := rng.Intn(n)
+		f := raftest.DiskFaults{MaxLatency: time.Duration(rng.Intn(20)) * time.Millisecond}
+		if rng.Intn(2) == 0 {
+			f.StallRate, f.Stall = 0.02, time.Duration(50+rng.Intn(450))*time.Millisecond
+		}
+		c.SetDiskFaults(i, f)
+		return fmt.Sprintf("slow disk on %d: %+v", i, f)
+	case 9:
+		i := rng.Intn(n)
+		f := raftest.FSMFaults{MaxLatency: time.Duration(rng.Intn(5000)) * time.Microsecond}
+		c.SetFSMFaults(i, f)
+		return fmt.Sprintf("slow FSM on %d: %+v", i, f)
+	default:
+		for i := range c.Nodes() {
+			c.SetDiskFaults(i, raftest.DiskFaults{})
+			c.SetFSMFaults(i, raftest.FSMFaults{})
+		}
+		return "fast disks and FSMs"
+	}
+}
+
+// clearSlowness removes every disk and FSM fault.
+func clearSlowness(c *raftest.Cluster) {
+	for i := range c.Nodes() {
+		c.SetDiskFaults(i, raftest.DiskFaults{})
+		c.SetFSMFaults(i, raftest.FSMFaults{})
+		c.CrashAt(i, 0, 0)
 	}
 }
 
@@ -160,7 +303,9 @@ func forEachSeed(t *testing.T, f func(t *testing.T, seed int64)) {
 
 func runRandomized(t *testing.T, membership bool) {
 	forEachSeed(t, func(t *testing.T, seed int64) {
-		opts := raftest.Options{Nodes: 5, Seed: seed}
+		opts := raftest.Options{Nodes: 5, Seed: seed, NewFSM: func(raft.ServerID) raft.FSM {
+			return namesFSM{raftest.NewRecordingFSM()}
+		}}
 		if seed%2 == 0 {
 			// Every other run snapshots and compacts aggressively, so lagging and
 			// restarted nodes catch up through InstallSnapshot under faults too.
@@ -181,21 +326,20 @@ func runChaos(t *testing.T, c *raftest.Cluster, seed int64, membership bool) {
 	acks := &ackLog{acked: make(map[string]bool)}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 5; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			chaosClient(c, i, acks, stop)
+			chaosClient(c, i, seed+int64(i), i == 4, acks, stop)
 		}()
 	}
-	crashed := make(map[int]bool)
 	c.WaitLeader(waitLong)
 	for step := 0; step < *chaosSteps; step++ {
 		var what string
 		if membership && rng.Intn(3) == 0 {
 			what = chaosMembershipStep(c, rng)
 		} else {
-			what = chaosStep(c, rng, crashed)
+			what = chaosStep(c, rng)
 		}
 		t.Logf("step %d: %s", step, what)
 		// Let the cluster run a while under this fault.
@@ -208,9 +352,8 @@ func runChaos(t *testing.T, c *raftest.Cluster, seed int64, membership bool) {
 	close(stop)
 	c.Heal()
 	c.Net.ClearFaults()
-	for i := range crashed {
-		c.Start(i)
-	}
+	clearSlowness(c)
+	restartDown(c)
 	wg.Wait()
 	c.WaitLeader(waitLong)
 	if membership {

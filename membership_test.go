@@ -18,7 +18,7 @@ func load(c *raftest.Cluster, clients int, acks *ackLog, stop <-chan struct{}) *
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			chaosClient(c, i, acks, stop)
+			chaosClient(c, i, int64(i), false, acks, stop)
 		}()
 	}
 	return &wg

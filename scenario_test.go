@@ -21,8 +21,8 @@ const waitLong = 10 * time.Second
 // recorded returns the commands node i applied, as strings.
 func recorded(c *raftest.Cluster, i int) []string {
 	var out []string
-	for _, e := range c.Node(i).FSM().(*raftest.RecordingFSM).Entries() {
-		out = append(out, string(e.Data))
+	for _, e := range c.Node(i).FSM().(interface{ Entries() []raftest.Entry }).Entries() {
+		out = append(out, commandName(e.Data))
 	}
 	return out
 }

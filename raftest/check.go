@@ -137,10 +137,10 @@ func logsMatch(a, b *Node) error {
 
 // Commands returns the commands node i's RecordingFSM applied, as strings, in order (after a
 // snapshot restore, the restored ones first). It fails the test if the node's FSM is not a
-// RecordingFSM.
+// RecordingFSM (or a type that embeds one).
 func (c *Cluster) Commands(i int) []string {
 	c.t.Helper()
-	fsm, ok := c.nodes[i].FSM().(*RecordingFSM)
+	fsm, ok := c.nodes[i].FSM().(interface{ Entries() []Entry })
 	if !ok {
 		c.t.Fatalf("raftest: node %d's FSM is a %T, not a *RecordingFSM", i, c.nodes[i].FSM())
 	}

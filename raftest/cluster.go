@@ -399,7 +399,8 @@ func (c *Cluster) Crash(i int) {
 
 // CrashAt arms a crash of node i inside its next operation p after letting after such
 // operations through; see Incarnation.CrashAt. The node then crashes itself: Node.Running
-// turns false and Start restarts it. The arming does not outlive the incarnation.
+// turns false and Start restarts it. The arming does not outlive the incarnation; p zero
+// disarms.
 func (c *Cluster) CrashAt(i int, p CrashPoint, after int) {
 	c.t.Helper()
 	if inc := c.nodes[i].Incarnation(); inc != nil {

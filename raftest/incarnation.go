@@ -185,7 +185,8 @@ func (inc *Incarnation) Crashed() bool { return inc.crashed.Load() }
 func (inc *Incarnation) Down() <-chan struct{} { return inc.down }
 
 // CrashAt arms a crash inside the operation p: the incarnation lets after such operations
-// through, then crashes inside the next one. A later CrashAt replaces an armed one.
+// through, then crashes inside the next one. A later CrashAt replaces an armed one; p zero
+// disarms.
 func (inc *Incarnation) CrashAt(p CrashPoint, after int) {
 	inc.pmu.Lock()
 	defer inc.pmu.Unlock()

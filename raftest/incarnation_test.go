@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,14 +12,6 @@ import (
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
 )
-
-// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("RAFTKIT_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, not fixed on this branch yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
-	}
-}
 
 func makeLogs(from, n uint64) []*raft.Log {
 	var logs []*raft.Log
@@ -282,9 +274,6 @@ func TestCluster_CrashAtArmedPointAndRestart(t *testing.T) {
 					victim = leader
 				}
 				if p == raftest.CrashInInstallSnapshot || p == raftest.CrashInFSMRestore {
-					// A crash between storing the snapshot and discarding the log leaves a
-					// snapshot past the end of the log, which stops the node at restart.
-					knownBug(t, "issue 10 bug 3: snapshot past the end of the log at restart")
 					// The follower must fall behind compaction to get a snapshot.
 					c.Crash(victim)
 					for i := 0; i < 40; i++ {
@@ -324,4 +313,36 @@ func TestCluster_CrashAtArmedPointAndRestart(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
+	raftest.Run(t, raftest.Options{}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(wait)
+		if _, err := c.Apply([]byte("before"), wait); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDiskFaults(leader, raftest.DiskFaults{MinLatency: time.Hour, MaxLatency: time.Hour})
+		r := c.Node(leader).Raft()
+		f := r.Apply([]byte("stalled"), 0) // the leader's own write hangs on its disk
+		time.Sleep(10 * time.Millisecond)
+		start := time.Now()
+		c.Crash(leader)
+		if d := time.Since(start); d > 0 {
+			t.Fatalf("Crash waited %v (virtual) for the stalled write", d)
+		}
+		c.SetDiskFaults(leader, raftest.DiskFaults{})
+		c.Start(leader)
+		c.WaitLeader(wait)
+		g, err := c.Apply([]byte("after"), wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds := c.WaitSameCommands(g.Index(), wait)
+		c.CheckSafety()
+		// The followers can commit the entry while the leader's own write hangs (the leader
+		// writes in parallel with replication): an acknowledgement is then kept.
+		if err := f.Error(); err == nil && !slices.Contains(cmds, "stalled") {
+			t.Fatalf("the acknowledged write is lost: %v", cmds)
+		}
+	})
 }

@@ -41,38 +41,40 @@ func runDev(ctx context.Context, o *options, sink http.Handler, stdout, stderr i
 	for i, a := range raftAddrs {
 		cluster = append(cluster, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(strconv.Itoa(i + 1)), Address: raft.ServerAddress(a)})
 	}
-	var nodes []*kv.Node
-	closeAll := func() error {
-		var errs []error
-		for _, n := range nodes {
-			errs = append(errs, n.Close())
-		}
-		return errors.Join(errs...)
+	consoleAddr, err := devConsoleAddr(o.devBasePort)
+	if err != nil {
+		return err
 	}
+	nodes := newDevCluster(o.requestTimeout) // devconsole.go: nodes the console can crash and cut off
 	for i := range cluster {
 		id := strconv.Itoa(i + 1)
 		conf := o.nodeConfig(id, raftAddrs[i], httpAddrs[i], filepath.Join(dir, "node-"+id), sink, stderr)
 		conf.Join, conf.HTTPAdvertise, conf.Cluster = "", "", cluster
+		// A fresh temporary directory: there is no earlier run whose votes could be lost.
+		conf.ForceBootstrap = true
 		if i == 0 {
 			if err := checkRaftConfig(conf.Raft); err != nil {
 				return err
 			}
 		}
-		n, err := kv.StartNode(conf)
-		if err != nil {
-			_ = closeAll()
+		if err := nodes.add(conf); err != nil {
+			_ = nodes.close()
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return fmt.Errorf("dev node %s: %w (-dev_base_port=0 picks free ports)", id, err)
 			}
 			return fmt.Errorf("dev node %s: %w", id, err)
 		}
-		nodes = append(nodes, n)
 	}
-	waitDevReady(ctx, nodes)
-	printBanner(stdout, dir, raftAddrs, httpAddrs)
+	console, err := startDevConsole(consoleAddr, nodes)
+	if err != nil {
+		_ = nodes.close()
+		return err
+	}
+	waitDevReady(ctx, nodes.running())
+	printBanner(stdout, dir, raftAddrs, httpAddrs, console.addr)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "shutting down")
-	return closeAll()
+	return errors.Join(console.close(), nodes.close())
 }
 
 // devAddrs returns the raft and HTTP addresses of the dev nodes: node i (from 1) serves HTTP
@@ -134,9 +136,10 @@ func waitDevReady(ctx context.Context, nodes []*kv.Node) {
 }
 
 // printBanner shows where the nodes are and what to try.
-func printBanner(w io.Writer, dir string, raftAddrs, httpAddrs []string) {
+func printBanner(w io.Writer, dir string, raftAddrs, httpAddrs []string, consoleAddr string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "raftkv dev cluster: %d nodes, data in %s (removed on exit)\n", len(httpAddrs), dir)
+	fmt.Fprintf(&b, "  cluster view: http://%s/  (live, with crash, restart, cut off and heal)\n", consoleAddr)
 	for i := range httpAddrs {
 		fmt.Fprintf(&b, "  node %d: http://%s  (raft %s)\n", i+1, httpAddrs[i], raftAddrs[i])
 	}

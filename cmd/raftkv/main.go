@@ -162,6 +162,8 @@ func (o *options) check() error {
 		return fmt.Errorf("--leader_lease_timeout=%v: want a positive duration", o.leaderLease)
 	case (o.tlsCert == "") != (o.tlsKey == "") || (o.tlsCert == "") != (o.tlsCA == ""):
 		return errors.New("--tls_cert, --tls_key and --tls_ca go together: give all three or none")
+	case o.dev && o.tlsCert != "":
+		return errors.New("-dev runs on loopback without TLS: drop the --tls_* flags")
 	}
 	return nil
 }

@@ -60,6 +60,10 @@ type NodeConfig struct {
 	// certificate but accepts clients without one (curl with the CA only); a client that
 	// presents one must present a valid one.
 	TLS *tls.Config
+	// NewTransport, if set, builds the raft transport instead of the default TCP (or TLS)
+	// transport; dev mode uses it to put a layer under the nodes that can cut them off. Such
+	// a transport answers no bootstrap probes (see ForceBootstrap) and ignores TLS.
+	NewTransport func(bindAddr string, opts tcp.Options) (*tcp.Transport, error)
 }
 
 // Node is a running raftkv node: a raft.Raft over a tcp transport, a wal store and a file
@@ -138,14 +142,18 @@ func StartNode(conf NodeConfig) (*Node, error) {
 
 // newTransport binds the raft transport: TCP, or mutual TLS with conf.TLS.
 func (n *Node) newTransport() (*tcp.Transport, error) {
+	opts := tcp.Options{Logger: n.logger.Named("tcp")}
+	if n.conf.NewTransport != nil {
+		return n.conf.NewTransport(n.conf.RaftAddr, opts)
+	}
 	layer, err := newProbeLayer(n.conf.RaftAddr, n.conf.TLS, n.probeAnswer)
 	if err != nil {
 		return nil, err
 	}
-	trans, err := tcp.NewTransportWithLayer(layer, tcp.Options{Logger: n.logger.Named("tcp")})
+	trans, err := tcp.NewTransportWithLayer(layer, opts)
 	if err != nil {
 		_ = layer.Close()
-		return nil, fmt.Errorf("raft transport on %s: %w", n.conf.RaftAddr, err)
+		return nil, err
 	}
 	return trans, nil
 }

@@ -63,7 +63,7 @@ type probeLayer struct {
 func newProbeLayer(bind string, tlsConf *tls.Config, answer func() ProbeAnswer) (*probeLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", bind, err)
+		return nil, err
 	}
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)

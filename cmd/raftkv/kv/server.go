@@ -129,6 +129,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/admin/restore", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleRestore})))
 	mux.HandleFunc("/admin/transfer", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleTransfer})))
 	mux.HandleFunc("/metrics", methods(map[string]http.HandlerFunc{"GET": s.handleMetrics}))
+	view := newClusterView(s) // the live cluster view (ui.go)
+	mux.HandleFunc("GET /{$}", ServeUIPage)
+	mux.HandleFunc("GET /ui/cluster", view.handle)
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+req.URL.Path)
 	})

@@ -84,7 +84,7 @@ func TestServer_ValueTooLargeIs413(t *testing.T) {
 
 func TestServer_UnknownPathIs404AndWrongMethodIs405(t *testing.T) {
 	n := singleNode(t, ServerConfig{})
-	for _, p := range []string{"/", "/nope", "/kvx", "/status/x", "/v1/kv/a"} {
+	for _, p := range []string{"/ui/nope", "/nope", "/kvx", "/status/x", "/v1/kv/a"} {
 		r := do(t, n, "GET", p, "")
 		wantStatus(t, r, http.StatusNotFound, "GET "+p)
 		if msg := r.jsonError(t); !strings.Contains(msg, "no such endpoint") {
