@@ -110,6 +110,9 @@ var (
 	// type, undecodable configuration). The node keeps running.
 	ErrBadRequest = errors.New("raft: malformed request")
 
+	// ErrEntryTooLarge is returned by Apply, ApplyLog and ApplyContext for an entry larger
+	// than Config.MaxEntryBytes. The command was not applied.
+	ErrEntryTooLarge = errors.New("raft: entry too large")
 	// ErrNoLeader is returned by a read on a follower or non-voter that could not get a read
 	// index: no leader is known, the leader could not be reached, or it could not confirm
 	// its leadership. The read did not happen; retry, or ask the leader.

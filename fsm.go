@@ -172,9 +172,11 @@ func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
 	last := commits[len(commits)-1].log
 	r.publishApplied(last.Index, last.Term)
 	fsmApplyMetric(start, len(commits))
+	now := time.Now()
 	for _, c := range commits {
 		if c.future != nil {
 			applyLatencyMetric(c.future.created)
+			stageMetric(stageApplied, c.future.committed, now)
 			c.future.respond(nil)
 		}
 	}

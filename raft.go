@@ -67,7 +67,11 @@ type Raft struct {
 	votedFor       ServerID
 	configurations configurations
 	fsmQueuedIndex uint64 // the highest committed index handed to the FSM goroutine
-	leaderState    *leaderState
+	// recent holds the entries a follower stored and has not handed to the FSM yet, so they
+	// are applied as decoded instead of read back; bounded by MaxInflightBytes, the most the
+	// leader keeps on the way to it.
+	recent      *logCache
+	leaderState *leaderState
 	// protocolWarnAt is when a peer's unsupported protocol version was last logged.
 	protocolWarnAt time.Time
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
@@ -136,6 +140,9 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	if fsm == nil || logs == nil || stable == nil || snaps == nil || trans == nil {
 		return nil, fmt.Errorf("%w: fsm, log store, stable store, snapshot store and transport are all required", ErrInvalidConfig)
 	}
+	if err := validateForTransport(conf, trans); err != nil {
+		return nil, err
+	}
 	logger := conf.Logger
 	if logger == nil {
 		logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
@@ -155,6 +162,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		trans:          trans,
 		localID:        conf.LocalID,
 		localAddr:      trans.LocalAddr(),
+		recent:         newLogCache(conf.MaxInflightBytes),
 		clockBase:      time.Now(),
 		rng:            rand.New(rand.NewSource(seed)),
 		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
@@ -524,7 +532,8 @@ func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 // fail at once with ErrNotLeader. timeout bounds the whole wait, not only the enqueue: once it
 // passed, Error returns ErrEnqueueTimeout if the command never reached the leader's queue (it
 // was not applied) or ErrTimeout if it did (the outcome is unknown). Zero means no timeout;
-// the future still resolves on leadership loss or shutdown.
+// the future still resolves on leadership loss or shutdown. A command larger than
+// Config.MaxEntryBytes fails at once with ErrEntryTooLarge.
 func (r *Raft) Apply(cmd []byte, timeout time.Duration) ApplyFuture {
 	return r.ApplyLog(Log{Data: cmd}, timeout)
 }
@@ -560,6 +569,9 @@ func (r *Raft) BarrierContext(ctx context.Context) Future {
 
 // enqueue hands a log future to the main loop, within the future's deadline.
 func (r *Raft) enqueue(f *logFuture) ApplyFuture {
+	if n := len(f.log.Data) + len(f.log.Extensions); n > r.conf.MaxEntryBytes {
+		return errorFuture{fmt.Errorf("%w: %d bytes, at most %d (Config.MaxEntryBytes)", ErrEntryTooLarge, n, r.conf.MaxEntryBytes)}
+	}
 	if r.getState() != Leader {
 		if r.getState() == Shutdown {
 			return errorFuture{ErrRaftShutdown}

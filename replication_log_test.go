@@ -28,29 +28,6 @@ func countLines(buf *bytes.Buffer, level, msg string) int {
 	return n
 }
 
-func TestReplicator_RepeatedFailuresWarnOncePerChangeOfState(t *testing.T) {
-	var buf bytes.Buffer
-	s := logReplicator(&buf)
-	boom := errors.New("connection refused")
-	for round := 0; round < 2; round++ {
-		for i := 0; i < 20; i++ {
-			s.failures++
-			s.logFailure("append entries failing", "p", boom)
-		}
-		s.noteSuccess()
-	}
-	if n := countLines(&buf, "[WARN]", "append entries failing"); n != 2 {
-		t.Fatalf("%d WARN lines for two runs of 20 failures, want 2:\n%s", n, buf.String())
-	}
-	if n := countLines(&buf, "[INFO]", "replication resumed"); n != 2 {
-		t.Fatalf("%d resumed lines, want 2:\n%s", n, buf.String())
-	}
-	s.noteSuccess() // no failures since: nothing to report
-	if n := countLines(&buf, "[INFO]", "replication resumed"); n != 2 {
-		t.Fatalf("a success after a success logged a resume:\n%s", buf.String())
-	}
-}
-
 func TestReplicator_SnapshotSendFailuresAreRateLimited(t *testing.T) {
 	var buf bytes.Buffer
 	s := logReplicator(&buf)

@@ -209,6 +209,8 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 	}
 	storeLogsMetric(start, len(fresh))
 	last := fresh[len(fresh)-1]
+	r.recent.add(fresh)
+	r.recent.markDurable(last.Index)
 	r.lastLog.Store(&indexTerm{index: last.Index, term: last.Term})
 	r.noteConfigurationEntries(fresh)
 	return true, nil
@@ -256,6 +258,7 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 			return err
 		}
 	}
+	r.recent.truncateFrom(from)
 	if err := r.logs.DeleteRange(from, last); err != nil {
 		r.fatal(fmt.Errorf("raft: truncating log [%d, %d]: %w", from, last, err))
 		return ErrRaftShutdown

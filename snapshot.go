@@ -333,6 +333,7 @@ func (r *Raft) discardLogBehind(index, term uint64) error {
 	if keep {
 		return r.logs.DeleteRange(first, index)
 	}
+	r.recent.truncateFrom(0)
 	if err := r.logs.DeleteRange(first, max(lastIndex, first)); err != nil {
 		return fmt.Errorf("raft: discarding log: %w", err)
 	}

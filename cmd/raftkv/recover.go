@@ -71,6 +71,7 @@ func recoverNode(id raft.ServerID, addr raft.ServerAddress, dir string) (raft.Lo
 	if err != nil {
 		return raft.Log{}, fmt.Errorf("opening the snapshot store: %w", err)
 	}
+	defer snaps.Close()
 	metas, err := snaps.List()
 	if err != nil {
 		return raft.Log{}, err

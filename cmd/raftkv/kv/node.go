@@ -78,7 +78,7 @@ type Node struct {
 	raft   *raft.Raft
 	fsm    *FSM
 	store  *wal.Store
-	snaps  raft.SnapshotStore
+	snaps  *raft.FileSnapshotStore // closed after raft, like store: it holds a directory lock
 	// probeRaft is raft once it runs, for the probe answer the transport's sniffers give.
 	probeRaft atomic.Pointer[raft.Raft]
 	server    *Server
@@ -134,6 +134,9 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	}
 	undo = append(undo, func() { _ = n.store.Close() })
 	if err := n.startRaft(trans); err != nil {
+		if n.snaps != nil {
+			_ = n.snaps.Close()
+		}
 		return fail(err)
 	}
 	n.startAPI(ln)
@@ -224,8 +227,8 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 	if err != nil {
 		return fmt.Errorf("opening the snapshot store: %w", err)
 	}
-	n.raftAddr = trans.LocalAddr()
 	n.snaps = snaps
+	n.raftAddr = trans.LocalAddr()
 	rc := raft.DefaultConfig()
 	if n.conf.Raft != nil {
 		c := *n.conf.Raft
@@ -349,7 +352,7 @@ func (n *Node) Close() error {
 		cancel()
 		n.wg.Wait()
 		n.server.Close()
-		errs = append(errs, n.store.Close())
+		errs = append(errs, n.snaps.Close(), n.store.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
