@@ -238,6 +238,9 @@ func (r *Raft) recover() error {
 	if err := r.loadLastLog(); err != nil {
 		return err
 	}
+	if err := r.checkTermCoversState(); err != nil {
+		return err
+	}
 	if err := r.loadConfigurations(); err != nil {
 		return err
 	}
