@@ -32,6 +32,23 @@ var (
 	metricReadForwardSize = []string{"raft", "read", "forward_batch_size"}
 )
 
+// The stages of a leader's entry, from Apply to its answer. Queued is the wait in the apply
+// queue until the leader gives the entry an index; written and committed both count from
+// then (the local write and replication run in parallel): until the leader's own write is
+// durable, and until a quorum holds the entry; applied counts from the commit until the FSM
+// applied it and the future was answered. Queued + committed + applied is the whole latency.
+var (
+	stageQueued    = []string{"raft", "apply", "stage_queued"}
+	stageWritten   = []string{"raft", "apply", "stage_written"}
+	stageCommitted = []string{"raft", "apply", "stage_committed"}
+	stageApplied   = []string{"raft", "apply", "stage_applied"}
+)
+
+// stageMetric records one entry's time in a stage.
+func stageMetric(stage []string, from, to time.Time) {
+	metrics.AddSample(stage, float32(to.Sub(from).Seconds()*1e3))
+}
+
 // readDoneMetric counts a successful read by kind and the time it waited for the local FSM.
 func readDoneMetric(kind string, applyWaitStart time.Time) {
 	labels := []metrics.Label{{Name: "kind", Value: kind}}
