@@ -444,7 +444,12 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
-			r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(r.leader.Load().id))
+			if lost := r.leader.Load().id; lost != "" {
+				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
+			} else {
+				// No leader known yet (a fresh start): an election is the normal next step.
+				r.logger.Info("no leader known, starting election")
+			}
 			r.setLeader("", "")
 			r.setState(Candidate)
 		case <-r.shutdownCh:
