@@ -244,6 +244,9 @@ func (r *Raft) recover() error {
 	if err := r.loadLastLog(); err != nil {
 		return err
 	}
+	if err := r.checkTermCoversState(); err != nil {
+		return err
+	}
 	if err := r.loadConfigurations(); err != nil {
 		return err
 	}
@@ -447,7 +450,12 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
-			r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(r.leader.Load().id))
+			if lost := r.leader.Load().id; lost != "" {
+				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
+			} else {
+				// No leader known yet (a fresh start): an election is the normal next step.
+				r.logger.Info("no leader known, starting election")
+			}
 			r.setLeader("", "")
 			r.setState(Candidate)
 		case <-r.shutdownCh:
