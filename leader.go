@@ -48,6 +48,8 @@ type leaderState struct {
 	// unwritten holds this term's futures whose entries are not written locally yet, in
 	// index order, for the written-stage metric. Main loop only.
 	unwritten []*logFuture
+	// uncommittedBytes is the entryBytes of inflight. Main loop only.
+	uncommittedBytes int
 
 	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
 	// and a leadership transfer in progress. Main loop only.
@@ -65,6 +67,11 @@ type leaderState struct {
 // maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
 // leader stops taking applies until the disk catches up (backpressure instead of memory).
 func (r *Raft) maxPendingWrites() int { return 4 * r.conf.MaxAppendEntries }
+
+// maxUncommittedBytes bounds the leader's entries not yet committed: past it the leader stops
+// taking applies until a quorum catches up, so a slow quorum costs clients latency (and
+// ErrEnqueueTimeout) rather than the leader memory.
+func (r *Raft) maxUncommittedBytes() int { return 4 * r.conf.MaxInflightBytes }
 
 // runLeader leads one term: it sets up replication, appends the term's no-op entry and
 // serves requests until it steps down or shuts down.
@@ -86,8 +93,8 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if ls.writer.backlogged() {
-			applyCh = nil // backpressure: the disk is behind
+		if ls.writer.backlogged() || ls.uncommittedBytes >= r.maxUncommittedBytes() {
+			applyCh = nil // backpressure: the disk, or a quorum of followers, is behind
 		}
 		select {
 		case rpc := <-r.rpcCh:
@@ -236,6 +243,9 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 		stageMetric(stageQueued, f.created, now)
 	}
 	ls.inflight = append(ls.inflight, futures...)
+	for _, f := range futures {
+		ls.uncommittedBytes += entryBytes(&f.log)
+	}
 	ls.unwritten = append(ls.unwritten, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
@@ -312,6 +322,7 @@ func (r *Raft) processLeaderCommits() {
 	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
 		f := ls.inflight[n]
 		f.committed = now
+		ls.uncommittedBytes -= entryBytes(&f.log)
 		commitTimeMetric(f.dispatched)
 		stageMetric(stageCommitted, f.dispatched, now)
 		n++
