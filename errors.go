@@ -124,6 +124,12 @@ var (
 	// downgraded) to a release whose range overlaps, see docs/compatibility.md.
 	ErrUnsupportedProtocol = errors.New("raft: unsupported protocol version")
 
+	// ErrInstallInProgress is returned to a leader that sends log entries, a commit index or
+	// a second snapshot to a node still installing the snapshot it received: its FSM is being
+	// restored and its log will be made to fit the snapshot once that is done. The leader
+	// backs off and retries; heartbeats are answered throughout.
+	ErrInstallInProgress = errors.New("raft: snapshot install in progress")
+
 	// ErrNotVoter is returned when an operation requires this node to be a voter.
 	ErrNotVoter = errors.New("raft: not a voter")
 )

@@ -94,16 +94,20 @@ func (r *Raft) runFSM() {
 	batcher, batching := r.fsm.(BatchingFSM)
 	for {
 		select {
-		case t := <-r.fsmCh:
-			if t.restore != nil {
-				t.restore.done <- r.fsmRestore(t.restore)
+		case <-r.fsmq.notify:
+			t, ok := r.fsmq.next()
+			if !ok {
 				continue
 			}
-			if batching {
+			switch {
+			case t.restore != nil:
+				t.restore.done <- r.fsmRestore(t.restore)
+			case batching:
 				r.applyBatch(batcher, t.commits)
-			} else {
+			default:
 				r.applyOneByOne(t.commits)
 			}
+			r.fsmq.done(t)
 		case req := <-r.fsmSnapshotCh:
 			req.done <- r.fsmSnapshot()
 		case <-r.shutdownCh:

@@ -93,8 +93,11 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if ls.writer.backlogged() || ls.uncommittedBytes >= r.maxUncommittedBytes() {
-			applyCh = nil // backpressure: the disk, or a quorum of followers, is behind
+		if ls.writer.backlogged() || ls.uncommittedBytes >= r.maxUncommittedBytes() || r.fsmQueuedIndex < r.commitIndex.Load() {
+			// Backpressure: the disk is behind, a quorum of followers is (too many bytes not
+			// committed yet), or the FSM is (committed entries wait for room in its queue).
+			// Callers wait in Apply, up to their timeout.
+			applyCh = nil
 		}
 		select {
 		case rpc := <-r.rpcCh:
@@ -104,6 +107,8 @@ func (r *Raft) runLeader() {
 		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
+			r.processLeaderCommits()
+		case <-r.fsmq.room:
 			r.processLeaderCommits()
 		case t := <-ls.stepDownCh:
 			r.logger.Info("newer term seen by replication, stepping down", "term", t)
@@ -312,24 +317,29 @@ func (r *Raft) writeOutcome(index uint64, err error) error {
 func (r *Raft) processLeaderCommits() {
 	ls := r.leaderState
 	commit := ls.commitment.getCommitIndex()
-	if commit <= r.commitIndex.Load() {
-		return
+	prev := r.commitIndex.Load()
+	if commit <= prev && r.fsmQueuedIndex >= prev {
+		return // nothing newly committed, nothing held back for the FSM
 	}
 	configCommitted := r.configurations.committedIndex
-	r.commitIndex.Store(commit)
-	n := 0
-	now := time.Now()
-	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
-		f := ls.inflight[n]
-		f.committed = now
-		ls.uncommittedBytes -= entryBytes(&f.log)
-		commitTimeMetric(f.dispatched)
-		stageMetric(stageCommitted, f.dispatched, now)
-		n++
+	if commit > prev {
+		r.commitIndex.Store(commit)
+		now := time.Now()
+		for _, f := range ls.inflight {
+			if f.log.Index > commit {
+				break
+			}
+			if f.log.Index > prev {
+				f.committed = now
+				ls.uncommittedBytes -= entryBytes(&f.log)
+				commitTimeMetric(f.dispatched)
+				stageMetric(stageCommitted, f.dispatched, now)
+			}
+		}
 	}
-	ready := ls.inflight[:n:n]
+	r.maybeConfirmSnapshot(r.commitIndex.Load())
+	n := r.applyCommitted(r.commitIndex.Load(), ls.inflight)
 	ls.inflight = ls.inflight[n:]
-	r.applyCommitted(commit, ready)
 	if r.configurations.committedIndex != configCommitted {
 		r.startStopReplication()
 	}
@@ -472,44 +482,62 @@ func (r *Raft) leaderCleanup(err error) {
 	}
 }
 
-// applyCommitted hands the entries up to commit that were not handed over yet to the FSM
-// goroutine, in batches. ready holds this term's futures for some of them, in index order;
-// the other entries are read from the log.
-func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
+// fsmBacklogBatches is how many batches of MaxAppendEntries committed entries may wait for
+// the FSM before the main loop holds the rest back: enough to keep a fast FSM busy through a
+// burst, few enough to bound the memory of a slow one.
+const fsmBacklogBatches = 64
+
+// applyCommitted hands the committed entries up to commit that were not handed over yet to
+// the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has
+// room; the rest wait until the queue signals room (fsmQueue.room), which every role loop
+// serves. ready holds this term's futures for some of the entries, in index order; the other
+// entries come from committedEntry. It returns how many of ready it handed over.
+func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
+	if r.install != nil {
+		return 0 // the snapshot being restored covers what was committed; see finishInstall
+	}
 	newBudget := func() byteBudget {
 		return byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
 	}
 	budget := newBudget()
+	used := 0
 	var batch []commitTuple
 	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
+		if len(batch) == 0 && r.fsmq.full() {
+			break
+		}
+		fromReady := used < len(ready) && ready[used].log.Index == idx
 		var c commitTuple
-		if len(ready) > 0 && ready[0].log.Index == idx {
-			c = commitTuple{log: &ready[0].log, future: ready[0]}
-			ready = ready[1:]
+		if fromReady {
+			c = commitTuple{log: &ready[used].log, future: ready[used]}
 		} else {
 			l, err := r.committedEntry(idx)
 			if err != nil {
 				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
-				return
+				break
 			}
 			c = commitTuple{log: l}
 		}
-		// FSM batches are bounded like requests, by count and bytes.
 		if !budget.admit(entryBytes(c.log)) {
-			if !r.sendToFSM(fsmTask{commits: batch}) {
-				return
-			}
+			r.fsmq.push(fsmTask{commits: batch})
 			batch, budget = nil, newBudget()
+			if r.fsmq.full() {
+				break // c is not taken: it goes once there is room
+			}
 			budget.admit(entryBytes(c.log))
+		}
+		if fromReady {
+			used++
 		}
 		batch = append(batch, c)
 		r.noteCommittedConfiguration(c.log)
 		r.fsmQueuedIndex = idx
 	}
 	if len(batch) > 0 {
-		r.sendToFSM(fsmTask{commits: batch})
+		r.fsmq.push(fsmTask{commits: batch})
 	}
 	r.recent.dropThrough(r.fsmQueuedIndex)
+	return used
 }
 
 // committedEntry returns a committed entry for the FSM: a follower's from the entries it just
@@ -565,19 +593,4 @@ func (ls *leaderState) getEntry(logs LogStore, index uint64, l *Log) error {
 		return nil
 	}
 	return logs.GetLog(index, l)
-}
-
-// sendToFSM queues a task for the FSM goroutine; false on shutdown.
-func (r *Raft) sendToFSM(t fsmTask) bool {
-	select {
-	case r.fsmCh <- t:
-		return true
-	case <-r.shutdownCh:
-		for _, c := range t.commits {
-			if c.future != nil {
-				c.future.respond(ErrRaftShutdown)
-			}
-		}
-		return false
-	}
 }

@@ -88,6 +88,15 @@ type Raft struct {
 	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
 
+	// unconfirmed is the node's snapshot while the cluster may not have committed it (see
+	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
+	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
+	unconfirmed indexTerm
+
+	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
+	// only.
+	install *installState
+
 	// readForwardCh carries reads on a non-leader to the forwarder goroutine; see
 	// readForwardBuffer for its size.
 	readForwardCh chan *readFuture
@@ -102,9 +111,9 @@ type Raft struct {
 
 	obs observers
 
-	// fsmCh carries committed entries and restores to the FSM goroutine in log order. Its
-	// buffer lets the main loop run up to that many batches ahead of a slow FSM.
-	fsmCh chan fsmTask
+	// fsmq carries committed entries and restores to the FSM goroutine in log order; the
+	// main loop never blocks on it (see fsmQueue).
+	fsmq *fsmQueue
 
 	// fsmSnapshotCh carries snapshot requests from the snapshot goroutine to the FSM
 	// goroutine; userSnapshotCh carries Snapshot calls to the snapshot goroutine. Both are
@@ -169,7 +178,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		fsmCh:          make(chan fsmTask, 64),
+		fsmq:           newFSMQueue(fsmBacklogBatches * conf.MaxAppendEntries),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),
@@ -221,6 +230,9 @@ func (r *Raft) recover() error {
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
 	if err := r.restoreSnapshotOnStart(); err != nil {
+		return err
+	}
+	if err := r.loadUnconfirmedSnapshot(); err != nil {
 		return err
 	}
 	if err := r.loadLastLog(); err != nil {
@@ -410,10 +422,16 @@ func (r *Raft) runFollower() {
 			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
+		case <-r.fsmq.room:
+			r.applyCommitted(r.commitIndex.Load(), nil)
+		case err := <-r.installDone():
+			r.finishInstall(err)
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := r.sinceContact()
-			if since < r.conf.HeartbeatTimeout {
+			if since < r.conf.HeartbeatTimeout || r.install != nil {
+				// A node receiving a snapshot heard from a leader when it started; the
+				// transport bounds the transfer.
 				continue
 			}
 			if !r.configurations.latest.isVoter(r.localID) {
@@ -661,7 +679,7 @@ func (r *Raft) Stats() map[string]string {
 		"last_log_term":              u(lastTerm),
 		"commit_index":               u(r.commitIndex.Load()),
 		"applied_index":              u(appliedIndex),
-		"fsm_pending":                strconv.Itoa(len(r.fsmCh)),
+		"fsm_pending":                strconv.Itoa(r.fsmq.len()),
 		"last_snapshot_index":        u(snapIndex),
 		"last_snapshot_term":         u(snapTerm),
 		"leader_id":                  string(leader.id),
@@ -736,6 +754,16 @@ func (r *Raft) Shutdown() Future {
 		r.logger.Warn("closing transport", "error", err)
 	}
 	return shutdownFuture{r}
+}
+
+// stopping reports whether the node is shutting down or stopped.
+func (r *Raft) stopping() bool {
+	select {
+	case <-r.shutdownCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // Stopped returns a channel that is closed when the node stops: after Shutdown, or on its
