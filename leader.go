@@ -487,6 +487,10 @@ func (r *Raft) leaderCleanup(err error) {
 // burst, few enough to bound the memory of a slow one.
 const fsmBacklogBatches = 64
 
+// fsmBacklogBytesBatches bounds the same backlog in bytes, in full batches of
+// MaxAppendEntriesBytes (16 MiB by default), so large entries do not multiply it.
+const fsmBacklogBytesBatches = 16
+
 // applyCommitted hands the committed entries up to commit that were not handed over yet to
 // the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has
 // room; the rest wait until the queue signals room (fsmQueue.room), which every role loop
