@@ -92,6 +92,9 @@ type Raft struct {
 	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
 	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
 	unconfirmed indexTerm
+	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
+	// Set by NewRaft, read-only afterwards (replication goroutines read it).
+	undone indexTerm
 
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.
@@ -229,6 +232,9 @@ func (r *Raft) recover() error {
 	r.appliedNotify.Store(&notify)
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
+	if err := r.loadSnapshotMarks(); err != nil {
+		return err
+	}
 	if err := r.restoreSnapshotOnStart(); err != nil {
 		return err
 	}
@@ -236,6 +242,9 @@ func (r *Raft) recover() error {
 		return err
 	}
 	if err := r.loadLastLog(); err != nil {
+		return err
+	}
+	if err := r.checkTermCoversState(); err != nil {
 		return err
 	}
 	if err := r.loadConfigurations(); err != nil {
@@ -441,7 +450,12 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
-			r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(r.leader.Load().id))
+			if lost := r.leader.Load().id; lost != "" {
+				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
+			} else {
+				// No leader known yet (a fresh start): an election is the normal next step.
+				r.logger.Info("no leader known, starting election")
+			}
 			r.setLeader("", "")
 			r.setState(Candidate)
 		case <-r.shutdownCh:

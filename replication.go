@@ -22,6 +22,8 @@ type replicator struct {
 	nextIndex    uint64
 	failures     int    // consecutive failed attempts
 	failureCause string // errorShape of the last failure
+	// snapshotWarned is when a failed snapshot send was last logged at WARN (rate limit).
+	snapshotWarned time.Time
 
 	// matchIndex is written by the run goroutine, or by the pipeline receiver while the run
 	// goroutine waits for it.
@@ -348,6 +350,8 @@ func (s *replicator) heartbeat() {
 		}
 		verifies := s.takeVerifies()
 		peer := s.peer.Load()
+		lastIndex, _ := s.r.lastLogIndexTerm()
+		replicationLagMetric(peer.ID, lastIndex, s.matchIndex.Load())
 		req := &AppendEntriesRequest{RPCHeader: s.r.header(), Term: s.ls.term}
 		var resp AppendEntriesResponse
 		start := time.Now()

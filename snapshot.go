@@ -427,12 +427,27 @@ func (r *Raft) rescanConfigurations(from uint64) error {
 	return nil
 }
 
+// snapshotWarnInterval spaces the WARN lines of a peer that keeps refusing or failing
+// snapshots; the retries in between log at DEBUG.
+const snapshotWarnInterval = 30 * time.Second
+
+// logSnapshotFailure logs a failed snapshot send at WARN at most once per
+// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
+func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
+	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
+		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+		s.snapshotWarned = now
+		return
+	}
+	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+}
+
 // sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
 // stop or back off.
 func (s *replicator) sendLatestSnapshot() bool {
 	peer := s.peer.Load()
 	version := s.ls.logVersion.Load()
-	metas, err := s.r.snaps.List()
+	metas, err := s.r.listSnapshots()
 	if err != nil || len(metas) == 0 {
 		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
 		s.failures++
@@ -463,10 +478,10 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	var resp InstallSnapshotResponse
 	start := time.Now()
-	data := &sendingReader{r: rc, remaining: meta.Size}
+	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
 	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer.ID), "index", meta.Index, "error", err)
 		s.failures++
+		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
 		return s.wait(s.backoff())
 	}
 	rpcMetric("install_snapshot", peer.ID, start)
@@ -479,7 +494,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 		s.failures++
 		return s.wait(s.backoff())
 	}
-	s.failures = 0
+	s.noteSuccess()
+	s.snapshotWarned = time.Time{}
 	s.advanceMatch(meta.Index)
 	s.nextIndex = meta.Index + 1
 	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)

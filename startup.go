@@ -45,13 +45,16 @@ func (b logBounds) joins(index uint64) bool {
 // acknowledged entries it no longer holds, and must be rebuilt from the cluster (see
 // docs/operating.md) rather than vote or acknowledge as the voter it was.
 func (r *Raft) restoreSnapshotOnStart() error {
-	metas, err := r.snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: listing snapshots: %w", err)
-	}
 	bounds, err := r.readLogBounds()
 	if err != nil {
 		return err
+	}
+	if err := r.undoUnconfirmedSnapshot(bounds); err != nil {
+		return err
+	}
+	metas, err := r.listSnapshots()
+	if err != nil {
+		return fmt.Errorf("raft: listing snapshots: %w", err)
 	}
 	reached, err := r.damagedSnapshotIndex() // the furthest index a skipped snapshot held
 	if err != nil {
@@ -164,6 +167,22 @@ func (r *Raft) reconcileLogWithSnapshot(b logBounds, meta *SnapshotMeta) error {
 		"index", meta.Index, "term", meta.Term)
 	if err := r.logs.DeleteRange(b.first, b.last); err != nil {
 		return fmt.Errorf("raft: discarding log [%d, %d] behind snapshot %s: %w", b.first, b.last, meta.ID, err)
+	}
+	return nil
+}
+
+// checkTermCoversState refuses to start a node whose stable store holds a term below the term
+// of its snapshot or of its last log entry. A node persists a term before it stores anything
+// of that term, so this means the stable store was lost or rolled back (a wiped or restored
+// directory, say) while the log or the snapshots survived: the node no longer knows its term
+// or whom it voted for, and could vote twice in one term.
+func (r *Raft) checkTermCoversState() error {
+	term := r.currentTerm.Load()
+	_, snapTerm := r.snapshotIndexTerm()
+	lastIndex, lastTerm := r.lastLogIndexTerm()
+	if held := max(snapTerm, lastTerm); term < held {
+		return fmt.Errorf("%w: the stable store holds term %d but the log (last index %d) and snapshot hold term %d: term and vote were lost",
+			ErrStorageDamaged, term, lastIndex, held)
 	}
 	return nil
 }
