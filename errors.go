@@ -54,6 +54,14 @@ var (
 	// stores themselves (wal.ErrCorrupt, ErrSnapshotCorrupt) are returned wrapped as they are.
 	ErrStorageDamaged = errors.New("raft: storage damaged")
 
+	// ErrSnapshotStoreLocked is returned by NewFileSnapshotStore when another store, in this
+	// process or another, holds the directory.
+	ErrSnapshotStoreLocked = errors.New("raft: snapshot directory locked by another store")
+
+	// ErrUnsupportedSnapshotFormat is returned when a stored snapshot was written in a format
+	// newer than this build reads (a newer release wrote it). Nothing is changed on disk.
+	ErrUnsupportedSnapshotFormat = errors.New("raft: unsupported snapshot store format")
+
 	// ErrSnapshotNotFound is wrapped by the error of SnapshotStore.Open for an unknown ID.
 	ErrSnapshotNotFound = errors.New("raft: snapshot not found")
 

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,17 +35,32 @@ const (
 	fileSnapshotMaxMeta = 16 << 20
 	// fileSnapshotBuffer is the write and read buffer around the data file.
 	fileSnapshotBuffer = 256 << 10
+	// fileSnapshotLock is the flock target that keeps a second store out of the directory.
+	fileSnapshotLock = "LOCK"
+	// fileSnapshotFormat is the meta.json format this build writes and the newest it reads:
+	// 1 is plain JSON (no checksum of its own; still read), 2 adds "Format" and a CRC32C line
+	// after the JSON that covers every byte before it.
+	fileSnapshotFormat = 2
 )
+
+// castagnoliTable is the CRC32C table of the snapshot files; computed once, only ever read.
+var castagnoliTable = crc32.MakeTable(crc32.Castagnoli)
 
 // FileSnapshotStore is a SnapshotStore that keeps snapshots as directories on disk. It is safe
 // for concurrent use; one directory must be used by one store at a time.
 //
-// Layout: under dir/snapshots, one directory per snapshot, named by its ID
-// "<term>-<index>-<created, Unix nanoseconds>", holding
+// Layout: under dir/snapshots, the lock file LOCK and one directory per snapshot, named by
+// its ID "<term>-<index>-<created, Unix nanoseconds>", holding
 //   - state.bin: the data, as written to the sink;
-//   - meta.json: one JSON object with the SnapshotMeta fields (Version, ID, Index, Term,
-//     Configuration, ConfigurationIndex, Size) and "CRC32C", the CRC-32 with the Castagnoli
-//     polynomial of state.bin.
+//   - meta.json: one line of JSON with "Format" (2), the SnapshotMeta fields (Version, ID,
+//     Index, Term, Configuration, ConfigurationIndex, Size) and "CRC32C", the CRC-32 with the
+//     Castagnoli polynomial of state.bin; then a line of 8 hex digits, the CRC32C of every
+//     byte before it, so that no bit of the metadata goes unchecked. A meta.json of format 1
+//     (plain JSON, written by earlier releases) is still read; a format newer than this build
+//     reads makes List and Open fail with ErrUnsupportedSnapshotFormat.
+//
+// One store per directory: NewFileSnapshotStore takes a flock on LOCK (ErrSnapshotStoreLocked
+// if another store, in this process or another, holds it) and Close releases it.
 //
 // A snapshot is written in the directory "<ID>.tmp"; Close syncs both files and the directory,
 // renames it to its ID and syncs the parent, so a crash leaves either the whole snapshot or a
@@ -53,9 +69,10 @@ const (
 //
 // Corruption: Open checks meta.json and the data size at once and the CRC while the data is
 // read; each failure returns an error wrapping ErrSnapshotCorrupt, from the reader's final Read
-// in the CRC's case. List skips (and logs) a snapshot whose meta.json is unreadable, since it
-// cannot tell its index; it still lists one whose data is corrupt, since it does not read the
-// data.
+// in the CRC's case. List skips (and logs) a snapshot whose meta.json does not verify, and
+// DamagedSnapshotIndexes reports it (by the index in its directory name) so that start-up
+// knows how far the node's state reached; List still lists one whose data is corrupt, since
+// it does not read the data. Retention counts only snapshots whose metadata verifies.
 type FileSnapshotStore struct {
 	dir    string // dir/snapshots
 	retain int
@@ -64,10 +81,12 @@ type FileSnapshotStore struct {
 	mu      sync.Mutex
 	lastSeq int64               // creation stamp of the last Create: IDs stay unique and increasing
 	writing map[string]struct{} // temporary directory names of open sinks
+	lock    *os.File            // holds the directory flock; nil after Close
 }
 
-// fileSnapshotMeta is the content of meta.json.
+// fileSnapshotMeta is the JSON part of meta.json.
 type fileSnapshotMeta struct {
+	Format int `json:",omitempty"` // absent in format 1
 	SnapshotMeta
 	CRC32C uint32
 }
@@ -87,13 +106,51 @@ func NewFileSnapshotStore(dir string, retain int, logger hclog.Logger) (*FileSna
 		logger:  logger.Named("snapshot"),
 		writing: make(map[string]struct{}),
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft: file snapshot store: %w", err)
 	}
+	lock, err := fsutil.LockFile(filepath.Join(s.dir, fileSnapshotLock))
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, fmt.Errorf("%w: %s", ErrSnapshotStoreLocked, s.dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("raft: file snapshot store: locking %s: %w", s.dir, err)
+	}
+	s.lock = lock
 	if err := s.removeLeftovers(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Close releases the directory lock. A snapshot sink still open may finish, but the store must
+// not be used for new snapshots afterwards. A second Close does nothing.
+func (s *FileSnapshotStore) Close() error {
+	s.mu.Lock()
+	lock := s.lock
+	s.lock = nil
+	s.mu.Unlock()
+	if lock == nil {
+		return nil
+	}
+	return lock.Close()
+}
+
+// DamagedSnapshotIndexes implements DamagedSnapshotReporter: the index, read from the
+// directory name, of every snapshot whose meta.json does not verify.
+func (s *FileSnapshotStore) DamagedSnapshotIndexes() ([]uint64, error) {
+	keys, err := s.keys()
+	if err != nil {
+		return nil, err
+	}
+	var damaged []uint64
+	for _, k := range keys {
+		if _, err := s.readMeta(k); errors.Is(err, ErrSnapshotCorrupt) {
+			damaged = append(damaged, k.index)
+		}
+	}
+	return damaged, nil
 }
 
 // Create implements SnapshotStore. The sink is for one goroutine; its Close makes the snapshot
@@ -103,6 +160,10 @@ func (s *FileSnapshotStore) Create(version int, index, term uint64, configuratio
 		return nil, err
 	}
 	s.mu.Lock()
+	if s.lock == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("raft: file snapshot store: %w", os.ErrClosed)
+	}
 	s.lastSeq = max(time.Now().UnixNano(), s.lastSeq+1)
 	key := snapshotKey{term: term, index: index, seq: uint64(s.lastSeq)}
 	tmpName := key.id() + fileSnapshotTmpSuffix
@@ -117,7 +178,7 @@ func (s *FileSnapshotStore) Create(version int, index, term uint64, configuratio
 		store:   s,
 		tmpName: tmpName,
 		meta:    key.meta(version, configuration, configurationIndex),
-		crc:     crc32.New(crc32.MakeTable(crc32.Castagnoli)),
+		crc:     crc32.New(castagnoliTable),
 	}
 	if err := sink.open(); err != nil {
 		sink.abandon()
@@ -126,7 +187,9 @@ func (s *FileSnapshotStore) Create(version int, index, term uint64, configuratio
 	return sink, nil
 }
 
-// List implements SnapshotStore: the snapshots with a readable meta.json, newest first.
+// List implements SnapshotStore: the snapshots whose meta.json verifies, newest first. A
+// snapshot written in a newer format than this build reads makes List fail with
+// ErrUnsupportedSnapshotFormat: a node must not start below state it cannot read.
 func (s *FileSnapshotStore) List() ([]*SnapshotMeta, error) {
 	keys, err := s.keys()
 	if err != nil {
@@ -138,6 +201,8 @@ func (s *FileSnapshotStore) List() ([]*SnapshotMeta, error) {
 		switch {
 		case errors.Is(err, ErrSnapshotNotFound):
 			// Deleted since keys read the directory.
+		case errors.Is(err, ErrUnsupportedSnapshotFormat):
+			return nil, err
 		case err != nil:
 			s.logger.Warn("skipping snapshot with unreadable metadata", "term", k.term, "index", k.index, "error", err)
 		default:
@@ -175,7 +240,7 @@ func (s *FileSnapshotStore) Open(id string) (*SnapshotMeta, io.ReadCloser, error
 		id:        id,
 		f:         f,
 		buf:       bufio.NewReaderSize(f, fileSnapshotBuffer),
-		crc:       crc32.New(crc32.MakeTable(crc32.Castagnoli)),
+		crc:       crc32.New(castagnoliTable),
 		remaining: m.Size,
 		want:      m.CRC32C,
 	}
@@ -206,10 +271,13 @@ func (s *FileSnapshotStore) readMeta(key snapshotKey) (*fileSnapshotMeta, error)
 		return nil, s.missing(key, err)
 	}
 	defer f.Close()
-	var m fileSnapshotMeta
-	dec := json.NewDecoder(io.LimitReader(f, fileSnapshotMaxMeta))
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("%w: snapshot %s: %s: %v", ErrSnapshotCorrupt, id, fileSnapshotMetaName, err)
+	raw, err := io.ReadAll(io.LimitReader(f, fileSnapshotMaxMeta))
+	if err != nil {
+		return nil, fmt.Errorf("raft: file snapshot store: snapshot %s: %w", id, err)
+	}
+	m, err := decodeSnapshotMeta(raw)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %s: %w", id, fileSnapshotMetaName, err)
 	}
 	if m.ID != id || m.Term != key.term || m.Index != key.index || m.Size < 0 {
 		return nil, fmt.Errorf("%w: snapshot %s: %s describes snapshot %s (term %d, index %d, size %d)",
@@ -218,7 +286,72 @@ func (s *FileSnapshotStore) readMeta(key snapshotKey) (*fileSnapshotMeta, error)
 	if err := checkSnapshotVersion(m.Version); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
+	return m, nil
+}
+
+// encodeSnapshotMeta returns the content of meta.json (format 2): the JSON line, then the
+// CRC32C of it in 8 hex digits and a newline.
+func encodeSnapshotMeta(m fileSnapshotMeta) ([]byte, error) {
+	m.Format = fileSnapshotFormat
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return appendMetaChecksum(append(b, '\n')), nil
+}
+
+// appendMetaChecksum appends the checksum line of meta.json: the CRC32C of every byte of b in
+// 8 hex digits, and a newline.
+func appendMetaChecksum(b []byte) []byte {
+	return fmt.Appendf(b, "%08x\n", crc32.Checksum(b, castagnoliTable))
+}
+
+// metaCRCLineBytes is the length of the checksum line that ends a format-2 meta.json.
+const metaCRCLineBytes = 9
+
+// decodeSnapshotMeta checks and decodes a meta.json of format 1 or 2.
+func decodeSnapshotMeta(raw []byte) (*fileSnapshotMeta, error) {
+	body, sum, signed := splitMetaChecksum(raw)
+	if signed {
+		var want uint32
+		if _, err := fmt.Sscanf(string(sum), "%08x", &want); err != nil {
+			return nil, fmt.Errorf("%w: unreadable checksum line: %v", ErrSnapshotCorrupt, err)
+		}
+		if got := crc32.Checksum(body, castagnoliTable); got != want {
+			return nil, fmt.Errorf("%w: metadata CRC32C %08x, computed %08x", ErrSnapshotCorrupt, want, got)
+		}
+	}
+	var m fileSnapshotMeta
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
+	}
+	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 || dec.More() {
+		return nil, fmt.Errorf("%w: data after the metadata", ErrSnapshotCorrupt)
+	}
+	switch {
+	case m.Format > fileSnapshotFormat:
+		return nil, fmt.Errorf("%w: format %d, this build reads up to %d", ErrUnsupportedSnapshotFormat, m.Format, fileSnapshotFormat)
+	case signed != (m.Format >= 2):
+		return nil, fmt.Errorf("%w: format %d with checksum line %v", ErrSnapshotCorrupt, m.Format, signed)
+	}
 	return &m, nil
+}
+
+// splitMetaChecksum splits a format-2 meta.json into the signed bytes and the checksum's hex
+// digits. signed is false when the content does not end in a checksum line (format 1).
+func splitMetaChecksum(raw []byte) (body, sum []byte, signed bool) {
+	n := len(raw)
+	if n <= metaCRCLineBytes || raw[n-1] != '\n' || raw[n-metaCRCLineBytes-1] != '\n' {
+		return raw, nil, false
+	}
+	sum = raw[n-metaCRCLineBytes : n-1]
+	for _, c := range sum {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return raw, nil, false
+		}
+	}
+	return raw[:n-metaCRCLineBytes], sum, true
 }
 
 // missing explains a file of snapshot key that could not be opened: the snapshot is gone
@@ -261,15 +394,28 @@ func (s *FileSnapshotStore) removeLeftovers() error {
 	return nil
 }
 
-// reap deletes all but the newest retain snapshots. A failure is logged: the new snapshot is
-// safe, and the next reap tries again.
+// reap deletes every snapshot older than the newest retain usable ones (whose meta.json
+// verifies). A snapshot with damaged metadata never counts toward retain: with retain 2 and
+// snapshots 10, 20 (damaged) and 30, 10 and 30 stay. Damaged ones newer than the oldest kept
+// usable snapshot stay too, for inspection. A failure is logged: the new snapshot is safe, and
+// the next reap tries again.
 func (s *FileSnapshotStore) reap() {
 	keys, err := s.keys()
 	if err != nil {
 		s.logger.Warn("failed to list snapshots to delete old ones", "error", err)
 		return
 	}
-	for _, k := range keys[min(s.retain, len(keys)):] {
+	usable, cut := 0, len(keys)
+	for i, k := range keys {
+		if usable == s.retain {
+			cut = i
+			break
+		}
+		if _, err := s.readMeta(k); err == nil {
+			usable++
+		}
+	}
+	for _, k := range keys[cut:] {
 		final := filepath.Join(s.dir, k.id())
 		doomed := final + fileSnapshotDelSuffix
 		err := os.Rename(final, doomed)
@@ -391,7 +537,7 @@ func (k *fileSnapshotSink) commit() error {
 		return err
 	}
 	tmp := filepath.Join(k.store.dir, k.tmpName)
-	meta, err := json.Marshal(fileSnapshotMeta{SnapshotMeta: k.meta, CRC32C: k.crc.Sum32()})
+	meta, err := encodeSnapshotMeta(fileSnapshotMeta{SnapshotMeta: k.meta, CRC32C: k.crc.Sum32()})
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ func newFileSnapshotStore(t *testing.T, dir string, retain int) *FileSnapshotSto
 	return s
 }
 
-// snapshotDirEntries returns the names under the store's directory, sorted.
+// snapshotDirEntries returns the names under the store's directory, sorted, without the lock
+// file.
 func snapshotDirEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(dir, fileSnapshotSubdir))
@@ -33,7 +34,9 @@ func snapshotDirEntries(t *testing.T, dir string) []string {
 	}
 	names := []string{}
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if e.Name() != fileSnapshotLock {
+			names = append(names, e.Name())
+		}
 	}
 	sort.Strings(names)
 	return names
@@ -59,7 +62,10 @@ func TestFileSnapshotStore_KeepsNewestRetainAcrossRestart(t *testing.T) {
 	if got := snapshotDirEntries(t, dir); !reflect.DeepEqual(got, []string{ids[3], ids[4]}) {
 		t.Fatalf("directory holds %v, want only the two newest", got)
 	}
-	// A new store on the same directory finds them.
+	// A new store on the same directory finds them, once the first one let go of it.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	reopened := newFileSnapshotStore(t, dir, 2)
 	if got := listedIDs(t, reopened); !reflect.DeepEqual(got, want) {
 		t.Fatalf("List after reopening = %v, want %v", got, want)
@@ -188,7 +194,8 @@ func TestFileSnapshotStore_RemovesCrashLeftovers(t *testing.T) {
 		}
 	}
 
-	// The restarted node's store removes what the crash left.
+	// The restarted node's store removes what the crash left (the crash released the lock).
+	s.Close()
 	restarted := newFileSnapshotStore(t, dir, 2)
 	if got := snapshotDirEntries(t, dir); !reflect.DeepEqual(got, []string{kept}) {
 		t.Fatalf("after restart the directory holds %v, want [%s]", got, kept)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
+	"syscall"
 	"time"
 
 	"github.com/raftkit/raft"
@@ -77,7 +79,10 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 	}
 	*resp = raft.InstallSnapshotResponse{}
 	deadline := t.opts.snapshotDeadline(time.Now(), args.Size)
-	c, err := t.getConn(poolKey{target: target}, deadline)
+	// Always a fresh connection: the data stream can not be replayed, so a retry after an
+	// idle pooled connection turned out dead is not possible here. Snapshots are rare, and
+	// one dial is nothing next to the transfer.
+	c, err := t.dial(target, deadline)
 	if err != nil {
 		return t.callError(frameInstallSnapshot, target, err)
 	}
@@ -92,16 +97,40 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 	return t.callError(frameInstallSnapshot, target, err)
 }
 
-// call performs one request/response exchange on a pooled connection.
+// call performs one request/response exchange on a pooled connection. If a connection taken
+// from the pool turns out dead (the peer closed it: it restarted, or its idle timer fired),
+// the request is sent once more on a fresh connection within the same deadline. Every Raft
+// RPC is safe to repeat: the receiver handles a duplicate AppendEntries, vote or TimeoutNow
+// the same way as the original.
 func (t *Transport) call(key poolKey, typ frameType, args, resp any) error {
 	deadline := time.Now().Add(t.opts.Timeout)
-	c, err := t.getConn(key, deadline)
+	c, err := t.takeIdle(key)
 	if err != nil {
+		return t.callError(typ, key.target, err)
+	}
+	if c != nil {
+		err = c.exchange(deadline, typ, args, resp, nil)
+		t.release(key, c, err)
+		if !deadConnection(err) {
+			return t.callError(typ, key.target, err)
+		}
+		t.logger.Debug("pooled connection was dead, retrying on a new one", "peer", string(key.target), "error", err)
+		reflect.ValueOf(resp).Elem().SetZero() // a response read half-way is not kept
+	}
+	if c, err = t.dial(key.target, deadline); err != nil {
 		return t.callError(typ, key.target, err)
 	}
 	err = c.exchange(deadline, typ, args, resp, nil)
 	t.release(key, c, err)
 	return t.callError(typ, key.target, err)
+}
+
+// deadConnection says whether err is what a connection the peer already closed gives: end of
+// stream, reset or broken pipe. A timeout, an error answer or a decode error is not: those
+// say something about the request or the peer, not about a stale connection.
+func deadConnection(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // exchange writes a request frame, then whatever body writes (if any), then reads the
@@ -122,14 +151,6 @@ func (c *outConn) exchange(deadline time.Time, typ frameType, args, resp any, bo
 		return err
 	}
 	return c.fr.readResponse(c.br, typ, resp, c.target)
-}
-
-// getConn returns an idle pooled connection to key.target, or dials a new one.
-func (t *Transport) getConn(key poolKey, deadline time.Time) (*outConn, error) {
-	if c, err := t.takeIdle(key); c != nil || err != nil {
-		return c, err
-	}
-	return t.dial(key.target, deadline)
 }
 
 // dial opens a new registered outgoing connection.

@@ -47,6 +47,10 @@ func newCluster(cfg config, logger hclog.Logger) (*cluster, error) {
 		c.dir, c.owned = dir, true
 	}
 	net := raft.NewInmemNetwork(cfg.seed)
+	// Nothing is lost on this network, so the timeout only bounds how long a handler may
+	// take: a follower's ReadIndex waits for the leader's confirmation round, which a loaded
+	// machine can stretch past the 50ms default.
+	net.SetTimeout(cfg.timeout)
 	var servers []raft.Server
 	for i := 0; i < cfg.nodes; i++ {
 		n := &node{id: raft.ServerID(fmt.Sprintf("n%d", i+1))}

@@ -25,9 +25,24 @@ type result struct {
 // leaderFunc returns the current leader, waiting for one if needed.
 type leaderFunc func() (*raft.Raft, error)
 
-// runLoad runs cfg.clients concurrent clients, each applying cfg.size-byte commands until
-// cfg.duration passed or cfg.ops commands were started in total.
-func runLoad(cfg config, leader leaderFunc) (result, error) {
+// operation runs one client operation against the current leader and returns how many
+// payload bytes it carried.
+type operation func(leader *raft.Raft, seq uint64) (int, error)
+
+// applyOps makes each client's operation: apply a cfg.size-byte command.
+func applyOps(cfg config) func(client int) operation {
+	return func(client int) operation {
+		payloads := newPayloads(cfg.seed, client, cfg.size)
+		return func(leader *raft.Raft, seq uint64) (int, error) {
+			cmd := payloads.next(seq)
+			return len(cmd), leader.Apply(cmd, cfg.timeout).Error()
+		}
+	}
+}
+
+// runLoad runs cfg.clients concurrent clients, each running the operations newOp makes for
+// it one at a time until cfg.duration passed or cfg.ops operations were started in total.
+func runLoad(cfg config, leader leaderFunc, newOp func(client int) operation) (result, error) {
 	r, err := leader()
 	if err != nil {
 		return result{}, err
@@ -49,7 +64,7 @@ func runLoad(cfg config, leader leaderFunc) (result, error) {
 		wg.Add(1)
 		go func() { // owned by runLoad, which waits; exits when more says stop
 			defer wg.Done()
-			results[i] = runClient(cfg, i, &cur, leader, more)
+			results[i] = runClient(newOp(i), &cur, leader, more)
 		}()
 	}
 	wg.Wait()
@@ -64,16 +79,13 @@ func runLoad(cfg config, leader leaderFunc) (result, error) {
 	return total, nil
 }
 
-// runClient applies commands one at a time until more returns false. On an error it looks
-// for the leader again and goes on with the next command: a benchmark counts failures rather
-// than retrying them.
-func runClient(cfg config, client int, cur *atomic.Pointer[raft.Raft], leader leaderFunc, more func() bool) result {
-	payloads := newPayloads(cfg.seed, client, cfg.size)
+// runClient runs op until more returns false. On an error it looks for the leader again and
+// goes on with the next operation: a benchmark counts failures rather than retrying them.
+func runClient(op operation, cur *atomic.Pointer[raft.Raft], leader leaderFunc, more func() bool) result {
 	var res result
 	for seq := uint64(0); more(); seq++ {
-		cmd := payloads.next(seq)
 		t0 := time.Now()
-		err := cur.Load().Apply(cmd, cfg.timeout).Error()
+		n, err := op(cur.Load(), seq)
 		lat := time.Since(t0)
 		if err != nil {
 			res.errors++
@@ -86,7 +98,7 @@ func runClient(cfg config, client int, cur *atomic.Pointer[raft.Raft], leader le
 			continue
 		}
 		res.ops++
-		res.bytes += int64(len(cmd))
+		res.bytes += int64(n)
 		res.latency = append(res.latency, lat)
 	}
 	return res

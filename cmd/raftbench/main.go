@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,6 +37,7 @@ type config struct {
 	heartbeat time.Duration
 	seed      int64
 	logLevel  string
+	read      string // "": apply commands; else a read kind (see readKinds)
 }
 
 // errUsage marks a bad command line.
@@ -60,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.heartbeat, "heartbeat-timeout", time.Second, "raft HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed of the payloads and election timeouts")
 	fs.StringVar(&cfg.logLevel, "log-level", "error", "log level of the nodes")
+	fs.StringVar(&cfg.read, "read", "", "read instead of write: leader (ReadIndex on the leader), follower (ReadIndex on followers), lease (leader lease reads) or log (reads applied through the log)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -91,6 +94,10 @@ func (c config) validate() error {
 		return bad("-timeout must be positive")
 	case c.heartbeat < 5*time.Millisecond:
 		return bad("-heartbeat-timeout must be at least 5ms")
+	case c.read != "" && !slices.Contains(readKinds, c.read):
+		return bad("-read %q is not one of %v", c.read, readKinds)
+	case c.read == "follower" && c.nodes < 2:
+		return bad("-read follower needs at least 2 nodes")
 	}
 	return nil
 }
@@ -102,7 +109,15 @@ func run(cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
+	newOp := applyOps(cfg)
+	if cfg.read != "" {
+		newOp = c.readOps(cfg)
+		if err := c.waitLeaderKnown(10 * time.Second); err != nil {
+			_ = c.close()
+			return err
+		}
+	}
+	res, loadErr := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) }, newOp)
 	closeErr := c.close()
 	if loadErr != nil {
 		return loadErr
@@ -117,8 +132,12 @@ func printReport(w io.Writer, cfg config, res result) {
 	if cfg.store == "wal" {
 		store += map[bool]string{true: " (fsync)", false: " (no fsync)"}[cfg.fsync]
 	}
-	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %d B commands\n",
-		cfg.nodes, cfg.transport, store, cfg.clients, cfg.size)
+	what := fmt.Sprintf("%d B commands", cfg.size)
+	if cfg.read != "" {
+		what = cfg.read + " reads"
+	}
+	fmt.Fprintf(w, "raftbench: %d nodes, transport %s, store %s, %d clients, %s\n",
+		cfg.nodes, cfg.transport, store, cfg.clients, what)
 	secs := res.elapsed.Seconds()
 	fmt.Fprintf(w, "ops:        %d in %.2fs (%d errors)\n", res.ops, secs, res.errors)
 	fmt.Fprintf(w, "throughput: %.0f ops/s, %.2f MB/s\n", float64(res.ops)/secs, float64(res.bytes)/secs/1e6)

@@ -117,7 +117,7 @@ func TestRunLoad_EveryNodeAppliesEveryCommand(t *testing.T) {
 					t.Errorf("close: %v", err)
 				}
 			}()
-			res, err := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) })
+			res, err := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) }, applyOps(cfg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,5 +153,50 @@ func TestRun_PrintsThroughputAndLatency(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// Every read kind runs against a healthy cluster without errors, and the follower kind
+// reads on followers only.
+func TestRunLoad_ReadKinds(t *testing.T) {
+	for _, kind := range readKinds {
+		t.Run(kind, func(t *testing.T) {
+			cfg := testConfig(t, "inmem", "inmem")
+			cfg.read = kind
+			if err := cfg.validate(); err != nil {
+				t.Fatal(err)
+			}
+			c, err := newCluster(cfg, hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			leader, err := c.leader(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.waitLeaderKnown(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			res, err := runLoad(cfg, func() (*raft.Raft, error) { return c.leader(10 * time.Second) }, c.readOps(cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.errors != 0 || res.ops != cfg.ops {
+				t.Fatalf("%d reads, %d errors, want %d reads", res.ops, res.errors, cfg.ops)
+			}
+			for i := 0; i < cfg.clients; i++ {
+				if n := c.follower(leader, i); n == nil || n.raft == leader {
+					t.Fatalf("client %d reads on the leader in follower mode", i)
+				}
+			}
+		})
+	}
+	if _, err := parseFlags([]string{"-read", "dirty"}, &bytes.Buffer{}); !errors.Is(err, errUsage) {
+		t.Fatalf("-read dirty: %v, want errUsage", err)
 	}
 }

@@ -1,6 +1,7 @@
 package fsutil
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,4 +47,24 @@ func TestMkdirAll_SyncsTheParentOfEveryCreatedDirectory(t *testing.T) {
 	if err := MkdirAll(filepath.Join(root, "x", "y"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestLockFile_SecondLockFailsUntilTheFirstCloses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "LOCK")
+	a, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := LockFile(path); !errors.Is(err, ErrLocked) {
+		if b != nil {
+			b.Close()
+		}
+		t.Fatalf("second LockFile: %v, want ErrLocked", err)
+	}
+	a.Close()
+	b, err := LockFile(path)
+	if err != nil {
+		t.Fatalf("LockFile after the holder closed: %v", err)
+	}
+	b.Close()
 }

@@ -42,10 +42,13 @@ func TestServer_FollowerForwardsWritesAndReads(t *testing.T) {
 	f := followers[0]
 	wantStatus(t, do(t, f, "PUT", "/kv/fwd", "via-follower"), http.StatusOK, "forwarded put")
 	wantStatus(t, do(t, f, "GET", "/set?key=classic&value=1", ""), http.StatusOK, "forwarded classic set")
-	// A linearizable read on any node sees the write the moment it was acknowledged.
+	// A linearizable or lease read on any node, served by that node, sees the write the
+	// moment it was acknowledged.
 	for _, n := range append(followers, leader) {
-		if r := do(t, n, "GET", "/kv/fwd", ""); r.status != http.StatusOK || r.body != "via-follower" {
-			t.Fatalf("read on %s: %d %q", n.conf.ID, r.status, r.body)
+		for _, q := range []string{"", "?consistency=linearizable", "?consistency=lease"} {
+			if r := do(t, n, "GET", "/kv/fwd"+q, ""); r.status != http.StatusOK || r.body != "via-follower" {
+				t.Fatalf("read%s on %s: %d %q", q, n.conf.ID, r.status, r.body)
+			}
 		}
 		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1" {
 			t.Fatalf("classic read on %s: %d %q", n.conf.ID, r.status, r.body)

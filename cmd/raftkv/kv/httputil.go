@@ -30,6 +30,8 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // whether the write may still have happened.
 func raftErrorStatus(err error) (int, string) {
 	switch {
+	case errors.Is(err, raft.ErrNoLeader):
+		return http.StatusServiceUnavailable, "no leader confirmed the read: " + err.Error()
 	case errors.Is(err, raft.ErrNotLeader):
 		return http.StatusServiceUnavailable, "not the leader and could not reach it: " + err.Error()
 	case errors.Is(err, raft.ErrEnqueueTimeout):

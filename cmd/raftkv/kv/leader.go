@@ -130,9 +130,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, req *http.R
 }
 
 // readIndex makes a following read of the local FSM linearizable (Ongaro's thesis, section
-// 6.4) without writing to the log: the core's ReadIndex confirms leadership with a quorum,
-// after an entry of the leader's own term committed, and waits until the FSM applied the
-// commit index of the moment of the call.
-func (s *Server) readIndex(ctx context.Context) error {
-	return s.raft.ReadIndex(remaining(ctx)).Error()
+// 6.4) without writing to the log, on any node: the leader confirms its leadership with a
+// quorum (or, with lease, from its lease), after an entry of its own term committed, and this
+// node waits until its FSM applied the leader's commit index of that moment.
+func (s *Server) readIndex(ctx context.Context, lease bool) error {
+	return s.raft.ReadIndexContext(ctx, raft.WithLease(lease)).Error()
 }

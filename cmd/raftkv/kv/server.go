@@ -220,8 +220,10 @@ func (s *Server) apply(w http.ResponseWriter, req *http.Request, body []byte, cm
 	})
 }
 
-// read answers a GET of key: linearizable by default, from the local state with
-// ?consistency=stale.
+// read answers a GET of key from this node's state, on any node: linearizable by default
+// (raft ReadIndexContext: on a follower it asks the leader for a read index and waits until
+// its own copy applied it), from the leader's lease with ?consistency=lease, and at once from
+// the local copy with ?consistency=stale.
 func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 	if !s.checkKey(w, key) {
 		return
@@ -238,16 +240,16 @@ func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 	switch c := req.URL.Query().Get("consistency"); c {
 	case "stale":
 		answer(w)
-	case "", "linearizable":
-		s.onLeader(w, req, nil, func(ctx context.Context) error {
-			if err := s.readIndex(ctx); err != nil {
-				return err
-			}
-			answer(w)
-			return nil
-		})
+	case "", "linearizable", "lease":
+		ctx, cancel := context.WithTimeout(req.Context(), s.conf.RequestTimeout)
+		defer cancel()
+		if err := s.readIndex(ctx, c == "lease"); err != nil {
+			writeRaftError(w, err)
+			return
+		}
+		answer(w)
 	default:
-		writeError(w, http.StatusBadRequest, "consistency must be linearizable or stale, not "+strconv.Quote(c))
+		writeError(w, http.StatusBadRequest, "consistency must be linearizable, lease or stale, not "+strconv.Quote(c))
 	}
 }
 
