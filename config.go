@@ -35,8 +35,27 @@ type Config struct {
 	LogStoreTimeout time.Duration
 
 	// MaxAppendEntries is the most entries the leader groups into one local write and sends
-	// in one AppendEntries request.
+	// in one AppendEntries request. MaxAppendEntriesBytes bounds the same batches by size.
 	MaxAppendEntries int
+
+	// MaxEntryBytes is the largest entry Apply accepts, counting Data and Extensions. A
+	// larger one fails at once with ErrEntryTooLarge and is not applied. Every entry within
+	// it replicates, however many arrive at once: requests are cut by bytes, and one entry
+	// always fits one request. It must fit the transport's message limit (see
+	// MessageLimiter); NewRaft checks. Default DefaultMaxEntryBytes.
+	MaxEntryBytes int
+
+	// MaxAppendEntriesBytes bounds the entry bytes the leader groups into one local write and
+	// sends in one AppendEntries request, next to MaxAppendEntries; a request holds at least
+	// one entry, so an entry larger than this travels alone. It must fit the transport's
+	// message limit. Default DefaultMaxAppendEntriesBytes.
+	MaxAppendEntriesBytes int
+
+	// MaxInflightBytes bounds the entry bytes the leader has sent to one follower and not
+	// yet heard back about (the pipeline window): what a follower far behind costs both
+	// sides in memory. It must be at least MaxAppendEntriesBytes. Default
+	// DefaultMaxInflightBytes.
+	MaxInflightBytes int
 
 	// BatchApplyCh gives the apply queue a buffer of MaxAppendEntries so that concurrent
 	// Apply calls queue without waiting on the main loop; on by default.
@@ -105,20 +124,43 @@ type Config struct {
 	RandSeed int64
 }
 
+// Defaults of the limits on the write path.
+const (
+	// DefaultMaxAppendEntries is the default MaxAppendEntries. Batches take what is queued,
+	// so at low load they hold one entry and add no latency; under load they grow up to this
+	// many entries or DefaultMaxAppendEntriesBytes, whichever comes first.
+	DefaultMaxAppendEntries = maxAppendEntriesLimit
+
+	// DefaultMaxEntryBytes is the default MaxEntryBytes: a 1 MiB value with its key and an
+	// application's encoding around it fits with room to spare.
+	DefaultMaxEntryBytes = 2 << 20
+
+	// DefaultMaxAppendEntriesBytes is the default MaxAppendEntriesBytes: large enough that
+	// 4 KiB commands still travel 256 to a request, small enough that a follower decodes and
+	// stores one request in a few milliseconds.
+	DefaultMaxAppendEntriesBytes = 1 << 20
+
+	// DefaultMaxInflightBytes is the default MaxInflightBytes: a few requests per follower.
+	DefaultMaxInflightBytes = 8 << 20
+)
+
 // DefaultConfig returns a Config with production defaults. LocalID is left empty.
 func DefaultConfig() *Config {
 	return &Config{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
-		LogStoreTimeout:    5 * time.Second,
-		MaxAppendEntries:   64,
-		BatchApplyCh:       true,
-		TrailingLogs:       10240,
-		SnapshotThreshold:  8192,
-		SnapshotInterval:   120 * time.Second,
-		ProtocolVersion:    ProtocolVersionMax,
+		HeartbeatTimeout:      1000 * time.Millisecond,
+		ElectionTimeout:       1000 * time.Millisecond,
+		CommitTimeout:         50 * time.Millisecond,
+		LeaderLeaseTimeout:    500 * time.Millisecond,
+		LogStoreTimeout:       5 * time.Second,
+		MaxAppendEntries:      DefaultMaxAppendEntries,
+		MaxEntryBytes:         DefaultMaxEntryBytes,
+		MaxAppendEntriesBytes: DefaultMaxAppendEntriesBytes,
+		MaxInflightBytes:      DefaultMaxInflightBytes,
+		BatchApplyCh:          true,
+		TrailingLogs:          10240,
+		SnapshotThreshold:     8192,
+		SnapshotInterval:      120 * time.Second,
+		ProtocolVersion:       ProtocolVersionMax,
 	}
 }
 
@@ -164,6 +206,12 @@ func ValidateConfig(c *Config) error {
 		return bad("LogStoreTimeout %v must be positive", c.LogStoreTimeout)
 	case c.MaxAppendEntries <= 0 || c.MaxAppendEntries > maxAppendEntriesLimit:
 		return bad("MaxAppendEntries %d is outside [1, %d]", c.MaxAppendEntries, maxAppendEntriesLimit)
+	case c.MaxEntryBytes <= 0:
+		return bad("MaxEntryBytes %d must be positive", c.MaxEntryBytes)
+	case c.MaxAppendEntriesBytes <= 0:
+		return bad("MaxAppendEntriesBytes %d must be positive", c.MaxAppendEntriesBytes)
+	case c.MaxInflightBytes < c.MaxAppendEntriesBytes:
+		return bad("MaxInflightBytes %d is below MaxAppendEntriesBytes %d: the window must hold a full request", c.MaxInflightBytes, c.MaxAppendEntriesBytes)
 	case c.SnapshotInterval < 5*time.Millisecond:
 		return bad("SnapshotInterval %v is below 5ms", c.SnapshotInterval)
 	case c.SnapshotThreshold == 0:
@@ -173,6 +221,26 @@ func ValidateConfig(c *Config) error {
 	}
 	if send, lo, hi := c.protocolRange(); lo < 1 || send < lo || send > hi {
 		return bad("ProtocolVersion %d is outside [%d, %d], the versions this build speaks", send, lo, hi)
+	}
+	return nil
+}
+
+// validateForTransport checks that the byte limits of c fit in one message of trans, with
+// their encoding overhead: the largest entry alone, and a full request.
+func validateForTransport(c *Config, trans Transport) error {
+	limiter, ok := trans.(MessageLimiter)
+	if !ok {
+		return nil
+	}
+	limit := limiter.MaxMessageBytes()
+	overhead := appendOverheadBytes(c.LocalID, trans.LocalAddr())
+	if need := c.MaxEntryBytes + logOverheadBytes + overhead; need > limit {
+		return fmt.Errorf("%w: MaxEntryBytes %d needs %d-byte messages, the transport carries at most %d",
+			ErrInvalidConfig, c.MaxEntryBytes, need, limit)
+	}
+	if need := c.MaxAppendEntriesBytes + overhead; need > limit {
+		return fmt.Errorf("%w: MaxAppendEntriesBytes %d needs %d-byte messages, the transport carries at most %d",
+			ErrInvalidConfig, c.MaxAppendEntriesBytes, need, limit)
 	}
 	return nil
 }

@@ -70,6 +70,8 @@ func (r *Raft) runCandidate() {
 			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
+		case <-r.fsmq.room:
+			r.applyCommitted(r.commitIndex.Load(), nil)
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
 			return

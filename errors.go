@@ -110,6 +110,9 @@ var (
 	// type, undecodable configuration). The node keeps running.
 	ErrBadRequest = errors.New("raft: malformed request")
 
+	// ErrEntryTooLarge is returned by Apply, ApplyLog and ApplyContext for an entry larger
+	// than Config.MaxEntryBytes. The command was not applied.
+	ErrEntryTooLarge = errors.New("raft: entry too large")
 	// ErrNoLeader is returned by a read on a follower or non-voter that could not get a read
 	// index: no leader is known, the leader could not be reached, or it could not confirm
 	// its leadership. The read did not happen; retry, or ask the leader.
@@ -120,6 +123,12 @@ var (
 	// build). The message names both. The node keeps running; the peer must be upgraded (or
 	// downgraded) to a release whose range overlaps, see docs/compatibility.md.
 	ErrUnsupportedProtocol = errors.New("raft: unsupported protocol version")
+
+	// ErrInstallInProgress is returned to a leader that sends log entries, a commit index or
+	// a second snapshot to a node still installing the snapshot it received: its FSM is being
+	// restored and its log will be made to fit the snapshot once that is done. The leader
+	// backs off and retries; heartbeats are answered throughout.
+	ErrInstallInProgress = errors.New("raft: snapshot install in progress")
 
 	// ErrNotVoter is returned when an operation requires this node to be a voter.
 	ErrNotVoter = errors.New("raft: not a voter")

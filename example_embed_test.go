@@ -67,12 +67,13 @@ func (s counterSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 func (s counterSnapshot) Release() {}
 
-// node is one embedded raft node and the store it owns. The store outlives the *raft.Raft:
-// close it only after Shutdown returned.
+// node is one embedded raft node and the stores it owns. The stores outlive the *raft.Raft:
+// close them only after Shutdown returned.
 type node struct {
 	raft  *raft.Raft
 	fsm   *counter
-	store *wal.Store // log + term/vote; holds its directory's lock until Close
+	store *wal.Store              // log + term/vote; holds its directory's lock until Close
+	snaps *raft.FileSnapshotStore // snapshots; holds its directory's lock until Close
 }
 
 // start opens (or reopens) the node's stores in dir and starts it. peers is the configuration
@@ -94,6 +95,11 @@ func start(id, raftAddr, dir string, peers []raft.Server) (n *node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			snaps.Close()
+		}
+	}()
 	trans, err := tcp.NewTransport(raftAddr, nil, tcp.Options{})
 	if err != nil {
 		return nil, err
@@ -113,7 +119,7 @@ func start(id, raftAddr, dir string, peers []raft.Server) (n *node, err error) {
 		trans.Close()
 		return nil, err
 	}
-	return &node{raft: r, fsm: fsm, store: store}, nil
+	return &node{raft: r, fsm: fsm, store: store, snaps: snaps}, nil
 }
 
 // add replicates "+k" and returns the sum once the entry is applied on this node.
@@ -137,11 +143,11 @@ func (n *node) sum() (int64, error) {
 	return n.fsm.value(), nil
 }
 
-// stop shuts the node down, then closes its store: raft may write to it until Shutdown
-// returns, and a restart in the same process needs the directory lock back.
+// stop shuts the node down, then closes its stores: raft may write to them until Shutdown
+// returns, and a restart in the same process needs the directory locks back.
 func (n *node) stop() error {
 	if err := n.raft.Shutdown().Error(); err != nil {
 		return err
 	}
-	return n.store.Close()
+	return errors.Join(n.store.Close(), n.snaps.Close())
 }

@@ -94,16 +94,20 @@ func (r *Raft) runFSM() {
 	batcher, batching := r.fsm.(BatchingFSM)
 	for {
 		select {
-		case t := <-r.fsmCh:
-			if t.restore != nil {
-				t.restore.done <- r.fsmRestore(t.restore)
+		case <-r.fsmq.notify:
+			t, ok := r.fsmq.next()
+			if !ok {
 				continue
 			}
-			if batching {
+			switch {
+			case t.restore != nil:
+				t.restore.done <- r.fsmRestore(t.restore)
+			case batching:
 				r.applyBatch(batcher, t.commits)
-			} else {
+			default:
 				r.applyOneByOne(t.commits)
 			}
+			r.fsmq.done(t)
 		case req := <-r.fsmSnapshotCh:
 			req.done <- r.fsmSnapshot()
 		case <-r.shutdownCh:
@@ -172,9 +176,11 @@ func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
 	last := commits[len(commits)-1].log
 	r.publishApplied(last.Index, last.Term)
 	fsmApplyMetric(start, len(commits))
+	now := time.Now()
 	for _, c := range commits {
 		if c.future != nil {
 			applyLatencyMetric(c.future.created)
+			stageMetric(stageApplied, c.future.committed, now)
 			c.future.respond(nil)
 		}
 	}

@@ -125,6 +125,7 @@ type logFuture struct {
 	log        Log
 	response   any       // written by the FSM goroutine before respond
 	dispatched time.Time // set by the main loop when the entry got its index
+	committed  time.Time // set by the main loop before handing the entry to the FSM goroutine
 	created    time.Time
 }
 

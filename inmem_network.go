@@ -382,6 +382,7 @@ func inmemCrossError(err error) error {
 		ErrInvalidConfiguration, ErrLogNotFound, ErrLogStoreTimeout, ErrPipelineUnsupported,
 		ErrTransportShutdown, ErrUnknownPeer, ErrBadRequest, ErrNotVoter,
 		ErrSnapshotCorrupt, ErrSnapshotNotFound, ErrInmemTimeout, ErrUnsupportedProtocol,
+		ErrLeadershipTransferFailed, ErrInstallInProgress,
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s) {

@@ -3,7 +3,6 @@ package raft
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -46,6 +45,9 @@ type leaderState struct {
 
 	// writer persists the term's entries; see logWriter for its failure policy.
 	writer *logWriter
+	// unwritten holds this term's futures whose entries are not written locally yet, in
+	// index order, for the written-stage metric. Main loop only.
+	unwritten []*logFuture
 
 	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
 	// and a leadership transfer in progress. Main loop only.
@@ -84,8 +86,10 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if ls.writer.backlog() >= r.maxPendingWrites() {
-			applyCh = nil // backpressure: the disk is behind
+		if ls.writer.backlogged() || r.fsmQueuedIndex < r.commitIndex.Load() {
+			// Backpressure: the disk is behind, or the FSM is (committed entries wait for
+			// room in its queue). Callers wait in Apply, up to their timeout.
+			applyCh = nil
 		}
 		select {
 		case rpc := <-r.rpcCh:
@@ -95,6 +99,8 @@ func (r *Raft) runLeader() {
 		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
+			r.processLeaderCommits()
+		case <-r.fsmq.room:
 			r.processLeaderCommits()
 		case t := <-ls.stepDownCh:
 			r.logger.Info("newer term seen by replication, stepping down", "term", t)
@@ -127,10 +133,12 @@ func (r *Raft) setupLeaderState(term uint64) {
 		replicators: make(map[ServerID]*replicator),
 		stepDownCh:  make(chan uint64, 1),
 		stopCh:      make(chan struct{}),
-		// Every entry not yet written locally must stay in the cache: at most
-		// maxPendingWrites plus one drained batch wait, plus the batch being written.
-		cache: newLogCache(max(8*maxAppendEntriesLimit, 16*r.conf.MaxAppendEntries)),
+		// Entries not yet written locally always stay (the writer's backlog bounds them);
+		// written ones up to two full requests, so followers that keep up are served from
+		// memory.
+		cache: newLogCache(2 * r.conf.MaxAppendEntriesBytes),
 	}
+	r.recent.truncateFrom(0) // a follower's cache; the leader reads through ls.cache
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
@@ -191,19 +199,24 @@ func (ls *leaderState) transferResult() <-chan error {
 	return ls.transfer.resultCh
 }
 
-// handleApply drains the apply queue into one batch (group commit) and dispatches it.
+// handleApply drains the apply queue into one batch (group commit) and dispatches it. The
+// batch holds at most MaxAppendEntries entries and MaxAppendEntriesBytes plus one entry.
 func (r *Raft) handleApply(first *logFuture) {
 	if r.leaderState.transfer != nil {
 		first.respond(ErrLeadershipTransferInProgress)
 		return
 	}
+	// The batch takes whatever is queued, up to MaxAppendEntries entries or until it holds
+	// MaxAppendEntriesBytes: one entry alone at low load (no added latency), large batches
+	// under load.
 	batch := []*logFuture{first}
-	limit := r.conf.MaxAppendEntries
+	bytes := entryBytes(&first.log)
 drain:
-	for len(batch) < limit {
+	for len(batch) < r.conf.MaxAppendEntries && bytes < r.conf.MaxAppendEntriesBytes {
 		select {
 		case f := <-r.applyCh:
 			batch = append(batch, f)
+			bytes += entryBytes(&f.log)
 		default:
 			break drain
 		}
@@ -224,8 +237,10 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 		f.log.Index, f.log.Term = lastIndex, ls.term
 		f.dispatched = now
 		logs[i] = &f.log
+		stageMetric(stageQueued, f.created, now)
 	}
 	ls.inflight = append(ls.inflight, futures...)
+	ls.unwritten = append(ls.unwritten, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
 	dispatchMetric(len(logs))
@@ -239,9 +254,24 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 // policy.
 func (r *Raft) handleWriteDone(res writeResult) {
 	ls := r.leaderState
-	if r.writeOutcome(ls.writer.finish(res)) == nil {
+	index, err := ls.writer.finish(res)
+	if r.writeOutcome(index, err) == nil {
+		ls.cache.markDurable(index)
+		ls.noteWritten(index, time.Now())
 		ls.writer.kick()
 	}
+}
+
+// noteWritten records the written stage of the futures whose entries the local write up to
+// last made durable.
+func (ls *leaderState) noteWritten(last uint64, now time.Time) {
+	n := 0
+	for n < len(ls.unwritten) && ls.unwritten[n].log.Index <= last {
+		stageMetric(stageWritten, ls.unwritten[n].dispatched, now)
+		n++
+	}
+	clear(ls.unwritten[:n]) // the futures may be gone long before the slice is reallocated
+	ls.unwritten = ls.unwritten[n:]
 }
 
 // writeOutcome applies the writer's failure policy (see logWriter) to the outcome of a wait
@@ -276,19 +306,28 @@ func (r *Raft) writeOutcome(index uint64, err error) error {
 func (r *Raft) processLeaderCommits() {
 	ls := r.leaderState
 	commit := ls.commitment.getCommitIndex()
-	if commit <= r.commitIndex.Load() {
-		return
+	prev := r.commitIndex.Load()
+	if commit <= prev && r.fsmQueuedIndex >= prev {
+		return // nothing newly committed, nothing held back for the FSM
 	}
 	configCommitted := r.configurations.committedIndex
-	r.commitIndex.Store(commit)
-	n := 0
-	for n < len(ls.inflight) && ls.inflight[n].log.Index <= commit {
-		commitTimeMetric(ls.inflight[n].dispatched)
-		n++
+	if commit > prev {
+		r.commitIndex.Store(commit)
+		now := time.Now()
+		for _, f := range ls.inflight {
+			if f.log.Index > commit {
+				break
+			}
+			if f.log.Index > prev {
+				f.committed = now
+				commitTimeMetric(f.dispatched)
+				stageMetric(stageCommitted, f.dispatched, now)
+			}
+		}
 	}
-	ready := ls.inflight[:n:n]
+	r.maybeConfirmSnapshot(r.commitIndex.Load())
+	n := r.applyCommitted(r.commitIndex.Load(), ls.inflight)
 	ls.inflight = ls.inflight[n:]
-	r.applyCommitted(commit, ready)
 	if r.configurations.committedIndex != configCommitted {
 		r.startStopReplication()
 	}
@@ -431,36 +470,78 @@ func (r *Raft) leaderCleanup(err error) {
 	}
 }
 
-// applyCommitted hands the entries up to commit that were not handed over yet to the FSM
-// goroutine, in batches. ready holds this term's futures for some of them, in index order;
-// the other entries are read from the log.
-func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) {
-	batchLimit := r.conf.MaxAppendEntries
+// fsmBacklogBatches is how many batches of MaxAppendEntries committed entries may wait for
+// the FSM before the main loop holds the rest back: enough to keep a fast FSM busy through a
+// burst, few enough to bound the memory of a slow one.
+const fsmBacklogBatches = 64
+
+// applyCommitted hands the committed entries up to commit that were not handed over yet to
+// the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has
+// room; the rest wait until the queue signals room (fsmQueue.room), which every role loop
+// serves. ready holds this term's futures for some of the entries, in index order; the other
+// entries come from committedEntry. It returns how many of ready it handed over.
+func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
+	if r.install != nil {
+		return 0 // the snapshot being restored covers what was committed; see finishInstall
+	}
+	newBudget := func() byteBudget {
+		return byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
+	}
+	budget := newBudget()
+	used := 0
 	var batch []commitTuple
 	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
-		if len(ready) > 0 && ready[0].log.Index == idx {
-			batch = append(batch, commitTuple{log: &ready[0].log, future: ready[0]})
-			ready = ready[1:]
+		if len(batch) == 0 && r.fsmq.full() {
+			break
+		}
+		fromReady := used < len(ready) && ready[used].log.Index == idx
+		var c commitTuple
+		if fromReady {
+			c = commitTuple{log: &ready[used].log, future: ready[used]}
 		} else {
-			l := new(Log)
-			if err := r.getLog(idx, l); err != nil {
+			l, err := r.committedEntry(idx)
+			if err != nil {
 				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
-				return
+				break
 			}
-			batch = append(batch, commitTuple{log: l})
+			c = commitTuple{log: l}
 		}
-		r.noteCommittedConfiguration(batch[len(batch)-1].log)
-		if len(batch) >= batchLimit {
-			if !r.sendToFSM(fsmTask{commits: batch}) {
-				return
+		if !budget.admit(entryBytes(c.log)) {
+			r.fsmq.push(fsmTask{commits: batch})
+			batch, budget = nil, newBudget()
+			if r.fsmq.full() {
+				break // c is not taken: it goes once there is room
 			}
-			batch = nil
+			budget.admit(entryBytes(c.log))
 		}
+		if fromReady {
+			used++
+		}
+		batch = append(batch, c)
+		r.noteCommittedConfiguration(c.log)
 		r.fsmQueuedIndex = idx
 	}
 	if len(batch) > 0 {
-		r.sendToFSM(fsmTask{commits: batch})
+		r.fsmq.push(fsmTask{commits: batch})
 	}
+	r.recent.dropThrough(r.fsmQueuedIndex)
+	return used
+}
+
+// committedEntry returns a committed entry for the FSM: a follower's from the entries it just
+// stored (decoded from the leader's request, not read back from the store), else through
+// getLog. Main loop only.
+func (r *Raft) committedEntry(index uint64) (*Log, error) {
+	if r.leaderState == nil {
+		if e := r.recent.get(index); e != nil {
+			return e, nil
+		}
+	}
+	l := new(Log)
+	if err := r.getLog(index, l); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // noteCommittedConfiguration makes a committed configuration entry the committed
@@ -500,50 +581,4 @@ func (ls *leaderState) getEntry(logs LogStore, index uint64, l *Log) error {
 		return nil
 	}
 	return logs.GetLog(index, l)
-}
-
-// sendToFSM queues a task for the FSM goroutine; false on shutdown.
-func (r *Raft) sendToFSM(t fsmTask) bool {
-	select {
-	case r.fsmCh <- t:
-		return true
-	case <-r.shutdownCh:
-		for _, c := range t.commits {
-			if c.future != nil {
-				c.future.respond(ErrRaftShutdown)
-			}
-		}
-		return false
-	}
-}
-
-// logCache is a ring of the leader's most recent entries, so replication can send entries
-// the local writer has not made durable yet. Readers are replication goroutines; the main
-// loop writes.
-type logCache struct {
-	mu      sync.RWMutex
-	entries []*Log // guarded by mu; slot index % len
-}
-
-func newLogCache(capacity int) *logCache {
-	return &logCache{entries: make([]*Log, capacity)}
-}
-
-func (c *logCache) add(logs []*Log) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, l := range logs {
-		c.entries[l.Index%uint64(len(c.entries))] = l
-	}
-}
-
-// get returns the cached entry or nil. Entries are never modified after dispatch, so the
-// pointer may be shared.
-func (c *logCache) get(index uint64) *Log {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if l := c.entries[index%uint64(len(c.entries))]; l != nil && l.Index == index {
-		return l
-	}
-	return nil
 }

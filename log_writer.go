@@ -32,9 +32,10 @@ type logWriter struct {
 	exited  chan struct{}    // closed by the writer goroutine when it exits
 
 	// Main loop only.
-	busy    bool      // a batch is outstanding
-	started time.Time // when the outstanding batch was handed over
-	pending []*Log    // submitted, not yet handed over
+	busy         bool      // a batch is outstanding
+	started      time.Time // when the outstanding batch was handed over
+	pending      []*Log    // submitted, not yet handed over
+	pendingBytes int       // entryBytes of pending
 }
 
 // writeResult is the outcome of one StoreLogs by the writer.
@@ -77,16 +78,30 @@ func (w *logWriter) run() {
 // submit queues entries for writing and hands them over at once if the writer is idle.
 func (w *logWriter) submit(logs []*Log) {
 	w.pending = append(w.pending, logs...)
+	for _, l := range logs {
+		w.pendingBytes += entryBytes(l)
+	}
 	w.kick()
 }
 
-// kick hands everything pending to the writer if it is idle.
+// kick hands the oldest pending entries to the writer if it is idle: as many as
+// MaxAppendEntries and MaxAppendEntriesBytes allow, at least one, so one StoreLogs never
+// holds more than a request does.
 func (w *logWriter) kick() {
 	if w.busy || len(w.pending) == 0 {
 		return
 	}
-	batch := w.pending
-	w.pending = nil
+	budget := byteBudget{maxEntries: w.r.conf.MaxAppendEntries, maxBytes: w.r.conf.MaxAppendEntriesBytes}
+	n := 0
+	for n < len(w.pending) && budget.admit(entryBytes(w.pending[n])) {
+		n++
+	}
+	batch := w.pending[:n:n]
+	w.pending = w.pending[n:]
+	if len(w.pending) == 0 {
+		w.pending = nil // let the array go
+	}
+	w.pendingBytes -= budget.bytes
 	w.busy, w.started = true, time.Now()
 	select {
 	case w.batchCh <- batch:
@@ -106,8 +121,12 @@ func (w *logWriter) finish(res writeResult) (uint64, error) {
 	return res.lastIndex, nil
 }
 
-// backlog is the number of entries submitted and not yet handed over.
-func (w *logWriter) backlog() int { return len(w.pending) }
+// backlogged reports whether the entries submitted and not yet handed over reached
+// maxPendingWrites or four full batches of bytes: the leader then takes no applies until the
+// disk catches up (backpressure instead of memory).
+func (w *logWriter) backlogged() bool {
+	return len(w.pending) >= w.r.maxPendingWrites() || w.pendingBytes >= 4*w.r.conf.MaxAppendEntriesBytes
+}
 
 // overdue reports whether the outstanding batch has taken longer than LogStoreTimeout.
 func (w *logWriter) overdue(now time.Time) bool {
@@ -135,7 +154,7 @@ func (w *logWriter) await() (uint64, error) {
 }
 
 // drop discards the entries submitted and not yet handed over (a Restore replaces the log).
-func (w *logWriter) drop() { w.pending = nil }
+func (w *logWriter) drop() { w.pending, w.pendingBytes = nil, 0 }
 
 // stop writes every submitted entry, waiting as long as the disk takes, then stops the
 // writer goroutine and waits for it. It returns the first write error, or ErrRaftShutdown

@@ -126,12 +126,20 @@ func (r *Raft) handleConfigChange(f *configChangeFuture) {
 	r.maybeStartConfigChange()
 }
 
-// maybeStartConfigChange starts the next membership change once the previous configuration
-// committed. It runs after every commit and on the lease tick.
+// maybeStartConfigChange starts the next membership change (or the pending promotion) once
+// the previous configuration committed and no leadership transfer is running. It runs after
+// every commit and on the lease tick, so changes held back by a transfer go ahead once it
+// ended.
 func (r *Raft) maybeStartConfigChange() {
 	ls := r.leaderState
 	if ls == nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		return // the latest configuration is not committed yet
+	}
+	if ls.transfer != nil {
+		// A transferring leader appends nothing (Ongaro's thesis, section 3.10): the target
+		// must be able to catch up with a log that stops growing, and a configuration
+		// entry could even remove the target from the voters.
+		return
 	}
 	if r.commitIndex.Load() < ls.commitment.startIndex {
 		// No entry of this term committed yet, so a configuration entry of an earlier

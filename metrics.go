@@ -25,12 +25,71 @@ var (
 	metricElection        = []string{"raft", "state", "election"}
 	metricSnapshotPersist = []string{"raft", "snapshot", "persist_time"}
 	metricSnapshotInstall = []string{"raft", "snapshot", "install_time"}
+	metricReplicationLag  = []string{"raft", "replication", "lag_entries"}
+	metricSnapshotSent    = []string{"raft", "snapshot", "send_bytes"}
+	metricSnapshotSize    = []string{"raft", "snapshot", "send_size_bytes"}
 	metricReads           = []string{"raft", "read", "reads"}
 	metricReadApplyWait   = []string{"raft", "read", "apply_wait"}
 	metricReadRounds      = []string{"raft", "read", "rounds"}
 	metricReadRoundSize   = []string{"raft", "read", "round_size"}
 	metricReadForwardSize = []string{"raft", "read", "forward_batch_size"}
 )
+
+// replicationLagMetric reports, on the leader, how many entries a peer is behind its log.
+func replicationLagMetric(peer ServerID, lastIndex, matchIndex uint64) {
+	lag := uint64(0)
+	if lastIndex > matchIndex {
+		lag = lastIndex - matchIndex
+	}
+	metrics.SetGaugeWithLabels(metricReplicationLag, float32(lag), []metrics.Label{{Name: "peer", Value: string(peer)}})
+}
+
+// snapshotProgressStep is how many bytes of a snapshot transfer pass between two progress
+// reports: a report per read would cost a metrics call per 32 KiB chunk.
+const snapshotProgressStep = 1 << 20
+
+// snapshotProgress reports a snapshot transfer to a peer as two gauges: the bytes sent so far
+// and the snapshot's size. Used by the one goroutine that streams the snapshot.
+type snapshotProgress struct {
+	labels                         []metrics.Label
+	size, sentBytes, reportedBytes int64
+}
+
+func newSnapshotProgress(peer ServerID, size int64) *snapshotProgress {
+	p := &snapshotProgress{labels: []metrics.Label{{Name: "peer", Value: string(peer)}}, size: size}
+	metrics.SetGaugeWithLabels(metricSnapshotSize, float32(size), p.labels)
+	metrics.SetGaugeWithLabels(metricSnapshotSent, 0, p.labels)
+	return p
+}
+
+// sent records n more bytes on the wire; nil p records nothing.
+func (p *snapshotProgress) sent(n int64) {
+	if p == nil {
+		return
+	}
+	p.sentBytes += n
+	if p.sentBytes-p.reportedBytes >= snapshotProgressStep || p.sentBytes == p.size {
+		p.reportedBytes = p.sentBytes
+		metrics.SetGaugeWithLabels(metricSnapshotSent, float32(p.sentBytes), p.labels)
+	}
+}
+
+// The stages of a leader's entry, from Apply to its answer. Queued is the wait in the apply
+// queue until the leader gives the entry an index; written and committed both count from
+// then (the local write and replication run in parallel): until the leader's own write is
+// durable, and until a quorum holds the entry; applied counts from the commit until the FSM
+// applied it and the future was answered. Queued + committed + applied is the whole latency.
+var (
+	stageQueued    = []string{"raft", "apply", "stage_queued"}
+	stageWritten   = []string{"raft", "apply", "stage_written"}
+	stageCommitted = []string{"raft", "apply", "stage_committed"}
+	stageApplied   = []string{"raft", "apply", "stage_applied"}
+)
+
+// stageMetric records one entry's time in a stage.
+func stageMetric(stage []string, from, to time.Time) {
+	metrics.AddSample(stage, float32(to.Sub(from).Seconds()*1e3))
+}
 
 // readDoneMetric counts a successful read by kind and the time it waited for the local FSM.
 func readDoneMetric(kind string, applyWaitStart time.Time) {

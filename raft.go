@@ -67,7 +67,11 @@ type Raft struct {
 	votedFor       ServerID
 	configurations configurations
 	fsmQueuedIndex uint64 // the highest committed index handed to the FSM goroutine
-	leaderState    *leaderState
+	// recent holds the entries a follower stored and has not handed to the FSM yet, so they
+	// are applied as decoded instead of read back; bounded by MaxInflightBytes, the most the
+	// leader keeps on the way to it.
+	recent      *logCache
+	leaderState *leaderState
 	// protocolWarnAt is when a peer's unsupported protocol version was last logged.
 	protocolWarnAt time.Time
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
@@ -84,6 +88,15 @@ type Raft struct {
 	leaderReqCh chan leaderRequest
 	bootstrapCh chan *bootstrapFuture
 
+	// unconfirmed is the node's snapshot while the cluster may not have committed it (see
+	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
+	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
+	unconfirmed indexTerm
+
+	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
+	// only.
+	install *installState
+
 	// readForwardCh carries reads on a non-leader to the forwarder goroutine; see
 	// readForwardBuffer for its size.
 	readForwardCh chan *readFuture
@@ -98,9 +111,9 @@ type Raft struct {
 
 	obs observers
 
-	// fsmCh carries committed entries and restores to the FSM goroutine in log order. Its
-	// buffer lets the main loop run up to that many batches ahead of a slow FSM.
-	fsmCh chan fsmTask
+	// fsmq carries committed entries and restores to the FSM goroutine in log order; the
+	// main loop never blocks on it (see fsmQueue).
+	fsmq *fsmQueue
 
 	// fsmSnapshotCh carries snapshot requests from the snapshot goroutine to the FSM
 	// goroutine; userSnapshotCh carries Snapshot calls to the snapshot goroutine. Both are
@@ -136,6 +149,9 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	if fsm == nil || logs == nil || stable == nil || snaps == nil || trans == nil {
 		return nil, fmt.Errorf("%w: fsm, log store, stable store, snapshot store and transport are all required", ErrInvalidConfig)
 	}
+	if err := validateForTransport(conf, trans); err != nil {
+		return nil, err
+	}
 	logger := conf.Logger
 	if logger == nil {
 		logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
@@ -155,13 +171,14 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		trans:          trans,
 		localID:        conf.LocalID,
 		localAddr:      trans.LocalAddr(),
+		recent:         newLogCache(conf.MaxInflightBytes),
 		clockBase:      time.Now(),
 		rng:            rand.New(rand.NewSource(seed)),
 		snapshotRng:    rand.New(rand.NewSource(seed + 1)),
 		rpcCh:          trans.Consumer(),
 		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		fsmCh:          make(chan fsmTask, 64),
+		fsmq:           newFSMQueue(fsmBacklogBatches * conf.MaxAppendEntries),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),
@@ -215,7 +232,13 @@ func (r *Raft) recover() error {
 	if err := r.restoreSnapshotOnStart(); err != nil {
 		return err
 	}
+	if err := r.loadUnconfirmedSnapshot(); err != nil {
+		return err
+	}
 	if err := r.loadLastLog(); err != nil {
+		return err
+	}
+	if err := r.checkTermCoversState(); err != nil {
 		return err
 	}
 	if err := r.loadConfigurations(); err != nil {
@@ -402,10 +425,16 @@ func (r *Raft) runFollower() {
 			req.reject(r.notLeaderErr())
 		case b := <-r.bootstrapCh:
 			r.handleBootstrap(b)
+		case <-r.fsmq.room:
+			r.applyCommitted(r.commitIndex.Load(), nil)
+		case err := <-r.installDone():
+			r.finishInstall(err)
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := r.sinceContact()
-			if since < r.conf.HeartbeatTimeout {
+			if since < r.conf.HeartbeatTimeout || r.install != nil {
+				// A node receiving a snapshot heard from a leader when it started; the
+				// transport bounds the transfer.
 				continue
 			}
 			if !r.configurations.latest.isVoter(r.localID) {
@@ -415,7 +444,12 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
-			r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(r.leader.Load().id))
+			if lost := r.leader.Load().id; lost != "" {
+				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
+			} else {
+				// No leader known yet (a fresh start): an election is the normal next step.
+				r.logger.Info("no leader known, starting election")
+			}
 			r.setLeader("", "")
 			r.setState(Candidate)
 		case <-r.shutdownCh:
@@ -519,7 +553,8 @@ func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 // fail at once with ErrNotLeader. timeout bounds the whole wait, not only the enqueue: once it
 // passed, Error returns ErrEnqueueTimeout if the command never reached the leader's queue (it
 // was not applied) or ErrTimeout if it did (the outcome is unknown). Zero means no timeout;
-// the future still resolves on leadership loss or shutdown.
+// the future still resolves on leadership loss or shutdown. A command larger than
+// Config.MaxEntryBytes fails at once with ErrEntryTooLarge.
 func (r *Raft) Apply(cmd []byte, timeout time.Duration) ApplyFuture {
 	return r.ApplyLog(Log{Data: cmd}, timeout)
 }
@@ -555,6 +590,9 @@ func (r *Raft) BarrierContext(ctx context.Context) Future {
 
 // enqueue hands a log future to the main loop, within the future's deadline.
 func (r *Raft) enqueue(f *logFuture) ApplyFuture {
+	if n := len(f.log.Data) + len(f.log.Extensions); n > r.conf.MaxEntryBytes {
+		return errorFuture{fmt.Errorf("%w: %d bytes, at most %d (Config.MaxEntryBytes)", ErrEntryTooLarge, n, r.conf.MaxEntryBytes)}
+	}
 	if r.getState() != Leader {
 		if r.getState() == Shutdown {
 			return errorFuture{ErrRaftShutdown}
@@ -649,7 +687,7 @@ func (r *Raft) Stats() map[string]string {
 		"last_log_term":              u(lastTerm),
 		"commit_index":               u(r.commitIndex.Load()),
 		"applied_index":              u(appliedIndex),
-		"fsm_pending":                strconv.Itoa(len(r.fsmCh)),
+		"fsm_pending":                strconv.Itoa(r.fsmq.len()),
 		"last_snapshot_index":        u(snapIndex),
 		"last_snapshot_term":         u(snapTerm),
 		"leader_id":                  string(leader.id),
@@ -724,6 +762,16 @@ func (r *Raft) Shutdown() Future {
 		r.logger.Warn("closing transport", "error", err)
 	}
 	return shutdownFuture{r}
+}
+
+// stopping reports whether the node is shutting down or stopped.
+func (r *Raft) stopping() bool {
+	select {
+	case <-r.shutdownCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // Stopped returns a channel that is closed when the node stops: after Shutdown, or on its

@@ -19,8 +19,11 @@ type replicator struct {
 	peer atomic.Pointer[Server] // main loop writes (address changes); goroutines read
 
 	// Owned by the run goroutine.
-	nextIndex uint64
-	failures  int
+	nextIndex    uint64
+	failures     int    // consecutive failed attempts
+	failureCause string // errorShape of the last failure
+	// snapshotWarned is when a failed snapshot send was last logged at WARN (rate limit).
+	snapshotWarned time.Time
 
 	// matchIndex is written by the run goroutine, or by the pipeline receiver while the run
 	// goroutine waits for it.
@@ -154,8 +157,7 @@ func (s *replicator) replicate() bool {
 			continue
 		}
 		if err != nil {
-			s.r.logger.Error("building append entries failed", "peer", string(s.peer.Load().ID), "error", err)
-			s.failures++
+			s.noteFailure(fmt.Errorf("building append entries: %w", err))
 			if !s.wait(s.backoff()) {
 				return false
 			}
@@ -165,8 +167,7 @@ func (s *replicator) replicate() bool {
 		peer := s.peer.Load()
 		start := time.Now()
 		if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, &resp); err != nil {
-			s.failures++
-			s.r.logger.Debug("append entries failed", "peer", string(peer.ID), "error", err)
+			s.noteFailure(err)
 			if !s.wait(s.backoff()) {
 				return false
 			}
@@ -190,7 +191,7 @@ func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntri
 		s.notifyStepDown(resp.Term)
 		return false
 	}
-	s.failures = 0
+	s.noteSuccess()
 	s.setContact()
 	if resp.Success {
 		last := req.PrevLogIndex + uint64(len(req.Entries))
@@ -267,10 +268,10 @@ func (s *replicator) termAt(index uint64) (uint64, error) {
 // term ended, or a Restore replaced the log): the request is dropped, never sent.
 var errLogViewChanged = errors.New("raft: leader log changed while a request was built")
 
-// buildRequest builds the AppendEntries for entries from next on: up to the log tail, at most
-// MaxAppendEntries of them, or none when withEntries is false (a commit index update). It
-// also returns the last log index it saw. An error wrapping ErrLogNotFound means the peer
-// needs a snapshot.
+// buildRequest builds the AppendEntries for entries from next on: up to the log tail, as many
+// as MaxAppendEntries and MaxAppendEntriesBytes allow (at least one), or none when withEntries
+// is false (a commit index update). It also returns the last log index it saw. An error
+// wrapping ErrLogNotFound means the peer needs a snapshot.
 //
 // The request is one consistent view of this term's log, term and commit index: the reads
 // are not atomic together (a lagging peer's entries come from the store one by one), so they
@@ -319,16 +320,21 @@ func (s *replicator) readRequest(next, lastIndex uint64) (*AppendEntriesRequest,
 	if end >= next {
 		req.Entries = make([]*Log, 0, end-next+1)
 	}
+	// Cut by bytes too: a request never exceeds MaxAppendEntriesBytes, which NewRaft checked
+	// against the transport's message limit, except for one entry alone.
+	budget := byteBudget{maxEntries: s.r.conf.MaxAppendEntries, maxBytes: s.r.conf.MaxAppendEntriesBytes}
 	for i := next; i <= end; i++ {
-		if e := s.ls.cache.get(i); e != nil {
-			req.Entries = append(req.Entries, e)
-			continue
+		e := s.ls.cache.get(i)
+		if e == nil {
+			e = new(Log)
+			if err := s.r.logs.GetLog(i, e); err != nil {
+				return nil, err
+			}
 		}
-		l := new(Log)
-		if err := s.r.logs.GetLog(i, l); err != nil {
-			return nil, err
+		if !budget.admit(entryBytes(e)) {
+			break
 		}
-		req.Entries = append(req.Entries, l)
+		req.Entries = append(req.Entries, e)
 	}
 	return req, nil
 }
@@ -344,6 +350,8 @@ func (s *replicator) heartbeat() {
 		}
 		verifies := s.takeVerifies()
 		peer := s.peer.Load()
+		lastIndex, _ := s.r.lastLogIndexTerm()
+		replicationLagMetric(peer.ID, lastIndex, s.matchIndex.Load())
 		req := &AppendEntriesRequest{RPCHeader: s.r.header(), Term: s.ls.term}
 		var resp AppendEntriesResponse
 		start := time.Now()
@@ -427,7 +435,7 @@ func (s *replicator) runPipeline() bool {
 	// sender stops it.
 	// window holds one token per request in flight: the sender puts one before each send,
 	// the receiver takes one per response. Its buffer is the pipeline depth.
-	window := make(chan struct{}, pipelineDepth)
+	window := make(chan struct{}, s.r.pipelineWindow())
 	s.r.goFunc(func() {
 		defer close(recvDone)
 		s.pipelineReceive(pipe, window, failed, recvStop)

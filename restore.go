@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -152,9 +153,16 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	lastIndex, _ := r.lastLogIndexTerm()
 	index, term := max(lastIndex, f.meta.Index)+1, ls.term
 	config, configIndex := r.configurations.committed.Clone(), r.configurations.committedIndex
+	// Marked before the snapshot exists: a crash from here on restarts fenced.
+	if err := r.markUnconfirmedSnapshot(index, term); err != nil {
+		r.fatal(err)
+		f.respond(err)
+		return
+	}
 	// Store the snapshot before anything changes: a bad reader leaves everything as it was.
 	id, err := r.storeRestoreSnapshot(f, index, term, config, configIndex)
 	if err != nil {
+		r.confirmSnapshot() // nothing was stored: drop the mark
 		ls.writer.kick()
 		f.respond(err)
 		return
@@ -215,9 +223,7 @@ func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config
 // restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
 // before it. A failed restore may leave the FSM half replaced: the node stops.
 func (r *Raft) restoreFSM(task *restoreTask) error {
-	if !r.sendToFSM(fsmTask{restore: task}) {
-		return ErrRaftShutdown
-	}
+	r.fsmq.push(fsmTask{restore: task})
 	select {
 	case err := <-task.done:
 		if err != nil {
@@ -258,5 +264,110 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	r.startStopReplication()
 	// The snapshot is durable in the store: the leader holds everything up to index.
 	r.leaderState.commitment.match(r.localID, index)
+	return nil
+}
+
+// An unconfirmed snapshot is one this node holds although the cluster may never have
+// committed it: the snapshot of a Restore until its no-op commits, or such a snapshot a
+// follower installed from its leader before the leader had committed it. A node restores its
+// FSM from a snapshot and drops its log behind it at once, so it cannot undo one; instead it
+// is fenced until it is settled (issue 10, bug 2):
+//   - It never acknowledges entries below the snapshot that it would only skip: an
+//     AppendEntries that ends below the snapshot is refused with an error wrapping
+//     ErrUncommittedRestore, so no leader counts this node for entries it does not hold.
+//   - A leader whose log reaches the snapshot's index settles it: the same term there
+//     confirms it (the leader has it, so it committed or will); a different term means the
+//     cluster went on without it, and the node stops with ErrUncommittedRestore
+//     (checkSnapshotAgrees) and must be wiped and added back.
+//   - A commit index at or past the snapshot confirms it too (a quorum holds it).
+//
+// The mark is durable, and written before the snapshot becomes visible, so a node that
+// crashes in the middle of its own Restore, or of such an install, restarts fenced as well.
+
+// encodeIndexTerm and decodeIndexTerm store a log position in the StableStore.
+func encodeIndexTerm(it indexTerm) []byte {
+	if it.index == 0 {
+		return []byte{}
+	}
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, it.index)
+	binary.BigEndian.PutUint64(b[8:], it.term)
+	return b
+}
+
+func decodeIndexTerm(b []byte) (indexTerm, error) {
+	switch len(b) {
+	case 0:
+		return indexTerm{}, nil
+	case 16:
+		return indexTerm{index: binary.BigEndian.Uint64(b), term: binary.BigEndian.Uint64(b[8:])}, nil
+	default:
+		return indexTerm{}, fmt.Errorf("raft: stored unconfirmed snapshot is %d bytes, want 16", len(b))
+	}
+}
+
+// markUnconfirmedSnapshot durably records that the snapshot about to exist at index and term
+// is unconfirmed; call it before the snapshot becomes visible in the store.
+func (r *Raft) markUnconfirmedSnapshot(index, term uint64) error {
+	it := indexTerm{index: index, term: term}
+	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(it)); err != nil {
+		return fmt.Errorf("raft: recording an unconfirmed snapshot at %d: %w", index, err)
+	}
+	r.unconfirmed = it
+	return nil
+}
+
+// confirmSnapshot drops the unconfirmed mark. A failure to persist it stops the node (it
+// would restart fenced by a settled snapshot and never acknowledge anything again).
+func (r *Raft) confirmSnapshot() {
+	if r.unconfirmed.index == 0 {
+		return
+	}
+	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(indexTerm{})); err != nil {
+		r.fatal(fmt.Errorf("raft: clearing the unconfirmed snapshot mark: %w", err))
+		return
+	}
+	r.logger.Info("snapshot confirmed by the cluster", "index", r.unconfirmed.index)
+	r.unconfirmed = indexTerm{}
+}
+
+// maybeConfirmSnapshot confirms the unconfirmed snapshot once the commit index reached it.
+func (r *Raft) maybeConfirmSnapshot(commit uint64) {
+	if u := r.unconfirmed.index; u != 0 && commit >= u {
+		r.confirmSnapshot()
+	}
+}
+
+// fencedByUnconfirmedSnapshot reports the error to answer an AppendEntries with when the
+// node's snapshot is unconfirmed and the request ends below it: a Success would acknowledge
+// entries the node only skips.
+func (r *Raft) fencedByUnconfirmedSnapshot(a *AppendEntriesRequest, snapIndex uint64) error {
+	end := a.PrevLogIndex + uint64(len(a.Entries))
+	if r.unconfirmed.index == 0 || r.unconfirmed.index != snapIndex || end == 0 || end >= snapIndex {
+		return nil
+	}
+	return fmt.Errorf("%w: entries up to %d end below this node's unconfirmed snapshot at %d", ErrUncommittedRestore, end, snapIndex)
+}
+
+// loadUnconfirmedSnapshot reads the mark at start-up. It applies only if the snapshot the node
+// starts from is the marked one: otherwise that snapshot never became visible (a crash before
+// its sink closed) and the mark is dropped.
+func (r *Raft) loadUnconfirmedSnapshot() error {
+	b, err := r.stable.Get(keyUnconfirmedSnapshot)
+	if err != nil {
+		return fmt.Errorf("raft: reading the unconfirmed snapshot mark: %w", err)
+	}
+	it, err := decodeIndexTerm(b)
+	if err != nil || it.index == 0 {
+		return err
+	}
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term {
+		r.unconfirmed = it
+		r.logger.Warn("starting from a snapshot the cluster may not have committed; acknowledging nothing below it until a leader settles it", "index", it.index)
+		return nil
+	}
+	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(indexTerm{})); err != nil {
+		return fmt.Errorf("raft: clearing a stale unconfirmed snapshot mark: %w", err)
+	}
 	return nil
 }

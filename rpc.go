@@ -81,6 +81,12 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		return
 	}
 	resp.Term = a.Term
+	if r.install != nil && (len(a.Entries) > 0 || a.LeaderCommitIndex > 0) {
+		// Only heartbeats while a snapshot is restored: the log is made to fit the snapshot
+		// once the restore finished (finishInstall).
+		rpc.Respond(nil, ErrInstallInProgress)
+		return
+	}
 
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
@@ -89,6 +95,10 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	}
 	resp.LastLogIndex, _ = r.lastLogIndexTerm()
 	if ok {
+		if r.unconfirmed.index != 0 && a.PrevLogIndex+uint64(len(a.Entries)) >= r.unconfirmed.index {
+			// The leader's log matched ours through the snapshot's index.
+			r.confirmSnapshot()
+		}
 		resp.Success = true
 		if a.LeaderCommitIndex > 0 {
 			r.advanceFollowerCommit(min(a.LeaderCommitIndex, a.PrevLogIndex+uint64(len(a.Entries))))
@@ -160,6 +170,9 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 	if err := r.checkSnapshotAgrees(a, snapIndex, snapTerm); err != nil {
 		return false, err
 	}
+	if err := r.fencedByUnconfirmedSnapshot(a, snapIndex); err != nil {
+		return false, err
+	}
 	if a.PrevLogIndex > lastIndex {
 		resp.ConflictIndex = lastIndex + 1
 		return false, nil
@@ -209,6 +222,8 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 	}
 	storeLogsMetric(start, len(fresh))
 	last := fresh[len(fresh)-1]
+	r.recent.add(fresh)
+	r.recent.markDurable(last.Index)
 	r.lastLog.Store(&indexTerm{index: last.Index, term: last.Term})
 	r.noteConfigurationEntries(fresh)
 	return true, nil
@@ -256,6 +271,7 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 			return err
 		}
 	}
+	r.recent.truncateFrom(from)
 	if err := r.logs.DeleteRange(from, last); err != nil {
 		r.fatal(fmt.Errorf("raft: truncating log [%d, %d]: %w", from, last, err))
 		return ErrRaftShutdown
@@ -374,6 +390,7 @@ func (r *Raft) advanceFollowerCommit(commit uint64) {
 		return
 	}
 	r.commitIndex.Store(commit)
+	r.maybeConfirmSnapshot(commit)
 	r.applyCommitted(commit, nil)
 }
 
@@ -430,13 +447,43 @@ func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 		return
 	}
 	switch {
-	case req.Term < r.currentTerm.Load():
+	case req.Term <= r.currentTerm.Load():
+		// The candidate would campaign in req.Term, and a real election there can only be
+		// won in a term newer than ours (in ours this node may have voted already, or it
+		// follows a leader). Strictly higher, as etcd does; the refusal carries our term,
+		// so a lagging candidate catches up with it.
 	case r.leaderRecentlyHeard():
 	case !r.logUpToDate(req.LastLogIndex, req.LastLogTerm):
 	default:
 		resp.Granted = true
 	}
 	rpc.Respond(resp, nil)
+}
+
+// checkTimeoutNow decides whether a TimeoutNow may start a transfer election, which skips
+// pre-vote and makes voters ignore their leader stickiness: so only a request that is
+// certainly part of a live transfer may. It must come from the leader this node follows, in
+// the current term (a leader of an older term was deposed, and its transfer with it; one of a
+// newer term is unknown to this node), and this node's log must still end where the leader
+// saw it end when it sent the request (a log that moved on means the leader gave the transfer
+// up and appends again, and the request arrived late). A refused transfer fails on the
+// leader, which keeps leading.
+func (r *Raft) checkTimeoutNow(req *TimeoutNowRequest) error {
+	term := r.currentTerm.Load()
+	switch {
+	case req.Term != term:
+		return fmt.Errorf("%w: timeout now for term %d, this node is in term %d", ErrLeadershipTransferFailed, req.Term, term)
+	case r.getState() != Follower || r.leader.Load().id != req.ID:
+		return fmt.Errorf("%w: timeout now from %s, which is not the leader this node follows", ErrLeadershipTransferFailed, req.ID)
+	case !r.configurations.latest.isVoter(r.localID):
+		return ErrNotVoter
+	case r.install != nil:
+		return ErrInstallInProgress
+	}
+	if last, _ := r.lastLogIndexTerm(); req.LastLogIndex != 0 && last != req.LastLogIndex {
+		return fmt.Errorf("%w: stale timeout now: sent for a log ending at %d, this node's ends at %d", ErrLeadershipTransferFailed, req.LastLogIndex, last)
+	}
+	return nil
 }
 
 // handleTimeoutNow starts an election at once, skipping pre-vote (leadership transfer).
@@ -446,18 +493,12 @@ func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
 		rpc.Respond(nil, err)
 		return
 	}
-	if req.Term < r.currentTerm.Load() {
-		rpc.Respond(nil, fmt.Errorf("%w: stale term %d", ErrBadRequest, req.Term))
-		return
-	}
-	if !r.configurations.latest.isVoter(r.localID) {
-		rpc.Respond(nil, ErrNotVoter)
+	if err := r.checkTimeoutNow(req); err != nil {
+		r.logger.Warn("refusing timeout now", "peer", string(req.ID), "error", err)
+		rpc.Respond(nil, err)
 		return
 	}
 	r.logger.Info("timeout now received, starting election", "peer", string(req.ID))
-	if r.getState() == Leader {
-		r.leaderCleanup(ErrLeadershipLost)
-	}
 	r.setLeader("", "")
 	r.transferElection = true
 	r.setState(Candidate)

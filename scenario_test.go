@@ -12,9 +12,11 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// The scenario tests of DESIGN.md, each driven through raftest with faults from the in-memory
-// network. Every cluster checks at-most-one-leader-per-term and applied-entry agreement for
-// its whole life; tests call CheckSafety for log matching once the cluster is quiet.
+// The scenario tests (E1-E4, R2, R3, F8, N1, T1, C1; R1 is in raft_test.go, S1 in
+// snapshot_test.go), each driven through raftest with faults from the in-memory network;
+// docs/design.md, section 12, says what each code checks. Every cluster checks
+// at-most-one-leader-per-term and applied-entry agreement for its whole life; tests call
+// CheckSafety for log matching once the cluster is quiet.
 
 const waitLong = 10 * time.Second
 

@@ -218,20 +218,120 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		return
 	}
 	resp.Term = req.Term
+	if r.install != nil {
+		rpc.Respond(nil, ErrInstallInProgress)
+		return
+	}
 	if req.LastLogIndex <= r.commitIndex.Load() {
 		// We already hold everything it covers, committed.
 		resp.Success = true
 		rpc.Respond(resp, nil)
 		return
 	}
-	if err := r.installSnapshot(req, config, rpc.Reader); err != nil {
-		r.logger.Error("installing snapshot failed", "index", req.LastLogIndex, "error", err)
-		rpc.Respond(nil, err)
+	if rpc.Reader == nil {
+		rpc.Respond(nil, fmt.Errorf("%w: snapshot without data", ErrBadRequest))
 		return
 	}
+	r.startInstall(rpc, req, config)
+}
+
+// installState is a snapshot install in progress on a follower. Main loop only.
+type installState struct {
+	rpc    RPC
+	req    *InstallSnapshotRequest
+	config Configuration
+	start  time.Time
+	doneCh chan error // buffer 1: the receiving goroutine never blocks on it
+}
+
+// installDone is the channel of the install in progress, or nil.
+func (r *Raft) installDone() <-chan error {
+	if r.install == nil {
+		return nil
+	}
+	return r.install.doneCh
+}
+
+// startInstall receives the snapshot and restores the FSM from it on a goroutine, so the
+// main loop keeps answering heartbeats for the whole transfer and restore; finishInstall
+// makes the log fit the snapshot and answers the leader. Until then the node refuses
+// entries, commit indexes and other snapshots (ErrInstallInProgress), hands nothing more to
+// the FSM, and starts no election.
+func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration) {
+	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), doneCh: make(chan error, 1)}
+	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
+		// The leader's uncommitted Restore: fenced until settled, marked before the snapshot
+		// becomes visible.
+		if err := r.markUnconfirmedSnapshot(req.LastLogIndex, req.LastLogTerm); err != nil {
+			r.fatal(err)
+			rpc.Respond(nil, err)
+			return
+		}
+	}
+	r.install = st
+	// Exits once the transfer and the FSM restore ended, or on shutdown.
+	r.goFunc(func() { st.doneCh <- r.receiveSnapshot(st) })
+}
+
+// receiveSnapshot stores the streamed snapshot and restores the FSM from it, through the FSM
+// goroutine after everything handed to it before. The data is streamed into the store, never
+// held whole in memory; an interrupted transfer cancels the sink, leaving nothing behind.
+// Runs on the install goroutine.
+func (r *Raft) receiveSnapshot(st *installState) error {
+	req := st.req
+	sink, err := r.snaps.Create(req.SnapshotVersion, req.LastLogIndex, req.LastLogTerm, st.config, req.ConfigurationIndex)
+	if err != nil {
+		return fmt.Errorf("raft: creating snapshot: %w", err)
+	}
+	n, err := io.Copy(sink, io.LimitReader(st.rpc.Reader, req.Size))
+	if err == nil && n != req.Size {
+		err = fmt.Errorf("raft: snapshot stream ended after %d of %d bytes", n, req.Size)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("raft: receiving snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("raft: closing snapshot: %w", err)
+	}
+	task := &restoreTask{id: sink.ID(), index: req.LastLogIndex, term: req.LastLogTerm,
+		configuration: st.config, configurationIndex: req.ConfigurationIndex, done: make(chan error, 1)}
+	r.fsmq.push(fsmTask{restore: task})
+	select {
+	case err = <-task.done:
+	case <-r.shutdownCh:
+		return ErrRaftShutdown
+	}
+	if err != nil {
+		// The FSM may be half restored: this node cannot go on.
+		r.fatal(err)
+		return err
+	}
+	return nil
+}
+
+// finishInstall ends the install in progress on the main loop: after a successful restore it
+// makes the log consistent with the snapshot, then answers the leader.
+func (r *Raft) finishInstall(err error) {
+	st := r.install
+	r.install = nil
+	if err == nil {
+		err = r.installSnapshot(st.req, st.config)
+	}
+	if err != nil {
+		r.logger.Error("installing snapshot failed", "index", st.req.LastLogIndex, "error", err)
+		if snapIndex, _ := r.snapshotIndexTerm(); r.unconfirmed.index != 0 && r.unconfirmed.index != snapIndex && !r.stopping() {
+			r.confirmSnapshot() // the marked snapshot was never adopted: drop the mark
+		}
+		st.rpc.Respond(nil, err)
+		return
+	}
+	if r.unconfirmed.index != st.req.LastLogIndex {
+		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
+	}
+	snapshotInstallMetric(st.start)
 	r.touchContact()
-	resp.Success = true
-	rpc.Respond(resp, nil)
+	st.rpc.Respond(&InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load(), Success: true}, nil)
 }
 
 func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error) {
@@ -252,44 +352,9 @@ func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error)
 	return c, nil
 }
 
-// installSnapshot stores the streamed snapshot, restores the FSM from it and fixes the log.
-// The data is streamed into the store, never held whole in memory; an interrupted transfer
-// cancels the sink, leaving nothing behind.
-func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration, data io.Reader) error {
-	start := time.Now()
-	if data == nil {
-		return fmt.Errorf("%w: snapshot without data", ErrBadRequest)
-	}
-	sink, err := r.snaps.Create(req.SnapshotVersion, req.LastLogIndex, req.LastLogTerm, config, req.ConfigurationIndex)
-	if err != nil {
-		return fmt.Errorf("raft: creating snapshot: %w", err)
-	}
-	n, err := io.Copy(sink, io.LimitReader(data, req.Size))
-	if err == nil && n != req.Size {
-		err = fmt.Errorf("raft: snapshot stream ended after %d of %d bytes", n, req.Size)
-	}
-	if err != nil {
-		_ = sink.Cancel()
-		return fmt.Errorf("raft: receiving snapshot: %w", err)
-	}
-	if err := sink.Close(); err != nil {
-		return fmt.Errorf("raft: closing snapshot: %w", err)
-	}
-	task := &restoreTask{id: sink.ID(), index: req.LastLogIndex, term: req.LastLogTerm,
-		configuration: config, configurationIndex: req.ConfigurationIndex, done: make(chan error, 1)}
-	if !r.sendToFSM(fsmTask{restore: task}) {
-		return ErrRaftShutdown
-	}
-	select {
-	case err = <-task.done:
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	}
-	if err != nil {
-		// The FSM may be half restored: this node cannot go on.
-		r.fatal(err)
-		return err
-	}
+// installSnapshot makes the log, the commit index and the configuration consistent with a
+// snapshot the FSM was just restored from. Main loop only.
+func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration) error {
 	r.snapshotMu.Lock()
 	defer r.snapshotMu.Unlock()
 	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
@@ -305,7 +370,6 @@ func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration
 		r.fatal(err)
 		return err
 	}
-	snapshotInstallMetric(start)
 	r.logger.Info("installed snapshot", "index", req.LastLogIndex, "term", req.LastLogTerm)
 	return nil
 }
@@ -333,6 +397,7 @@ func (r *Raft) discardLogBehind(index, term uint64) error {
 	if keep {
 		return r.logs.DeleteRange(first, index)
 	}
+	r.recent.truncateFrom(0)
 	if err := r.logs.DeleteRange(first, max(lastIndex, first)); err != nil {
 		return fmt.Errorf("raft: discarding log: %w", err)
 	}
@@ -360,6 +425,21 @@ func (r *Raft) rescanConfigurations(from uint64) error {
 	}
 	r.publishConfigurations()
 	return nil
+}
+
+// snapshotWarnInterval spaces the WARN lines of a peer that keeps refusing or failing
+// snapshots; the retries in between log at DEBUG.
+const snapshotWarnInterval = 30 * time.Second
+
+// logSnapshotFailure logs a failed snapshot send at WARN at most once per
+// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
+func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
+	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
+		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+		s.snapshotWarned = now
+		return
+	}
+	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
 }
 
 // sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
@@ -394,13 +474,14 @@ func (s *replicator) sendLatestSnapshot() bool {
 		Configuration:      EncodeConfiguration(meta.Configuration),
 		ConfigurationIndex: meta.ConfigurationIndex,
 		Size:               meta.Size,
+		LeaderCommitIndex:  s.r.commitIndex.Load(),
 	}
 	var resp InstallSnapshotResponse
 	start := time.Now()
-	data := &sendingReader{r: rc, remaining: meta.Size}
+	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
 	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer.ID), "index", meta.Index, "error", err)
 		s.failures++
+		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
 		return s.wait(s.backoff())
 	}
 	rpcMetric("install_snapshot", peer.ID, start)
@@ -413,7 +494,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 		s.failures++
 		return s.wait(s.backoff())
 	}
-	s.failures = 0
+	s.noteSuccess()
+	s.snapshotWarned = time.Time{}
 	s.advanceMatch(meta.Index)
 	s.nextIndex = meta.Index + 1
 	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)

@@ -17,9 +17,9 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// Snapshot tests: scenario S1 of DESIGN.md and the behaviour of issue 3. Each checks that a
-// snapshot really was taken or installed (Stats, the log's first index, the FSM's restore
-// count) rather than assuming it.
+// Snapshot tests: scenario S1 (docs/design.md, section 12) and the behaviour of issue 3.
+// Each checks that a snapshot really was taken or installed (Stats, the log's first index,
+// the FSM's restore count) rather than assuming it.
 
 // snapFSM is a RecordingFSM that counts its restores and can hold Persist until a test lets
 // it go.

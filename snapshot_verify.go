@@ -60,6 +60,7 @@ func restoreVerified(fsm FSM, rc io.ReadCloser) error {
 type sendingReader struct {
 	r         io.Reader
 	remaining int64
+	progress  *snapshotProgress // nil: not reported
 }
 
 // Read implements io.Reader.
@@ -72,6 +73,7 @@ func (s *sendingReader) Read(p []byte) (int, error) {
 	}
 	n, err := s.r.Read(p)
 	s.remaining -= int64(n)
+	s.progress.sent(int64(n))
 	if err == io.EOF && s.remaining > 0 {
 		return n, io.ErrUnexpectedEOF
 	}

@@ -27,4 +27,8 @@ var (
 	// crash between writing the term and the vote can never leave a vote attributed to the
 	// wrong term.
 	keyLastVote = []byte("LastVote")
+	// keyUnconfirmedSnapshot holds the index and term of a snapshot this node holds that the
+	// cluster may not have committed (a Restore, or such a snapshot installed from its
+	// leader), empty once it is known committed. See unconfirmedSnapshot.
+	keyUnconfirmedSnapshot = []byte("UnconfirmedSnapshot")
 )

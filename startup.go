@@ -167,3 +167,19 @@ func (r *Raft) reconcileLogWithSnapshot(b logBounds, meta *SnapshotMeta) error {
 	}
 	return nil
 }
+
+// checkTermCoversState refuses to start a node whose stable store holds a term below the term
+// of its snapshot or of its last log entry. A node persists a term before it stores anything
+// of that term, so this means the stable store was lost or rolled back (a wiped or restored
+// directory, say) while the log or the snapshots survived: the node no longer knows its term
+// or whom it voted for, and could vote twice in one term.
+func (r *Raft) checkTermCoversState() error {
+	term := r.currentTerm.Load()
+	_, snapTerm := r.snapshotIndexTerm()
+	lastIndex, lastTerm := r.lastLogIndexTerm()
+	if held := max(snapTerm, lastTerm); term < held {
+		return fmt.Errorf("%w: the stable store holds term %d but the log (last index %d) and snapshot hold term %d: term and vote were lost",
+			ErrStorageDamaged, term, lastIndex, held)
+	}
+	return nil
+}

@@ -360,3 +360,22 @@ func TestStartup_FallbackToOlderSnapshotOnlyWhenTheLogJoinsIt(t *testing.T) {
 		})
 	}
 }
+
+// A node whose stable store was lost while its log and snapshots survived no longer knows its
+// term or vote; it must not start (it could vote twice in one term).
+func TestStartup_LostTermAndVoteIsStorageDamage(t *testing.T) {
+	for _, kind := range startStoreKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			logs, stable, snaps, done := kind.open(t, t.TempDir())
+			defer done()
+			putLog(t, logs, 1, 14, term(2))
+			putSnapshot(t, snaps, 10, 2)
+			if err := stable.SetUint64([]byte("CurrentTerm"), 1); err != nil { // rolled back
+				t.Fatal(err)
+			}
+			if _, err := startOnStores(t, &startFSM{}, logs, stable, snaps); !errors.Is(err, raft.ErrStorageDamaged) {
+				t.Fatalf("NewRaft with term 1 below the log's term 2: %v, want ErrStorageDamaged", err)
+			}
+		})
+	}
+}

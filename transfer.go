@@ -151,7 +151,7 @@ func (r *Raft) progressTransfer() {
 		return
 	}
 	t.sent = true
-	req := &TimeoutNowRequest{RPCHeader: r.header(), Term: ls.term}
+	req := &TimeoutNowRequest{RPCHeader: r.header(), Term: ls.term, LastLogIndex: lastIndex}
 	target := t.target
 	// One goroutine per transfer; it exits when the RPC returns (bounded by the transport).
 	r.goFunc(func() {

@@ -215,6 +215,10 @@ type InstallSnapshotRequest struct {
 	Configuration      []byte
 	ConfigurationIndex uint64
 	Size               int64
+	// LeaderCommitIndex is the leader's commit index when it sent the snapshot. A snapshot
+	// past it (the leader's own Restore, not yet committed) is installed as unconfirmed: see
+	// markUnconfirmedSnapshot. Zero, from older senders, means committed.
+	LeaderCommitIndex uint64
 }
 
 // InstallSnapshotResponse answers an InstallSnapshotRequest.
@@ -228,6 +232,10 @@ type InstallSnapshotResponse struct {
 type TimeoutNowRequest struct {
 	RPCHeader
 	Term uint64
+	// LastLogIndex is the leader's last index when it found the target caught up. The target
+	// refuses a TimeoutNow once its log moved past it: the request is stale (the leader gave
+	// the transfer up and appended again). Zero, from older senders, skips the check.
+	LastLogIndex uint64
 }
 
 // TimeoutNowResponse answers a TimeoutNowRequest.

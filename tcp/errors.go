@@ -84,10 +84,11 @@ func (e *RemoteError) Is(target error) bool {
 
 // remoteSentinels lists the raft errors a peer's node is expected to answer with. It is a
 // function rather than a variable so the package holds no mutable state.
-func remoteSentinels() [7]error {
-	return [7]error{
+func remoteSentinels() [9]error {
+	return [9]error{
 		raft.ErrBadRequest, raft.ErrNotLeader, raft.ErrRaftShutdown, raft.ErrNotVoter,
 		raft.ErrInvalidConfiguration, raft.ErrTransportShutdown, raft.ErrUnsupportedProtocol,
+		raft.ErrLeadershipTransferFailed, raft.ErrInstallInProgress,
 	}
 }
 

@@ -21,9 +21,10 @@ const (
 	// frames.
 	DefaultIdleTimeout = 5 * time.Minute
 
-	// DefaultMaxFrameBytes is the default frame length limit: 512 entries (a generous
-	// MaxAppendEntries) of 4 KiB each is 2 MiB of payload, and 6 MiB more leaves room for
-	// larger commands and the msgpack field names.
+	// DefaultMaxFrameBytes is the default frame length limit. raft keeps every AppendEntries
+	// within raft.Config.MaxAppendEntriesBytes (1 MiB by default), or one entry of at most
+	// MaxEntryBytes (2 MiB by default), and NewRaft refuses limits that would not fit the
+	// frame limit (Transport.MaxMessageBytes); 8 MiB leaves room to raise them.
 	DefaultMaxFrameBytes = 8 << 20
 
 	// DefaultMaxInboundConns is the default limit on open inbound connections.

@@ -68,6 +68,12 @@ func NewTransportWithLayer(layer StreamLayer, opts Options) (*Transport, error) 
 // be read before responding; whatever is left unread is discarded after the response.
 func (t *Transport) Consumer() <-chan raft.RPC { return t.consumerCh }
 
+// MaxMessageBytes implements raft.MessageLimiter: the frame limit, Options.MaxFrameBytes.
+// NewRaft refuses a configuration whose entries or requests would not fit in it.
+func (t *Transport) MaxMessageBytes() int { return t.opts.MaxFrameBytes }
+
+var _ raft.MessageLimiter = (*Transport)(nil)
+
 // LocalAddr returns the address peers reach this transport at.
 func (t *Transport) LocalAddr() raft.ServerAddress { return t.localAddr }
 

@@ -136,7 +136,7 @@ func checkCorruptKept(t *testing.T, dir, name string, off int64) {
 }
 
 // flipByte XORs the byte at off of path with mask.
-func flipByte(t *testing.T, path string, off int64, mask byte) {
+func flipByte(t testing.TB, path string, off int64, mask byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

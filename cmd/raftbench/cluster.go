@@ -116,7 +116,9 @@ func (c *cluster) startNode(cfg config, n *node, i int64, conf raft.Configuratio
 	rc := raft.DefaultConfig()
 	rc.LocalID = n.id
 	rc.Logger = logger
-	rc.MaxAppendEntries = cfg.maxAppend
+	if cfg.maxAppend > 0 {
+		rc.MaxAppendEntries = cfg.maxAppend
+	}
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.heartbeat, cfg.heartbeat, cfg.heartbeat
 	rc.RandSeed = cfg.seed + i + 1
 	if err := raft.BootstrapCluster(rc, logs, stable, snaps, nil, conf); err != nil {

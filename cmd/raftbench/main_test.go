@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -149,9 +151,128 @@ func TestRun_PrintsThroughputAndLatency(t *testing.T) {
 	for _, want := range []string{
 		"3 nodes, transport inmem, store inmem, 8 clients, 64 B commands",
 		fmt.Sprintf("ops:        %d in", cfg.ops), "(0 errors)", "ops/s", "MB/s", "p50", "p90", "p99", "max",
+		"queued p50", "written p50", "committed p50", "applied p50", "CPU/op", "allocs/op", "peak RSS", "peak heap",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRun_JSONLineWithResourcesAndStages(t *testing.T) {
+	cfg := testConfig(t, "inmem", "inmem")
+	cfg.json = true
+	var out bytes.Buffer
+	if err := run(cfg, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out.String())
+	}
+	if rep.Ops != cfg.ops || rep.Errors != 0 || rep.Clients != 8 || rep.Size != 64 || rep.Transport != "inmem" {
+		t.Fatalf("report %+v does not describe the run", rep)
+	}
+	if rep.CPUusPerOp <= 0 || rep.AllocsPerOp <= 0 || rep.PeakRSSMB <= 0 || rep.PeakHeapMB <= 0 || rep.P50us <= 0 {
+		t.Fatalf("resources not measured: %+v", rep)
+	}
+	for _, name := range stageNames {
+		// Every acknowledged command passed through every stage on the leader (plus the
+		// term's no-op; the written stage may miss entries still being written at the end).
+		if st := rep.Stages[name]; st.N < uint64(rep.Ops)/2 || st.P50 <= 0 || st.P99 < st.P50 {
+			t.Fatalf("stage %s: %+v for %d ops", name, st, rep.Ops)
+		}
+	}
+}
+
+func TestHistogram_QuantilesWithinTwoPercent(t *testing.T) {
+	var h histogram
+	if h.quantile(0.5) != 0 {
+		t.Fatal("empty histogram has a median")
+	}
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Millisecond}, {0.99, 990 * time.Millisecond}, {1, time.Second}, {0, time.Millisecond}} {
+		got := h.quantile(tc.q)
+		if got < tc.want || float64(got) > float64(tc.want)*1.021 {
+			t.Errorf("quantile %v = %v, want within 2%% above %v", tc.q, got, tc.want)
+		}
+	}
+}
+
+func TestMatrix_CellsAndChildFlagsRoundTrip(t *testing.T) {
+	cfg, err := parseFlags([]string{"-matrix", "-matrix-transports", "tcp,inmem", "-matrix-stores", "wal",
+		"-matrix-sizes", "128, 4096", "-matrix-clients", "1,16,256", "-duration", "3s", "-fsync=false", "-seed", "9"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells, err := cfg.matrixCells()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cells) != 2*1*2*3 {
+		t.Fatalf("%d cells, want 12", len(cells))
+	}
+	if first, last := cells[0], cells[len(cells)-1]; first != (cell{"tcp", "wal", 128, 1}) || last != (cell{"inmem", "wal", 4096, 256}) {
+		t.Fatalf("cells run from %+v to %+v", first, last)
+	}
+	child, err := parseFlags(cfg.childArgs(cells[4]), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !child.json || child.matrix || child.transport != "tcp" || child.size != 4096 || child.clients != 16 ||
+		child.duration != 3*time.Second || child.fsync || child.seed != 9 {
+		t.Fatalf("child flags parse to %+v", child)
+	}
+	for _, bad := range [][]string{
+		{"-matrix", "-matrix-sizes", "12x"},
+		{"-matrix", "-matrix-clients", "0"},
+		{"-matrix", "-matrix-transports", "udp"},
+		{"-matrix", "-matrix-stores", ""},
+	} {
+		if _, err := parseFlags(bad, &bytes.Buffer{}); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want errUsage", bad, err)
+		}
+	}
+}
+
+// TestMain lets the test binary stand in for raftbench when -matrix runs it as a child.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const childEnv = "RAFTBENCH_TEST_CHILD"
+
+func TestRunMatrix_OneJSONLinePerCell(t *testing.T) {
+	t.Setenv(childEnv, "1")
+	cfg, err := parseFlags([]string{"-matrix", "-matrix-transports", "inmem", "-matrix-stores", "inmem",
+		"-matrix-sizes", "32,64", "-matrix-clients", "2", "-ops", "50", "-duration", "0s"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(cfg, &out, &errOut); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want one per cell:\n%s", len(lines), out.String())
+	}
+	for i, line := range lines {
+		var rep report
+		if err := json.Unmarshal([]byte(line), &rep); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		if rep.Size != 32*(i+1) || rep.Ops != 50 || rep.PeakRSSMB <= 0 {
+			t.Fatalf("line %d: %+v", i, rep)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/cmd/raftkv/kv"
 )
@@ -27,7 +27,7 @@ const devReadyTimeout = 15 * time.Second
 
 // runDev runs a 3-node cluster in this process on loopback, with real TCP transports and
 // durable stores in a fresh temporary directory that is removed on exit.
-func runDev(ctx context.Context, o *options, sink *metrics.InmemSink, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, o *options, sink http.Handler, stdout, stderr io.Writer) error {
 	raftAddrs, httpAddrs, err := devAddrs(o.devBasePort)
 	if err != nil {
 		return err
@@ -50,6 +50,8 @@ func runDev(ctx context.Context, o *options, sink *metrics.InmemSink, stdout, st
 		id := strconv.Itoa(i + 1)
 		conf := o.nodeConfig(id, raftAddrs[i], httpAddrs[i], filepath.Join(dir, "node-"+id), sink, stderr)
 		conf.Join, conf.HTTPAdvertise, conf.Cluster = "", "", cluster
+		// A fresh temporary directory: there is no earlier run whose votes could be lost.
+		conf.ForceBootstrap = true
 		if i == 0 {
 			if err := checkRaftConfig(conf.Raft); err != nil {
 				return err

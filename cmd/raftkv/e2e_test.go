@@ -25,7 +25,14 @@ type e2eCluster struct {
 // startE2ECluster starts three bootstrapped processes and waits until each one knows the
 // leader and every member's HTTP address. A port taken between picking and binding makes a
 // process exit at once; the whole cluster then starts again on new ports.
-func startE2ECluster(t *testing.T) *e2eCluster {
+func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
+	t.Helper()
+	return startE2EClusterWith(t, nil, extra...)
+}
+
+// startE2EClusterWith is startE2ECluster for nodes whose API https reaches (nil: plain
+// HTTP).
+func startE2EClusterWith(t *testing.T, https *http.Client, extra ...string) *e2eCluster {
 	t.Helper()
 	dataRoot := t.TempDir()
 	for attempt := 1; attempt <= 3; attempt++ {
@@ -37,7 +44,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 		}
 		for i := 0; i < 3; i++ {
 			id := fmt.Sprint(i + 1)
-			p := &proc{id: id, raftAddr: addrs[2*i], httpAddr: addrs[2*i+1],
+			p := &proc{id: id, raftAddr: addrs[2*i], httpAddr: addrs[2*i+1], https: https,
 				dataDir: filepath.Join(dataRoot, fmt.Sprintf("try%d-node%s", attempt, id))}
 			p.args = []string{
 				"--raft_id=" + id, "--raft_addr=" + p.raftAddr, "--http_addr=" + p.httpAddr,
@@ -48,6 +55,7 @@ func startE2ECluster(t *testing.T) *e2eCluster {
 				// Snapshot and compact often, so restarts go through snapshots too.
 				"--snapshot_threshold=8", "--snapshot_interval=100ms", "--trailing_logs=4",
 			}
+			p.args = append(p.args, extra...)
 			p.start(t)
 			c.procs = append(c.procs, p)
 		}
@@ -179,10 +187,12 @@ func TestRaftkv_EndToEnd(t *testing.T) {
 		acked[fmt.Sprintf("classic-%d", i)] = fmt.Sprintf("c%d", i)
 	}
 	for _, p := range c.procs {
-		if code, body := call("GET", "http://"+p.httpAddr+"/get?key=classic-0", ""); code != http.StatusOK || body != "c0" {
+		if code, body := call("GET", "http://"+p.httpAddr+"/get?key=classic-0", ""); code != http.StatusOK || body != "c0\n" {
 			t.Fatalf("classic get on node %s: %d %q", p.id, code, body)
 		}
 	}
+	// Binary keys and values: every byte survives, on every node.
+	binary := putBinary(t, c)
 	c.put(c.procs[0], "doomed", "x", 5*time.Second)
 	if code, body := call("DELETE", "http://"+c.procs[1].httpAddr+"/kv/doomed", ""); code != http.StatusOK {
 		t.Fatalf("DELETE via node 2: %d %s", code, body)
@@ -199,18 +209,31 @@ func TestRaftkv_EndToEnd(t *testing.T) {
 			survivors = append(survivors, p)
 		}
 	}
+	// Writes through both survivors every 50ms: a follower waits for the new leader instead
+	// of answering 503, so none fails for want of a leader. (On a loaded machine a new
+	// leader may lose its 75ms lease once: "outcome unknown" then is an honest answer, and
+	// at most two such are tolerated.)
 	start := time.Now()
-	c.put(survivors[0], "after-0", "v-after-0", 10*time.Second)
-	took := time.Since(start)
-	acked["after-0"] = "v-after-0"
-	t.Logf("killed leader %s; the first write after it succeeded in %v (election timeout %v)", old.id, took, e2eElection)
-	if took > 20*e2eElection {
-		t.Errorf("the first write after the leader died took %v, more than 20 election timeouts", took)
-	}
-	for i := 1; i < 20; i++ {
+	var firstOK time.Duration
+	unknown := 0
+	for i := 0; i < 30; i++ {
 		key := fmt.Sprintf("after-%d", i)
-		c.put(survivors[i%2], key, "v-"+key, 5*time.Second)
+		code, body := call("PUT", "http://"+survivors[i%2].httpAddr+"/kv/"+key, "v-"+key)
+		if code != http.StatusOK {
+			if unknown++; unknown > 2 || !strings.Contains(body, "outcome unknown") {
+				t.Errorf("write %d through node %s, %v after the kill: %d %s", i, survivors[i%2].id, time.Since(start), code, body)
+			}
+			continue
+		}
+		if firstOK == 0 {
+			firstOK = time.Since(start)
+		}
 		acked[key] = "v-" + key
+		time.Sleep(50 * time.Millisecond) // the pacing of a client, not synchronization
+	}
+	t.Logf("killed leader %s; the first write after it succeeded in %v (election timeout %v)", old.id, firstOK, e2eElection)
+	if firstOK > 20*e2eElection {
+		t.Errorf("the first write after the leader died took %v, more than 20 election timeouts", firstOK)
 	}
 	c.checkAll(acked, deleted)
 
@@ -222,6 +245,8 @@ func TestRaftkv_EndToEnd(t *testing.T) {
 	c.put(old, "rejoined", "yes", 5*time.Second)
 	acked["rejoined"] = "yes"
 	c.checkAll(acked, deleted)
+	// The restarted node restored its snapshot and caught up: the binary data is intact.
+	checkBinary(t, c, binary)
 
 	// With a snapshot threshold of 8, the FSM's snapshots went to disk on the way.
 	if !poll(5*time.Second, func() bool {
@@ -235,10 +260,27 @@ func TestRaftkv_EndToEnd(t *testing.T) {
 		t.Error("no node ever wrote a snapshot")
 	}
 
+	// Prometheus text on /metrics, with the README's names: per-peer lag on the leader, and
+	// the progress of the snapshot the restarted node needed.
+	if !poll(10*time.Second, func() bool {
+		var all string
+		for _, p := range c.procs {
+			_, body := call("GET", "http://"+p.httpAddr+"/metrics", "")
+			all += body
+		}
+		return strings.Contains(all, "raft_replication_lag_entries{peer=") &&
+			strings.Contains(all, "raft_commit_commit_time") && strings.Contains(all, "raft_snapshot_send_size_bytes{peer=")
+	}) {
+		_, body := call("GET", "http://"+c.leader().httpAddr+"/metrics", "")
+		t.Errorf("metrics lack the lag or snapshot progress gauges:\n%s", body)
+	}
+
 	// SIGTERM shuts every node down cleanly.
 	for _, p := range c.procs {
+		start := time.Now()
 		if err := p.stop(t, 10*time.Second); err != nil {
 			t.Errorf("node %s exited with %v after SIGTERM", p.id, err)
 		}
+		t.Logf("node %s exited %v after SIGTERM", p.id, time.Since(start))
 	}
 }

@@ -12,10 +12,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +27,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	metrics "github.com/hashicorp/go-metrics"
+	prommetrics "github.com/hashicorp/go-metrics/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/cmd/raftkv/kv"
 )
@@ -59,9 +64,24 @@ type options struct {
 
 	logLevel    string
 	logLevelSet bool
+	logJSON     bool
 	dev         bool
 	devBasePort int
+
+	tlsCert, tlsKey, tlsCA string
+	tokenFile              string
+	forceBootstrap         bool
+
+	tls   *tls.Config // built from the tls_* flags by loadSecurity
+	token string      // from token_file or RAFTKV_TOKEN
 }
+
+// tokenEnv names the environment variable that may hold the shared admin token.
+const tokenEnv = "RAFTKV_TOKEN"
+
+// maxValueLimit is the largest --max_value_bytes: an entry must fit the transport's 8 MiB
+// frame with room to spare.
+const maxValueLimit = 4 << 20
 
 // parseFlags reads args. "dev" as the first argument is the same as -dev.
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -75,8 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.raftCluster, "raft_cluster", "", "id/host:port,... of every voter; each listed node bootstraps with it")
 	fs.StringVar(&o.dataDir, "data_dir", "", "directory of the log, stable store and snapshots (default ./raftkv-data/node-<raft_id>)")
 	fs.StringVar(&o.join, "join", "", "HTTP host:port of a member: join that cluster instead of bootstrapping")
-	fs.DurationVar(&o.heartbeat, "heartbeat_timeout", time.Second, "follower timeout without a leader before an election")
-	fs.DurationVar(&o.election, "election_timeout", time.Second, "candidate timeout without a winner")
+	fs.DurationVar(&o.heartbeat, "heartbeat_timeout", time.Second, "follower timeout without a leader before an election (default: election_timeout if that is set, else 1s)")
+	fs.DurationVar(&o.election, "election_timeout", time.Second, "candidate timeout without a winner (default: heartbeat_timeout if that is set, else 1s)")
 	fs.DurationVar(&o.leaderLease, "leader_lease_timeout", 0, "a leader without quorum contact for this long steps down (default: heartbeat_timeout/2)")
 	fs.DurationVar(&o.commit, "commit_timeout", 50*time.Millisecond, "idle heartbeat interval that also spreads the commit index")
 	fs.DurationVar(&o.requestTimeout, "request_timeout", kv.DefaultRequestTimeout, "bound on every HTTP request, leader wait and forwarding included")
@@ -85,6 +105,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Uint64Var(&o.trailingLogs, "trailing_logs", 10240, "entries kept in the log after a snapshot")
 	fs.IntVar(&o.maxValueBytes, "max_value_bytes", kv.DefaultMaxValueBytes, "largest value accepted (larger: 413)")
 	fs.StringVar(&o.logLevel, "log_level", "info", "trace, debug, info, warn or error (dev mode default: warn)")
+	fs.BoolVar(&o.logJSON, "log_json", false, "log one JSON object per line instead of text")
+	fs.StringVar(&o.tlsCert, "tls_cert", "", "PEM certificate of this node: mutual TLS between nodes, HTTPS for the API (with tls_key and tls_ca)")
+	fs.StringVar(&o.tlsKey, "tls_key", "", "PEM private key of tls_cert")
+	fs.StringVar(&o.tlsCA, "tls_ca", "", "PEM CA certificate(s) that sign every node's certificate")
+	fs.StringVar(&o.tokenFile, "token_file", "", "file holding the shared token required on admin and membership endpoints (or set "+tokenEnv+")")
+	fs.BoolVar(&o.forceBootstrap, "force_bootstrap", false, "bootstrap an empty data directory even when a peer of raft_cluster runs a cluster in which this node already ran (unsafe: see README)")
 	fs.BoolVar(&o.dev, "dev", false, "run a 3-node cluster on loopback in this process, in a temporary directory")
 	fs.IntVar(&o.devBasePort, "dev_base_port", 7000, "dev mode: node i serves HTTP on base+i and raft on base+100+i; 0 picks free ports")
 	parse := func(args []string) error {
@@ -106,17 +132,53 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	fs.Visit(func(f *flag.Flag) { o.logLevelSet = o.logLevelSet || f.Name == "log_level" })
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.logLevelSet = set["log_level"]
+	// One timeout given alone sets both: --heartbeat_timeout=2s must not fail because the
+	// election timeout stayed at 1s.
+	switch {
+	case set["heartbeat_timeout"] && !set["election_timeout"]:
+		o.election = o.heartbeat
+	case set["election_timeout"] && !set["heartbeat_timeout"]:
+		o.heartbeat = o.election
+	}
 	if o.dataDir == "" {
 		o.dataDir = filepath.Join("raftkv-data", "node-"+o.raftID)
 	}
-	return o, nil
+	return o, o.check()
 }
 
-// run parses args and runs a node (or the dev cluster) until ctx ends.
+// check refuses flag values no node could run with.
+func (o *options) check() error {
+	switch {
+	case o.maxValueBytes <= 0 || o.maxValueBytes > maxValueLimit:
+		return fmt.Errorf("--max_value_bytes=%d: want 1 to %d", o.maxValueBytes, maxValueLimit)
+	case o.requestTimeout <= 0:
+		return fmt.Errorf("--request_timeout=%v: want a positive duration", o.requestTimeout)
+	case o.commit <= 0:
+		return fmt.Errorf("--commit_timeout=%v: want a positive duration", o.commit)
+	case o.leaderLease < 0:
+		return fmt.Errorf("--leader_lease_timeout=%v: want a positive duration", o.leaderLease)
+	case (o.tlsCert == "") != (o.tlsKey == "") || (o.tlsCert == "") != (o.tlsCA == ""):
+		return errors.New("--tls_cert, --tls_key and --tls_ca go together: give all three or none")
+	case o.dev && o.tlsCert != "":
+		return errors.New("-dev runs on loopback without TLS: drop the --tls_* flags")
+	}
+	return nil
+}
+
+// run parses args and runs a node (or the dev cluster, or the recover command) until ctx
+// ends.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "recover" {
+		return runRecover(args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := o.loadSecurity(); err != nil {
 		return err
 	}
 	if o.dev && !o.logLevelSet {
@@ -125,7 +187,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if hclog.LevelFromString(o.logLevel) == hclog.NoLevel {
 		return fmt.Errorf("unknown log level %q", o.logLevel)
 	}
-	sink, err := setupMetrics()
+	sink, err := setupMetrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -135,20 +197,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runNode(ctx, o, sink, stderr)
 }
 
-// setupMetrics sends go-metrics (the core's and the runtime's) to an in-memory sink that GET
-// /metrics shows. go-metrics keeps its sink process-wide, so dev mode's three nodes share it.
-func setupMetrics() (*metrics.InmemSink, error) {
-	sink := metrics.NewInmemSink(10*time.Second, time.Minute)
-	conf := metrics.DefaultConfig("raftkv")
+// setupMetrics sends go-metrics (the core's and the runtime's) to go-metrics' Prometheus
+// sink, and returns the handler that serves it in the Prometheus text format at GET
+// /metrics. Names are the README's with dots turned into underscores (raft.commit.commit_time
+// is raft_commit_commit_time); timers are summaries in milliseconds, counters are cumulative.
+// go-metrics keeps its sink process-wide, so dev mode's three nodes share it.
+func setupMetrics(ctx context.Context) (http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	sink, err := prommetrics.NewPrometheusSinkFrom(prommetrics.PrometheusOpts{
+		// A gauge nobody updates for this long (a peer that left) disappears.
+		Expiration: time.Minute,
+		Registerer: reg,
+		Name:       "raftkv",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	conf := metrics.DefaultConfig("")
 	conf.EnableHostname = false
+	conf.EnableServiceLabel = false
 	if _, err := metrics.NewGlobal(conf, sink); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return sink, nil
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}), nil
 }
 
 // nodeConfig builds the configuration of one node from the flags.
-func (o *options) nodeConfig(id, raftAddr, httpAddr, dataDir string, sink *metrics.InmemSink, logOut io.Writer) kv.NodeConfig {
+func (o *options) nodeConfig(id, raftAddr, httpAddr, dataDir string, sink http.Handler, logOut io.Writer) kv.NodeConfig {
 	rc := raft.DefaultConfig()
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.CommitTimeout = o.heartbeat, o.election, o.commit
 	rc.LeaderLeaseTimeout = o.leaderLease
@@ -164,16 +239,28 @@ func (o *options) nodeConfig(id, raftAddr, httpAddr, dataDir string, sink *metri
 		DataDir:       dataDir,
 		Join:          o.join,
 		Raft:          rc,
-		Server:        kv.ServerConfig{RequestTimeout: o.requestTimeout, MaxValueBytes: o.maxValueBytes, Metrics: sink},
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: "raftkv", Level: hclog.LevelFromString(o.logLevel), Output: logOut,
-		}),
+		Server: kv.ServerConfig{
+			RequestTimeout: o.requestTimeout, MaxValueBytes: o.maxValueBytes, Metrics: sink, Token: o.token,
+		},
+		TLS:    o.tls,
+		Logger: o.logger(logOut),
 	}
 }
 
+// logger builds the process's logger from --log_level and --log_json.
+func (o *options) logger(out io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: "raftkv", Level: hclog.LevelFromString(o.logLevel), Output: out, JSONFormat: o.logJSON,
+	})
+}
+
 // runNode runs the one node the flags describe until ctx ends.
-func runNode(ctx context.Context, o *options, sink *metrics.InmemSink, stderr io.Writer) error {
-	conf := o.nodeConfig(o.raftID, o.raftAddr, o.httpAddr, o.dataDir, sink, stderr)
+func runNode(ctx context.Context, o *options, sink http.Handler, stderr io.Writer) error {
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return fmt.Errorf("--data_dir: %w", err)
+	}
+	conf := o.nodeConfig(o.raftID, o.raftAddr, o.httpAddr, dataDir, sink, stderr)
 	if o.raftCluster != "" {
 		cluster, err := kv.ParseCluster(o.raftCluster)
 		if err != nil {
@@ -184,13 +271,18 @@ func runNode(ctx context.Context, o *options, sink *metrics.InmemSink, stderr io
 	if err := checkRaftConfig(conf.Raft); err != nil {
 		return err
 	}
+	conf.ForceBootstrap = o.forceBootstrap
 	n, err := kv.StartNode(conf)
 	if err != nil {
 		return err
 	}
-	conf.Logger.Info("raftkv node started", "node", o.raftID, "http_addr", n.HTTPAddr(), "raft_addr", o.raftAddr, "data_dir", o.dataDir)
+	conf.Logger.Info("raftkv node started", "node", o.raftID, "http_addr", n.HTTPAddr(), "raft_addr", o.raftAddr,
+		"data_dir", dataDir, "tls", o.tls != nil, "token", o.token != "")
 	select {
 	case <-ctx.Done():
+	case <-n.JoinFailed():
+		_ = n.Close()
+		return n.JoinErr()
 	case <-n.Raft().Stopped():
 		// Raft stopped itself after a local failure (a disk error): serving 503s forever
 		// would hide it, so the process exits with the cause.

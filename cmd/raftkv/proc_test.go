@@ -67,6 +67,8 @@ type proc struct {
 	stdout, stderr         *syncBuffer
 	exited                 chan struct{} // closed once Wait returned; err is set before
 	err                    error
+	// https, when set, is the client that reaches a TLS node's API (status uses it).
+	https *http.Client
 }
 
 // start runs the process; a goroutine waits for its exit and closes p.exited.
@@ -156,7 +158,13 @@ func call(method, url, body string) (int, string) {
 
 // status returns a node's /status, or false when it does not answer.
 func status(p *proc) (kv.Status, bool) {
-	code, body := call("GET", "http://"+p.httpAddr+"/status", "")
+	var code int
+	var body string
+	if p.https != nil {
+		code, body, _ = send(p.https, "GET", "https://"+p.httpAddr+"/status", "", nil)
+	} else {
+		code, body = call("GET", "http://"+p.httpAddr+"/status", "")
+	}
 	var st kv.Status
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil {
 		return kv.Status{}, false

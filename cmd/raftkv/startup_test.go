@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -51,6 +52,10 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
+	emptyFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := []string{"--data_dir=" + dir, "--raft_addr=" + free[0], "--http_addr=" + free[1]}
 	cases := []struct {
 		name string
@@ -68,6 +73,11 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		{"bad timeouts", []string{"--heartbeat_timeout=1ms"}, "HeartbeatTimeout"},
 		{"unknown log level", []string{"--log_level=loud"}, "unknown log level"},
 		{"stray argument", []string{"serve"}, `unexpected argument "serve"`},
+		{"negative max value", []string{"--max_value_bytes=-5"}, "--max_value_bytes=-5"},
+		{"huge max value", []string{"--max_value_bytes=100000000"}, "--max_value_bytes=100000000"},
+		{"half the tls flags", []string{"--tls_cert=x.pem"}, "go together"},
+		{"missing tls files", []string{"--tls_cert=/nonexistent.pem", "--tls_key=/nonexistent-key.pem", "--tls_ca=/nonexistent-ca.pem"}, "--tls_cert/--tls_key"},
+		{"empty token file", []string{"--token_file=" + emptyFile}, "holds no token"},
 	}
 	if code, stderr := runToExit(t, "--no_such_flag"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: -no_such_flag") {
 		t.Errorf("unknown flag: exit %d, stderr %q; want exit 2 and the flag package's message", code, stderr)
@@ -107,7 +117,7 @@ func TestRaftkv_DevModeServesAndStopsOnInterrupt(t *testing.T) {
 		t.Fatalf("set: %d %s", code, body)
 	}
 	for _, u := range urls {
-		if code, body := call("GET", u+"/get?key=hello", ""); code != http.StatusOK || body != "world" {
+		if code, body := call("GET", u+"/get?key=hello", ""); code != http.StatusOK || body != "world\n" {
 			t.Fatalf("get on %s: %d %q", u, code, body)
 		}
 	}
@@ -134,5 +144,42 @@ func TestRaftkv_DevModeServesAndStopsOnInterrupt(t *testing.T) {
 	}
 	if lastLine != "shutting down" {
 		t.Errorf("last stdout line %q, want \"shutting down\"", lastLine)
+	}
+}
+
+// TestRaftkv_JSONLogsAndAJoinRefusedForGood runs one node with --log_json (every stderr line
+// is a JSON object) and a second process joining it under the ID the first already has: it
+// exits with status 1 and says why.
+func TestRaftkv_JSONLogsAndAJoinRefusedForGood(t *testing.T) {
+	addrs := testnet.FreeLoopbackAddrs(t, 4)
+	member := &proc{id: "1", raftAddr: addrs[0], httpAddr: addrs[1], dataDir: t.TempDir()}
+	member.args = []string{"--raft_addr=" + addrs[0], "--http_addr=" + addrs[1], "--data_dir=" + member.dataDir,
+		"--log_json", "--heartbeat_timeout=150ms"}
+	member.start(t)
+	defer member.kill()
+	if !poll(20*time.Second, func() bool {
+		st, ok := status(member)
+		return ok && st.Role == "leader" && st.Join != nil && st.Join.State == "joined"
+	}) {
+		t.Fatalf("the member did not come up: %s", member.stderr.String())
+	}
+	code, stderr := runToExit(t, "--raft_id=1", "--raft_addr="+addrs[2], "--http_addr="+addrs[3],
+		"--data_dir="+t.TempDir(), "--join="+addrs[1], "--heartbeat_timeout=150ms")
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if code != 1 || !strings.HasPrefix(last, "raftkv: ") || !strings.Contains(last, "join refused") || !strings.Contains(last, "already a member") {
+		t.Fatalf("joining under a taken ID: exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stderr, "[WARN]") || !strings.Contains(stderr, "join can never succeed") {
+		t.Fatalf("no WARN with the reason before the exit: %q", stderr)
+	}
+	if err := member.stop(t, 10*time.Second); err != nil {
+		t.Fatalf("member exited with %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimRight(member.stderr.String(), "\n"), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["@message"] == nil {
+			t.Fatalf("--log_json wrote a line that is not a JSON log entry: %q (%v)", line, err)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package kv
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -50,7 +52,7 @@ func TestServer_FollowerForwardsWritesAndReads(t *testing.T) {
 				t.Fatalf("read%s on %s: %d %q", q, n.conf.ID, r.status, r.body)
 			}
 		}
-		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1" {
+		if r := do(t, n, "GET", "/get?key=classic", ""); r.body != "1\n" {
 			t.Fatalf("classic read on %s: %d %q", n.conf.ID, r.status, r.body)
 		}
 	}
@@ -125,4 +127,69 @@ func wantFollowerLeft(t *testing.T, leader, f *Node) {
 		t.Fatalf("configuration after %s left: %+v; want %s removed and the leader %s kept",
 			f.conf.ID, conf.Configuration().Servers, f.conf.ID, leader.conf.ID)
 	}
+}
+
+func hasServer(c raft.Configuration, id raft.ServerID) bool {
+	_, ok := findServer(c, id)
+	return ok
+}
+
+// TestServer_FollowerRetriesWhenTheLeaderIsGone stops the leader and writes through a
+// follower at once: the forward to the old leader is refused (nothing was applied), so the
+// follower waits for the new leader and retries instead of answering 503.
+func TestServer_FollowerRetriesWhenTheLeaderIsGone(t *testing.T) {
+	leader, followers := threeNodes(t)
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		r := do(t, followers[i%2], "PUT", "/kv/failover-"+itoa(i), "v")
+		wantStatus(t, r, http.StatusOK, "write through a follower after the leader stopped")
+	}
+	for i := 0; i < 5; i++ {
+		if r := do(t, followers[0], "GET", "/kv/failover-"+itoa(i), ""); r.status != http.StatusOK || r.body != "v" {
+			t.Fatalf("read %d: %d %q", i, r.status, r.body)
+		}
+	}
+}
+
+// TestNode_JoinThatCanNeverSucceedStops joins with an ID the cluster already has under
+// another raft address: the node gives up at once, says why in /status, and reports it.
+func TestNode_JoinThatCanNeverSucceedStops(t *testing.T) {
+	member := singleNode(t, ServerConfig{})
+	dup := startTestNode(t, NodeConfig{ID: "solo", Join: member.HTTPAddr()})
+	select {
+	case <-dup.JoinFailed():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the join was still retried after 10s: %+v", dup.JoinState())
+	}
+	if err := dup.JoinErr(); !errors.Is(err, ErrJoinRefused) || !strings.Contains(err.Error(), "already a member") {
+		t.Fatalf("JoinErr = %v, want ErrJoinRefused saying the ID is taken", err)
+	}
+	var st Status
+	r := do(t, dup, "GET", "/status", "")
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil || st.Join == nil || st.Join.State != "failed" || !strings.Contains(st.Join.Error, "already a member") {
+		t.Fatalf("status %s (%v), want join failed with the reason", r.body, err)
+	}
+	// The member's configuration is untouched.
+	if n := len(member.Raft().GetConfiguration().Configuration().Servers); n != 1 {
+		t.Fatalf("the member's configuration has %d servers, want 1", n)
+	}
+}
+
+// TestNode_JoinWithoutTheTokenIsRefused: a cluster with a token refuses a join without it,
+// for good; with it, the node joins.
+func TestNode_JoinWithoutTheTokenIsRefused(t *testing.T) {
+	member := singleNode(t, ServerConfig{Token: "t0k"})
+	stranger := startTestNode(t, NodeConfig{ID: "stranger", Join: member.HTTPAddr()})
+	select {
+	case <-stranger.JoinFailed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a join without the token was still retried after 10s")
+	}
+	if err := stranger.JoinErr(); !errors.Is(err, ErrJoinRefused) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("JoinErr = %v, want a 401 refusal", err)
+	}
+	friend := startTestNode(t, NodeConfig{ID: "friend", Join: member.HTTPAddr(), Server: ServerConfig{Token: "t0k"}})
+	waitRegistered(t, member, friend)
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,15 +14,9 @@ import (
 	"github.com/raftkit/raft"
 )
 
-// snapshotFormat and snapshotVersion open every snapshot this FSM writes, so Restore refuses
-// data that is not its own instead of loading nonsense.
-const (
-	snapshotFormat  = "raftkv-snapshot"
-	snapshotVersion = 1
-	// restorePrealloc caps the map size preallocated from a count read from the snapshot:
-	// the count comes from disk, so it must not decide an allocation on its own.
-	restorePrealloc = 1 << 16
-)
+// restorePrealloc caps the map size preallocated from a count read from the snapshot: the
+// count comes from disk, so it must not decide an allocation on its own.
+const restorePrealloc = 1 << 16
 
 // ErrBadSnapshot wraps every reason Restore refuses a snapshot.
 var ErrBadSnapshot = errors.New("kv: malformed snapshot")
@@ -144,23 +139,25 @@ type fsmSnapshot struct {
 	members map[string]string
 }
 
-// snapshotHeader is the first JSON value of a snapshot; Members then Keys entries follow, one
-// JSON object per line.
-type snapshotHeader struct {
-	Format  string `json:"format"`
-	Version int    `json:"version"`
-	Members int    `json:"members"`
-	Keys    int    `json:"keys"`
-}
+// The snapshot format (version 2), written by Persist:
+//
+//	snapshotMagic            8 bytes
+//	uvarint                  number of members m
+//	uvarint                  number of keys k
+//	m member entries, then k key entries, each:
+//	  uvarint length, key bytes, uvarint length, value bytes
+//
+// Entries are in key order, so equal states give equal bytes. Every byte of keys and values
+// is kept as it is. Version 1 snapshots (older raftkv: a JSON header line, then one JSON
+// object per entry) start with '{' and are still read.
+const snapshotMagic = "RKVSNAP2"
 
-// snapshotEntry is one key/value pair (or one member ID and HTTP address).
-type snapshotEntry struct {
-	K string `json:"k"`
-	V string `json:"v"`
-}
+// maxSnapshotItemBytes bounds a key or value length read from a snapshot: a length comes from
+// disk or the network and must not decide an allocation alone. Values are far smaller (the
+// transport's frame limit bounds every entry), so only a corrupt snapshot reaches it.
+const maxSnapshotItemBytes = 64 << 20
 
-// Persist implements raft.FSMSnapshot: it streams the captured maps to the sink, one entry
-// per line, in key order so that equal states give equal bytes.
+// Persist implements raft.FSMSnapshot: it streams the captured maps to the sink.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
@@ -171,15 +168,20 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	hdr := snapshotHeader{Format: snapshotFormat, Version: snapshotVersion, Members: len(s.members), Keys: len(s.data)}
-	if err := enc.Encode(hdr); err != nil {
-		return err
+	var num [binary.MaxVarintLen64]byte
+	putLen := func(n int) {
+		_, _ = bw.Write(binary.AppendUvarint(num[:0], uint64(n)))
 	}
+	_, _ = bw.WriteString(snapshotMagic)
+	putLen(len(s.members))
+	putLen(len(s.data))
 	for _, m := range []map[string]string{s.members, s.data} {
 		for _, k := range sortedKeys(m) {
-			if err := enc.Encode(snapshotEntry{K: k, V: m[k]}); err != nil {
-				return err
+			putLen(len(k))
+			_, _ = bw.WriteString(k)
+			putLen(len(m[k]))
+			if _, err := bw.WriteString(m[k]); err != nil {
+				return err // a bufio.Writer keeps its first error: checking the last write suffices
 			}
 		}
 	}
@@ -206,21 +208,97 @@ func (s *fsmSnapshot) Release() {
 	}
 }
 
-// readSnapshot decodes what Persist wrote. The counts in the header come from disk: they
-// bound how many entries are read, but never size an allocation beyond restorePrealloc.
+// readSnapshot decodes what Persist wrote (either version). The counts in it come from disk:
+// they bound how many entries are read, but never size an allocation beyond restorePrealloc.
 func readSnapshot(r io.Reader) (data, members map[string]string, err error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
-	var hdr snapshotHeader
+	br := bufio.NewReaderSize(r, 64<<10)
+	if first, err := br.Peek(1); err == nil && first[0] == '{' {
+		return readSnapshotV1(br)
+	}
+	magic := make([]byte, len(snapshotMagic))
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
+		return nil, nil, fmt.Errorf("%w: not a raftkv snapshot", ErrBadSnapshot)
+	}
+	nMembers, err1 := binary.ReadUvarint(br)
+	nKeys, err2 := binary.ReadUvarint(br)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, nil, fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
+	}
+	if members, err = readBinaryEntries(br, nMembers); err != nil {
+		return nil, nil, err
+	}
+	if data, err = readBinaryEntries(br, nKeys); err != nil {
+		return nil, nil, err
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("%w: data after the last entry", ErrBadSnapshot)
+	}
+	return data, members, nil
+}
+
+func readBinaryEntries(br *bufio.Reader, n uint64) (map[string]string, error) {
+	m := make(map[string]string, min(n, restorePrealloc))
+	for i := uint64(0); i < n; i++ {
+		k, err1 := readItem(br)
+		v, err2 := readItem(br)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("%w: entry %d of %d: %v", ErrBadSnapshot, i, n, err)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// readItem reads one length-prefixed byte string. Long items grow their buffer only as bytes
+// arrive, so a corrupt length costs no more memory than the data that is really there.
+func readItem(br *bufio.Reader) (string, error) {
+	n, err := binary.ReadUvarint(br)
+	switch {
+	case err != nil:
+		return "", err
+	case n > maxSnapshotItemBytes:
+		return "", fmt.Errorf("item of %d bytes is over the limit of %d", n, maxSnapshotItemBytes)
+	case n <= 64<<10:
+		b := make([]byte, n)
+		_, err := io.ReadFull(br, b)
+		return string(b), err
+	}
+	b, err := io.ReadAll(io.LimitReader(br, int64(n)))
+	if err == nil && uint64(len(b)) != n {
+		err = io.ErrUnexpectedEOF
+	}
+	return string(b), err
+}
+
+// snapshotHeaderV1 opens a version 1 (JSON) snapshot; Members then Keys entries follow, one
+// JSON object per line.
+type snapshotHeaderV1 struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+	Members int    `json:"members"`
+	Keys    int    `json:"keys"`
+}
+
+// snapshotEntryV1 is one key/value pair (or member) of a version 1 snapshot.
+type snapshotEntryV1 struct {
+	K string `json:"k"`
+	V string `json:"v"`
+}
+
+// readSnapshotV1 reads a snapshot written by an older raftkv.
+func readSnapshotV1(r io.Reader) (data, members map[string]string, err error) {
+	dec := json.NewDecoder(r)
+	var hdr snapshotHeaderV1
 	if err := dec.Decode(&hdr); err != nil {
 		return nil, nil, fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
 	}
-	if hdr.Format != snapshotFormat || hdr.Version != snapshotVersion || hdr.Members < 0 || hdr.Keys < 0 {
+	if hdr.Format != "raftkv-snapshot" || hdr.Version != 1 || hdr.Members < 0 || hdr.Keys < 0 {
 		return nil, nil, fmt.Errorf("%w: header %+v", ErrBadSnapshot, hdr)
 	}
-	if members, err = readEntries(dec, hdr.Members); err != nil {
+	if members, err = readEntriesV1(dec, hdr.Members); err != nil {
 		return nil, nil, err
 	}
-	if data, err = readEntries(dec, hdr.Keys); err != nil {
+	if data, err = readEntriesV1(dec, hdr.Keys); err != nil {
 		return nil, nil, err
 	}
 	var extra json.RawMessage
@@ -230,10 +308,10 @@ func readSnapshot(r io.Reader) (data, members map[string]string, err error) {
 	return data, members, nil
 }
 
-func readEntries(dec *json.Decoder, n int) (map[string]string, error) {
+func readEntriesV1(dec *json.Decoder, n int) (map[string]string, error) {
 	m := make(map[string]string, min(n, restorePrealloc))
 	for i := 0; i < n; i++ {
-		var e snapshotEntry
+		var e snapshotEntryV1
 		if err := dec.Decode(&e); err != nil {
 			return nil, fmt.Errorf("%w: entry %d of %d: %v", ErrBadSnapshot, i, n, err)
 		}
@@ -247,4 +325,11 @@ func (f *FSM) Members() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return len(f.members)
+}
+
+// MemberIDs returns the IDs of the registered members, sorted.
+func (f *FSM) MemberIDs() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return sortedKeys(f.members)
 }

@@ -194,18 +194,26 @@ func TestFSM_RestoreRefusesMalformedSnapshots(t *testing.T) {
 	f := NewFSM()
 	apply(t, f, 1, Command{Op: OpSet, Key: "a", Value: "1"})
 	snap, _ := f.Snapshot()
-	good := persist(t, snap)
-	lines := strings.SplitAfter(string(good), "\n")
+	good := string(persist(t, snap))
+	// A version 1 (JSON) snapshot as older raftkv wrote them.
+	v1Header := `{"format":"raftkv-snapshot","version":1,"members":0,"keys":1}` + "\n"
+	v1Entry := `{"k":"a","v":"1"}` + "\n"
 	cases := map[string]string{
-		"empty":           "",
-		"not json":        "hello",
-		"foreign format":  `{"format":"other","version":1,"members":0,"keys":0}`,
-		"newer version":   `{"format":"raftkv-snapshot","version":2,"members":0,"keys":0}`,
-		"negative count":  `{"format":"raftkv-snapshot","version":1,"members":0,"keys":-1}`,
-		"missing entries": `{"format":"raftkv-snapshot","version":1,"members":0,"keys":5}` + "\n" + lines[1],
-		"trailing data":   string(good) + `{"k":"x","v":"y"}`,
-		"truncated entry": lines[0] + lines[1][:len(lines[1])/2],
-		"huge count":      `{"format":"raftkv-snapshot","version":1,"members":0,"keys":9000000000000000000}`,
+		"empty":             "",
+		"not a snapshot":    "hello",
+		"short magic":       snapshotMagic[:5],
+		"no counts":         snapshotMagic,
+		"missing entries":   snapshotMagic + "\x00\x05" + "\x01a\x011",
+		"truncated entry":   good[:len(good)-1],
+		"trailing data":     good + "x",
+		"huge count":        snapshotMagic + "\x00\xff\xff\xff\xff\xff\xff\xff\xff\x7f",
+		"huge item":         snapshotMagic + "\x00\x01\xff\xff\xff\xff\x0f",
+		"v1 foreign format": `{"format":"other","version":1,"members":0,"keys":0}`,
+		"v1 newer version":  `{"format":"raftkv-snapshot","version":3,"members":0,"keys":0}`,
+		"v1 negative count": `{"format":"raftkv-snapshot","version":1,"members":0,"keys":-1}`,
+		"v1 missing entry":  `{"format":"raftkv-snapshot","version":1,"members":0,"keys":5}` + "\n" + v1Entry,
+		"v1 trailing data":  v1Header + v1Entry + v1Entry,
+		"v1 truncated":      v1Header + v1Entry[:6],
 	}
 	for name, data := range cases {
 		target := NewFSM()
@@ -216,4 +224,6 @@ func TestFSM_RestoreRefusesMalformedSnapshots(t *testing.T) {
 		}
 		wantValue(t, target, "keep", "me", true)
 	}
+	// The same version 1 snapshot, well formed, still restores.
+	wantValue(t, restored(t, []byte(v1Header+v1Entry)), "a", "1", true)
 }

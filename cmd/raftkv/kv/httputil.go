@@ -18,7 +18,9 @@ type errorBody struct {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // messages quote URLs: keep '&' readable
+	_ = enc.Encode(v)
 }
 
 // writeError answers with {"error": msg}.
@@ -33,7 +35,7 @@ func raftErrorStatus(err error) (int, string) {
 	case errors.Is(err, raft.ErrNoLeader):
 		return http.StatusServiceUnavailable, "no leader confirmed the read: " + err.Error()
 	case errors.Is(err, raft.ErrNotLeader):
-		return http.StatusServiceUnavailable, "not the leader and could not reach it: " + err.Error()
+		return http.StatusServiceUnavailable, "not the leader and could not reach it (not applied): " + err.Error()
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return http.StatusServiceUnavailable, "no leader accepted the request within the request timeout (not applied)"
 	case errors.Is(err, raft.ErrTimeout):
@@ -41,9 +43,9 @@ func raftErrorStatus(err error) (int, string) {
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return http.StatusServiceUnavailable, "leadership lost before the request completed (outcome unknown)"
 	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return http.StatusServiceUnavailable, "leadership transfer in progress, retry"
+		return http.StatusServiceUnavailable, "leadership transfer in progress (not applied); retry"
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return http.StatusServiceUnavailable, "node is shutting down"
+		return http.StatusServiceUnavailable, "node is shutting down (outcome unknown)"
 	case errors.Is(err, raft.ErrConfigurationChanged):
 		return http.StatusConflict, "the configuration changed concurrently; retry"
 	case errors.Is(err, raft.ErrInvalidConfiguration):

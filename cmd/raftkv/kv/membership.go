@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,10 @@ type JoinRequest struct {
 type LeaveRequest struct {
 	ID string `json:"id"`
 }
+
+// joinConflictHeader marks a 409 answer to /join that no retry can change (the ID or the raft
+// address is taken), unlike a concurrent configuration change.
+const joinConflictHeader = "X-Raftkv-Join-Conflict"
 
 // maxControlBodyBytes bounds the JSON bodies of /join and /leave: a few short strings.
 const maxControlBodyBytes = 64 << 10
@@ -63,7 +68,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "join needs id, raft_addr and http_addr")
 		return
 	}
-	s.onLeader(w, req, body, func(ctx context.Context) error {
+	s.onLeader(w, req, bytes.NewReader(body), func(ctx context.Context) error {
 		return s.join(ctx, w, jr)
 	})
 }
@@ -81,9 +86,11 @@ func (s *Server) join(ctx context.Context, w http.ResponseWriter, jr JoinRequest
 		case srv.ID == id && srv.Address == addr:
 			voter = srv.Suffrage == raft.Voter
 		case srv.ID == id:
-			writeError(w, http.StatusConflict, fmt.Sprintf("server %s is already a member with raft address %s", id, srv.Address))
+			w.Header().Set(joinConflictHeader, "1")
+			writeError(w, http.StatusConflict, fmt.Sprintf("server %s is already a member with raft address %s (remove it first with POST /leave, or use another ID)", id, srv.Address))
 			return nil
 		case srv.Address == addr:
+			w.Header().Set(joinConflictHeader, "1")
 			writeError(w, http.StatusConflict, fmt.Sprintf("raft address %s already belongs to server %s", addr, srv.ID))
 			return nil
 		}
@@ -118,9 +125,9 @@ func (s *Server) handleLeave(w http.ResponseWriter, req *http.Request) {
 	// Forwarded, the request must still name this node, not the leader: the body is rebuilt
 	// from lr, since the client's may leave the ID out ({} or "id": "").
 	body, _ := json.Marshal(lr)
-	s.onLeader(w, req, body, func(ctx context.Context) error {
+	s.onLeader(w, req, bytes.NewReader(body), func(ctx context.Context) error {
 		conf := s.raft.GetConfiguration()
-		if !hasServer(conf.Configuration(), raft.ServerID(lr.ID)) {
+		if _, ok := findServer(conf.Configuration(), raft.ServerID(lr.ID)); !ok {
 			writeError(w, http.StatusNotFound, "server "+lr.ID+" is not a member")
 			return nil
 		}
@@ -142,15 +149,6 @@ func withoutRedirect(req *http.Request) *http.Request {
 	out := req.Clone(req.Context())
 	out.URL.RawQuery = q.Encode()
 	return out
-}
-
-func hasServer(c raft.Configuration, id raft.ServerID) bool {
-	for _, srv := range c.Servers {
-		if srv.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 // remaining is what is left of ctx's deadline (at least a millisecond, so a zero never
@@ -175,6 +173,9 @@ type Status struct {
 	HTTPAddr      string         `json:"http_addr"`
 	Keys          int            `json:"keys"`
 	Configuration []StatusServer `json:"configuration"`
+	// Join is this node's own join or registration: "failed" with the reason when it can
+	// never succeed.
+	Join *JoinState `json:"join,omitempty"`
 }
 
 // StatusServer describes one server in a Status.
@@ -207,6 +208,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 		st.Configuration = append(st.Configuration, StatusServer{
 			ID: string(srv.ID), RaftAddr: string(srv.Address), HTTPAddr: httpAddr, Suffrage: srv.Suffrage.String(),
 		})
+	}
+	if s.conf.JoinStatus != nil {
+		st.Join = s.conf.JoinStatus()
 	}
 	writeJSON(w, http.StatusOK, st)
 }

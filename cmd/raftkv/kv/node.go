@@ -2,12 +2,14 @@ package kv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -38,6 +40,9 @@ type NodeConfig struct {
 	// Join is the HTTP address of any member; the node asks it (and it asks the leader) to
 	// add this node as a voter.
 	Join string
+	// ForceBootstrap skips the check that refuses to bootstrap an empty data directory when
+	// a peer of Cluster runs a cluster in which this node already ran (ErrLostData).
+	ForceBootstrap bool
 	// Raft is the base raft configuration (timeouts, snapshot policy); nil means
 	// raft.DefaultConfig(). LocalID and Logger are filled in.
 	Raft *raft.Config
@@ -48,8 +53,16 @@ type NodeConfig struct {
 	NoSync bool
 	// Logger receives every log of the node; nil means hclog at Info on stderr.
 	Logger hclog.Logger
-	// NewTransport, if set, builds the raft transport instead of tcp.NewTransport(RaftAddr,
-	// nil, opts); dev mode uses it to put a layer under the nodes that can cut them off.
+	// TLS, if set, turns on mutual TLS between the nodes and HTTPS for the API. It must hold
+	// this node's certificate, the cluster CA as RootCAs and ClientCAs, and ClientAuth
+	// tls.RequireAndVerifyClientCert: the raft transport uses it as it is, so a peer without
+	// a certificate signed by the CA is refused in the handshake. The API asks for a client
+	// certificate but accepts clients without one (curl with the CA only); a client that
+	// presents one must present a valid one.
+	TLS *tls.Config
+	// NewTransport, if set, builds the raft transport instead of the default TCP (or TLS)
+	// transport; dev mode uses it to put a layer under the nodes that can cut them off. Such
+	// a transport answers no bootstrap probes (see ForceBootstrap) and ignores TLS.
 	NewTransport func(bindAddr string, opts tcp.Options) (*tcp.Transport, error)
 }
 
@@ -60,15 +73,24 @@ type NodeConfig struct {
 // node's HTTP address in the replicated state (joining the cluster first with Join) and
 // exits once it is registered.
 type Node struct {
-	conf     NodeConfig
-	logger   hclog.Logger
-	raft     *raft.Raft
-	fsm      *FSM
-	store    *wal.Store
-	server   *Server
-	http     *http.Server
-	httpAddr string // advertised
-	raftAddr raft.ServerAddress
+	conf   NodeConfig
+	logger hclog.Logger
+	raft   *raft.Raft
+	fsm    *FSM
+	store  *wal.Store
+	snaps  *raft.FileSnapshotStore // closed after raft, like store: it holds a directory lock
+	// probeRaft is raft once it runs, for the probe answer the transport's sniffers give.
+	probeRaft atomic.Pointer[raft.Raft]
+	server    *Server
+	http      *http.Server
+	httpAddr  string // advertised
+	raftAddr  raft.ServerAddress
+
+	// The announcer's outcome, for /status and JoinFailed; joinMu guards the three.
+	joinMu     sync.Mutex
+	join       *JoinState
+	joinErr    error
+	joinFailed chan struct{} // closed (under joinMu) when the join can never succeed
 
 	ctx       context.Context // cancelled by Close: stops the announcer
 	cancel    context.CancelFunc
@@ -86,7 +108,8 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	if conf.Logger == nil {
 		conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftkv"})
 	}
-	n := &Node{conf: conf, logger: conf.Logger.With("server", string(conf.ID)), fsm: NewFSM()}
+	n := &Node{conf: conf, logger: conf.Logger.With("server", string(conf.ID)), fsm: NewFSM(),
+		join: &JoinState{State: "joining"}, joinFailed: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	fail := func(err error) (*Node, error) {
@@ -101,11 +124,7 @@ func StartNode(conf NodeConfig) (*Node, error) {
 		return fail(err)
 	}
 	undo = append(undo, func() { _ = ln.Close() })
-	newTransport := conf.NewTransport
-	if newTransport == nil {
-		newTransport = func(addr string, opts tcp.Options) (*tcp.Transport, error) { return tcp.NewTransport(addr, nil, opts) }
-	}
-	trans, err := newTransport(conf.RaftAddr, tcp.Options{Logger: n.logger.Named("tcp")})
+	trans, err := n.newTransport()
 	if err != nil {
 		return fail(fmt.Errorf("raft transport on %s: %w", conf.RaftAddr, err))
 	}
@@ -115,10 +134,31 @@ func StartNode(conf NodeConfig) (*Node, error) {
 	}
 	undo = append(undo, func() { _ = n.store.Close() })
 	if err := n.startRaft(trans); err != nil {
+		if n.snaps != nil {
+			_ = n.snaps.Close()
+		}
 		return fail(err)
 	}
 	n.startAPI(ln)
 	return n, nil
+}
+
+// newTransport binds the raft transport: TCP, or mutual TLS with conf.TLS.
+func (n *Node) newTransport() (*tcp.Transport, error) {
+	opts := tcp.Options{Logger: n.logger.Named("tcp")}
+	if n.conf.NewTransport != nil {
+		return n.conf.NewTransport(n.conf.RaftAddr, opts)
+	}
+	layer, err := newProbeLayer(n.conf.RaftAddr, n.conf.TLS, n.probeAnswer)
+	if err != nil {
+		return nil, err
+	}
+	trans, err := tcp.NewTransportWithLayer(layer, opts)
+	if err != nil {
+		_ = layer.Close()
+		return nil, err
+	}
+	return trans, nil
 }
 
 // checkNodeConfig catches mistakes before anything is bound or opened.
@@ -187,6 +227,7 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 	if err != nil {
 		return fmt.Errorf("opening the snapshot store: %w", err)
 	}
+	n.snaps = snaps
 	n.raftAddr = trans.LocalAddr()
 	rc := raft.DefaultConfig()
 	if n.conf.Raft != nil {
@@ -199,6 +240,17 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 	if cluster == nil && n.conf.Join == "" {
 		cluster = []raft.Server{{Suffrage: raft.Voter, ID: n.conf.ID, Address: trans.LocalAddr()}}
 	}
+	if n.conf.Cluster != nil && !n.conf.ForceBootstrap {
+		fresh, err := n.freshStores()
+		if err != nil {
+			return err
+		}
+		if fresh {
+			if err := n.checkFreshBootstrap(n.conf.Cluster); err != nil {
+				return err
+			}
+		}
+	}
 	if cluster != nil {
 		err := raft.BootstrapCluster(rc, n.store, n.store, snaps, trans, raft.Configuration{Servers: cluster})
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
@@ -210,7 +262,21 @@ func (n *Node) startRaft(trans *tcp.Transport) error {
 		return fmt.Errorf("starting raft: %w", err)
 	}
 	n.raft = r
+	n.probeRaft.Store(r)
 	return nil
+}
+
+// freshStores reports whether the node has no state at all: no log, no snapshot, no term.
+func (n *Node) freshStores() (bool, error) {
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return false, err
+	}
+	metas, err := n.snaps.List()
+	if err != nil {
+		return false, err
+	}
+	return last == 0 && len(metas) == 0, nil
 }
 
 // startAPI starts serving HTTP on ln and the announcer.
@@ -220,6 +286,11 @@ func (n *Node) startAPI(ln net.Listener) {
 	if sc.Logger == nil {
 		sc.Logger = n.logger.Named("http")
 	}
+	sc.Snapshots, sc.JoinStatus = n.snaps, n.JoinState
+	if n.conf.TLS != nil {
+		sc.ClientTLS = n.conf.TLS.Clone()
+		ln = tls.NewListener(ln, apiTLS(n.conf.TLS))
+	}
 	n.server = NewServer(n.raft, n.fsm, sc)
 	n.http = &http.Server{
 		Handler:           n.server.Handler(),
@@ -228,7 +299,11 @@ func (n *Node) startAPI(ln net.Listener) {
 		// bounded by the value limit, so 30 s is generous for any honest client.
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// Room for a classic /set of the largest value, percent-encoded; the handler answers
+		// 414 in JSON above MaxURLBytes, and only a header block past this gets Go's
+		// plain-text 431.
+		MaxHeaderBytes: n.server.MaxURLBytes() + 64<<10,
+		ErrorLog:       n.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	n.wg.Add(2)
 	// The HTTP server goroutine: exits when Close shuts the server down.
@@ -243,6 +318,15 @@ func (n *Node) startAPI(ln net.Listener) {
 		defer n.wg.Done()
 		n.announce()
 	}()
+}
+
+// apiTLS is the API's server configuration: the node's certificate; a client certificate is
+// verified when one is presented (a forwarding node presents its own) but not required, so
+// clients need only the CA.
+func apiTLS(base *tls.Config) *tls.Config {
+	c := base.Clone()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	return c
 }
 
 // Raft returns the node's raft.Raft.
@@ -268,7 +352,7 @@ func (n *Node) Close() error {
 		cancel()
 		n.wg.Wait()
 		n.server.Close()
-		errs = append(errs, n.store.Close())
+		errs = append(errs, n.snaps.Close(), n.store.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr

@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +11,9 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
-	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
 )
 
@@ -37,8 +39,19 @@ type ServerConfig struct {
 	// MaxKeyBytes is the longest key accepted; longer ones get 400. Default
 	// DefaultMaxKeyBytes.
 	MaxKeyBytes int
-	// Metrics, if set, is served as JSON at GET /metrics.
-	Metrics *metrics.InmemSink
+	// Metrics, if set, serves GET /metrics (raftkv's main sets up go-metrics' Prometheus
+	// sink and serves its text format).
+	Metrics http.Handler
+	// Token, if set, is the shared secret every admin and membership request must present
+	// as "Authorization: Bearer <token>"; without it those endpoints are open.
+	Token string
+	// Snapshots is the node's snapshot store: GET /admin/snapshot serves the newest one when
+	// nothing was applied since it. Nil turns backups off.
+	Snapshots raft.SnapshotStore
+	// ClientTLS, if set, is used to reach the other nodes' APIs (they serve HTTPS then).
+	ClientTLS *tls.Config
+	// JoinStatus, if set, reports the state of this node's own join for GET /status.
+	JoinStatus func() *JoinState
 	// Logger receives the server's logs; nil discards them.
 	Logger hclog.Logger
 }
@@ -80,6 +93,7 @@ func NewServer(r *raft.Raft, fsm *FSM, conf ServerConfig) *Server {
 	conf = conf.withDefaults()
 	transport := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: conf.RequestTimeout}).DialContext,
+		TLSClientConfig:     conf.ClientTLS,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     time.Minute,
 	}
@@ -109,8 +123,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/kv/{key...}", kvHandler)
 	mux.HandleFunc("/kv", kvHandler) // no key: 400, rather than the mux's redirect to /kv/
 	mux.HandleFunc("/status", methods(map[string]http.HandlerFunc{"GET": s.handleStatus}))
-	mux.HandleFunc("/join", methods(map[string]http.HandlerFunc{"POST": s.handleJoin}))
-	mux.HandleFunc("/leave", methods(map[string]http.HandlerFunc{"POST": s.handleLeave}))
+	mux.HandleFunc("/join", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleJoin})))
+	mux.HandleFunc("/leave", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleLeave})))
+	mux.HandleFunc("/admin/snapshot", s.admin(methods(map[string]http.HandlerFunc{"GET": s.handleBackup})))
+	mux.HandleFunc("/admin/restore", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleRestore})))
+	mux.HandleFunc("/admin/transfer", s.admin(methods(map[string]http.HandlerFunc{"POST": s.handleTransfer})))
 	mux.HandleFunc("/metrics", methods(map[string]http.HandlerFunc{"GET": s.handleMetrics}))
 	view := newClusterView(s) // the live cluster view (ui.go)
 	mux.HandleFunc("GET /{$}", ServeUIPage)
@@ -118,8 +135,26 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+req.URL.Path)
 	})
-	return mux
+	return s.limitURL(mux)
 }
+
+// limitURL answers 414 with a JSON error for a request line longer than a classic /set of
+// the largest value, percent-encoded, can be. (Beyond the server's MaxHeaderBytes, Go's HTTP
+// server itself answers a plain-text 431 before any handler runs.)
+func (s *Server) limitURL(next http.Handler) http.Handler {
+	limit := s.MaxURLBytes()
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if len(req.RequestURI) > limit {
+			writeError(w, http.StatusRequestURITooLong, fmt.Sprintf("the URL is %d bytes, the limit is %d; send large values with PUT /kv/{key}", len(req.RequestURI), limit))
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// MaxURLBytes is the longest request URL the API accepts: room for a key and a value of the
+// largest sizes, every byte percent-encoded.
+func (s *Server) MaxURLBytes() int { return 3*(s.conf.MaxValueBytes+s.conf.MaxKeyBytes) + 1024 }
 
 // writeResult is the JSON answer to a successful write.
 type writeResult struct {
@@ -132,7 +167,16 @@ type writeResult struct {
 func (s *Server) handleClassicSet(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
 	cmd := Command{Op: OpSet, Key: q.Get("key"), Value: q.Get("value")}
-	if !s.checkKey(w, cmd.Key) || !s.checkValueSize(w, len(cmd.Value)) {
+	if !s.checkKey(w, cmd.Key) {
+		return
+	}
+	if !q.Has("value") {
+		// The classic mistake: curl http://host/set?key=k&value=v unquoted, and the shell
+		// ends the command at '&'. Storing "" would hide it.
+		writeError(w, http.StatusBadRequest, "missing value (if the command line had an unquoted '&', the shell cut the URL there: quote it, as in curl 'http://host/set?key=k&value=v'; value= stores an empty value)")
+		return
+	}
+	if !s.checkValueSize(w, len(cmd.Value)) {
 		return
 	}
 	s.apply(w, req, nil, cmd, func(w http.ResponseWriter, _ writeResult) {
@@ -141,14 +185,15 @@ func (s *Server) handleClassicSet(w http.ResponseWriter, req *http.Request) {
 	})
 }
 
-// handleClassicGet serves GET /get?key=K: the bare value, as the classic demo did.
+// handleClassicGet serves GET /get?key=K: the value and a newline, as /set's "ok" has one
+// (a shell prompt then starts on its own line).
 func (s *Server) handleClassicGet(w http.ResponseWriter, req *http.Request) {
-	s.read(w, req, req.URL.Query().Get("key"))
+	s.read(w, req, req.URL.Query().Get("key"), "\n")
 }
 
-// handleGet serves GET /kv/{key}: the bare value.
+// handleGet serves GET /kv/{key}: exactly the stored bytes.
 func (s *Server) handleGet(w http.ResponseWriter, req *http.Request) {
-	s.read(w, req, req.PathValue("key"))
+	s.read(w, req, req.PathValue("key"), "")
 }
 
 // handlePut serves PUT /kv/{key} with the value as the body.
@@ -167,7 +212,7 @@ func (s *Server) handlePut(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	s.apply(w, req, body, Command{Op: OpSet, Key: key, Value: string(body)}, writeResultJSON)
+	s.apply(w, req, bytes.NewReader(body), Command{Op: OpSet, Key: key, Value: string(body)}, writeResultJSON)
 }
 
 // handleDelete serves DELETE /kv/{key}.
@@ -204,7 +249,7 @@ func (s *Server) checkValueSize(w http.ResponseWriter, n int) bool {
 }
 
 // apply replicates cmd through the leader and answers with ok on success.
-func (s *Server) apply(w http.ResponseWriter, req *http.Request, body []byte, cmd Command, ok func(http.ResponseWriter, writeResult)) {
+func (s *Server) apply(w http.ResponseWriter, req *http.Request, body io.ReadSeeker, cmd Command, ok func(http.ResponseWriter, writeResult)) {
 	s.onLeader(w, req, body, func(ctx context.Context) error {
 		f := s.raft.ApplyContext(ctx, cmd.Encode())
 		if err := f.Error(); err != nil {
@@ -220,11 +265,11 @@ func (s *Server) apply(w http.ResponseWriter, req *http.Request, body []byte, cm
 	})
 }
 
-// read answers a GET of key from this node's state, on any node: linearizable by default
-// (raft ReadIndexContext: on a follower it asks the leader for a read index and waits until
-// its own copy applied it), from the leader's lease with ?consistency=lease, and at once from
-// the local copy with ?consistency=stale.
-func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
+// read answers a GET of key with its value and then suffix, on any node: linearizable by
+// default (raft ReadIndexContext: on a follower it asks the leader for a read index and waits
+// until its own copy applied it), from the leader's lease with ?consistency=lease, and at once
+// from the local copy with ?consistency=stale.
+func (s *Server) read(w http.ResponseWriter, req *http.Request, key, suffix string) {
 	if !s.checkKey(w, key) {
 		return
 	}
@@ -234,8 +279,12 @@ func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 			writeError(w, http.StatusNotFound, "key not found")
 			return
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, v)
+		ct := "text/plain; charset=utf-8"
+		if !utf8.ValidString(v) {
+			ct = "application/octet-stream"
+		}
+		w.Header().Set("Content-Type", ct)
+		_, _ = io.WriteString(w, v+suffix)
 	}
 	switch c := req.URL.Query().Get("consistency"); c {
 	case "stale":
@@ -253,16 +302,11 @@ func (s *Server) read(w http.ResponseWriter, req *http.Request, key string) {
 	}
 }
 
-// handleMetrics serves GET /metrics: the in-memory sink's current summary as JSON.
+// handleMetrics serves GET /metrics in the Prometheus text format.
 func (s *Server) handleMetrics(w http.ResponseWriter, req *http.Request) {
 	if s.conf.Metrics == nil {
 		writeError(w, http.StatusNotFound, "metrics are not enabled on this node")
 		return
 	}
-	summary, err := s.conf.Metrics.DisplayMetrics(w, req)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, summary)
+	s.conf.Metrics.ServeHTTP(w, req)
 }

@@ -3,12 +3,12 @@ package kv
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/internal/testnet"
 )
@@ -24,7 +24,7 @@ func singleNode(t *testing.T, sc ServerConfig) *Node {
 func TestServer_SetGetDelete(t *testing.T) {
 	n := singleNode(t, ServerConfig{})
 	wantStatus(t, do(t, n, "GET", "/set?key=hello&value=world", ""), http.StatusOK, "classic set")
-	if r := do(t, n, "GET", "/get?key=hello", ""); r.status != http.StatusOK || r.body != "world" {
+	if r := do(t, n, "GET", "/get?key=hello", ""); r.status != http.StatusOK || r.body != "world\n" {
 		t.Fatalf("classic get: %d %q", r.status, r.body)
 	}
 	r := do(t, n, "PUT", "/kv/a/b%20c", "v1")
@@ -119,14 +119,14 @@ func TestServer_StatusDescribesTheNode(t *testing.T) {
 func TestServer_Metrics(t *testing.T) {
 	off := singleNode(t, ServerConfig{})
 	wantStatus(t, do(t, off, "GET", "/metrics", ""), http.StatusNotFound, "metrics disabled")
-	sink := metrics.NewInmemSink(time.Second, time.Minute)
-	sink.IncrCounter([]string{"raftkv", "test"}, 1)
-	on := singleNode(t, ServerConfig{Metrics: sink})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "raft_test 1\n")
+	})
+	on := singleNode(t, ServerConfig{Metrics: handler})
 	r := do(t, on, "GET", "/metrics", "")
 	wantStatus(t, r, http.StatusOK, "metrics")
-	var summary metrics.MetricsSummary
-	if err := json.Unmarshal([]byte(r.body), &summary); err != nil || len(summary.Counters) != 1 || summary.Counters[0].Name != "raftkv.test" {
-		t.Fatalf("metrics %q (%v)", r.body, err)
+	if r.body != "raft_test 1\n" {
+		t.Fatalf("metrics %q", r.body)
 	}
 }
 
@@ -148,8 +148,9 @@ func TestServer_NoQuorumIs503WithinTheTimeout(t *testing.T) {
 		r := do(t, n, c.method, c.path, c.body)
 		took := time.Since(start)
 		wantStatus(t, r, http.StatusServiceUnavailable, c.method+" "+c.path)
-		if msg := r.jsonError(t); !strings.Contains(msg, "no leader") {
-			t.Errorf("%s %s: error %q does not say there is no leader", c.method, c.path, msg)
+		isWrite := c.method != "GET" || strings.HasPrefix(c.path, "/set")
+		if msg := r.jsonError(t); !strings.Contains(msg, "no leader") || isWrite && !strings.Contains(msg, "not applied") {
+			t.Errorf("%s %s: error %q does not say there is no leader (and, for a write, that nothing was applied)", c.method, c.path, msg)
 		}
 		// A read fails as soon as the node knows it has no leader to confirm it; the others
 		// wait for a leader until the request timeout.
@@ -199,4 +200,44 @@ func TestServer_JoinAndLeave(t *testing.T) {
 		t.Fatal("the node is still in the configuration after leaving")
 	}
 	wantStatus(t, do(t, first, "PUT", "/kv/alone", "again"), http.StatusOK, "put after the leave")
+}
+
+func TestServer_ClassicSetWithoutValueIs400(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	r := do(t, n, "GET", "/set?key=k", "")
+	wantStatus(t, r, http.StatusBadRequest, "/set without value")
+	if msg := r.jsonError(t); !strings.Contains(msg, "quote it") || !strings.Contains(msg, "curl 'http://host/set?key=k&value=v'") {
+		t.Fatalf("error %q gives no hint to quote the URL", msg)
+	}
+	if _, found := n.FSM().Get("k"); found {
+		t.Fatal("a /set without value stored something")
+	}
+	wantStatus(t, do(t, n, "GET", "/set?key=k&value=", ""), http.StatusOK, "/set with an empty value")
+	if v, found := n.FSM().Get("k"); !found || v != "" {
+		t.Fatalf("empty value: %q %v", v, found)
+	}
+}
+
+func TestServer_BinaryKeysAndValues(t *testing.T) {
+	n := singleNode(t, ServerConfig{})
+	wantStatus(t, do(t, n, "PUT", "/kv/%FE", "fe"), http.StatusOK, "put %FE")
+	wantStatus(t, do(t, n, "PUT", "/kv/%FF", "\xff\x00\xfe"), http.StatusOK, "put %FF")
+	if r := do(t, n, "GET", "/kv/%FE", ""); r.body != "fe" || r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Fatalf("GET %%FE: %q %s", r.body, r.header.Get("Content-Type"))
+	}
+	if r := do(t, n, "GET", "/kv/%FF", ""); r.body != "\xff\x00\xfe" || r.header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("GET %%FF: %q %s", r.body, r.header.Get("Content-Type"))
+	}
+	if r := do(t, n, "GET", "/get?key=%FF", ""); r.body != "\xff\x00\xfe\n" {
+		t.Fatalf("classic GET %%FF: %q", r.body)
+	}
+}
+
+func TestServer_OverlongURLIs414InJSON(t *testing.T) {
+	n := singleNode(t, ServerConfig{MaxValueBytes: 1000})
+	r := do(t, n, "GET", "/set?key=k&value="+strings.Repeat("x", 10000), "")
+	wantStatus(t, r, http.StatusRequestURITooLong, "overlong URL")
+	if msg := r.jsonError(t); !strings.Contains(msg, "PUT /kv/{key}") {
+		t.Fatalf("error %q", msg)
+	}
 }

@@ -208,7 +208,7 @@ func (v *clusterView) handle(w http.ResponseWriter, req *http.Request) {
 func (v *clusterView) fetchPeer(ctx context.Context, n *ViewNode) {
 	ctx, cancel := context.WithTimeout(ctx, peerStatusTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL(n.HTTPAddr)+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.s.baseURL(n.HTTPAddr)+"/status", nil)
 	if err != nil {
 		n.Error = err.Error()
 		return

@@ -1,0 +1,152 @@
+package raft_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest"
+)
+
+// Tests of the byte limits on the write path: oversized entries, configuration checks and
+// how repeated replication failures are reported.
+
+func TestApply_EntryAboveMaxEntryBytesFailsAtOnceAndIsNotApplied(t *testing.T) {
+	const limit = 4 << 10
+	opts := raftest.Options{Nodes: 3, Config: func(c *raft.Config) { c.MaxEntryBytes = limit }}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		r := c.Node(leader).Raft()
+		before := r.LastIndex()
+		calls := map[string]func() raft.ApplyFuture{
+			"Apply":        func() raft.ApplyFuture { return r.Apply(make([]byte, limit+1), time.Hour) },
+			"ApplyContext": func() raft.ApplyFuture { return r.ApplyContext(context.Background(), make([]byte, limit+1)) },
+			// Data and Extensions count together.
+			"ApplyLog": func() raft.ApplyFuture {
+				return r.ApplyLog(raft.Log{Data: make([]byte, limit/2), Extensions: make([]byte, limit/2+1)}, 0)
+			},
+		}
+		for name, call := range calls {
+			var err error
+			start := time.Now()
+			if !within(time.Second, func() { err = call().Error() }) || time.Since(start) != 0 {
+				t.Fatalf("%s of an oversized entry did not fail at once", name)
+			}
+			if !errors.Is(err, raft.ErrEntryTooLarge) {
+				t.Fatalf("%s of an oversized entry: %v, want ErrEntryTooLarge", name, err)
+			}
+		}
+		if got := r.LastIndex(); got != before {
+			t.Fatalf("oversized entries reached the log: last index %d, was %d", got, before)
+		}
+		// An entry of exactly the limit is fine.
+		f, err := c.Apply(bytes.Repeat([]byte{'x'}, limit), waitLong)
+		if err != nil {
+			t.Fatalf("entry of exactly MaxEntryBytes: %v", err)
+		}
+		c.WaitApplied(f.Index(), waitLong)
+		for i := range c.Nodes() {
+			if n := len(recorded(c, i)); n != 1 {
+				t.Fatalf("node %d applied %d commands, want only the one within the limit", i, n)
+			}
+		}
+	})
+}
+
+func TestDefaultConfig_OneMiBValueFits(t *testing.T) {
+	conf := raft.DefaultConfig()
+	// A 1 MiB value with its key and the application's encoding around it.
+	if conf.MaxEntryBytes < 1<<20+64<<10 {
+		t.Fatalf("default MaxEntryBytes %d leaves no room for a 1 MiB value", conf.MaxEntryBytes)
+	}
+}
+
+func TestValidateConfig_ByteLimits(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(c *raft.Config)
+		want string
+	}{
+		{"zero MaxEntryBytes", func(c *raft.Config) { c.MaxEntryBytes = 0 }, "MaxEntryBytes"},
+		{"zero MaxAppendEntriesBytes", func(c *raft.Config) { c.MaxAppendEntriesBytes = 0 }, "MaxAppendEntriesBytes"},
+		{"zero MaxInflightBytes", func(c *raft.Config) { c.MaxInflightBytes = 0 }, "MaxInflightBytes"},
+		{"window below one request", func(c *raft.Config) { c.MaxInflightBytes = c.MaxAppendEntriesBytes - 1 }, "MaxInflightBytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := fastConfig("n1")
+			tc.mod(conf)
+			err := raft.ValidateConfig(conf)
+			if !errors.Is(err, raft.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrInvalidConfig naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// lineCounter collects log lines for assertions.
+type lineCounter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lineCounter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// count returns how many lines hold every one of parts.
+func (l *lineCounter) count(parts ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+func TestReplication_RepeatedFailureWarnsOncePerChangeOfState(t *testing.T) {
+	logs := &lineCounter{}
+	opts := raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Debug, Output: logs})
+	}}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		follower := others(c, leader)[0]
+		peer := string(c.Node(follower).ID)
+		c.Net.Cut(c.Node(leader).Addr, c.Node(follower).Addr)
+		if _, err := c.Apply([]byte("while cut"), waitLong); err != nil {
+			t.Fatal(err)
+		}
+		// Many retries later (virtual time), still one warning.
+		c.WaitFor(waitLong, "repeated replication failures", func() bool {
+			return logs.count("[DEBUG]", "replication to peer failed", "peer="+peer) >= 10
+		})
+		if n := logs.count("[WARN]", "replication to peer failed", "peer="+peer); n != 1 {
+			t.Fatalf("%d warnings for one run of failures, want 1", n)
+		}
+		c.Net.Heal()
+		f, err := c.Apply([]byte("after heal"), waitLong)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.WaitApplied(f.Index(), waitLong)
+		c.WaitFor(waitLong, "the recovery to be logged", func() bool {
+			return logs.count("[INFO]", "replication to peer resumed", "peer="+peer) == 1
+		})
+	})
+}
