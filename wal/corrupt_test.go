@@ -133,6 +133,12 @@ func TestOpen_ZeroedSectorsInLastBatchAreCutAsTorn(t *testing.T) {
 	hole := (batchStart/512 + 2) * 512
 	zeroRange(t, filepath.Join(d, lay.name), hole, hole+512)
 	checkCorruptKept(t, d, lay.name, hole)
+	// Without fsync nothing was ever synced, so the same hole is a torn tail and is cut.
+	s = testOpen(t, d) // WithNoSync
+	if rep := s.OpenReport(); !rep.TailCut || rep.LastIndex != lay.survivors(hole) {
+		t.Fatalf("WithNoSync, zeroed sector at %d: report %+v, want a cut leaving %d entries", hole, rep, lay.survivors(hole))
+	}
+	mustClose(t, s)
 }
 
 // zeroRange overwrites [from, to) of path with zeros.

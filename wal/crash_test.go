@@ -115,12 +115,13 @@ func TestCrash_FlippedByteInLastSegmentIsErrCorruptAndKept(t *testing.T) {
 	}
 }
 
-// checkCorruptKept opens dir, whose file name was damaged at off, and checks that Open fails
-// with ErrCorrupt naming the file and an offset at or before off, and changes no file.
+// checkCorruptKept opens dir (fsync on), whose file name was damaged at off, and checks that
+// Open fails with ErrCorrupt naming the file and an offset at or before off, and changes no
+// file.
 func checkCorruptKept(t *testing.T, dir, name string, off int64) {
 	t.Helper()
 	before := dirDigest(t, dir)
-	s, err := Open(dir, WithNoSync(), WithSegmentSize(4<<10))
+	s, err := Open(dir, WithSegmentSize(4<<10)) // fsync on: see tailIsTorn for WithNoSync
 	if err == nil {
 		rep := s.OpenReport()
 		s.Close()

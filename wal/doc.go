@@ -21,7 +21,9 @@
 //     at Warn and described by OpenReport. Any other damage (a flipped bit with intact
 //     records after it, a complete record that fails its CRC, anything in a sealed segment,
 //     the marker or the stable file) fails Open with ErrCorrupt naming the file and offset,
-//     and the bytes are left on disk. A segment with a newer format version fails Open with
+//     and the bytes are left on disk. With WithNoSync nothing is ever synced, so condition 1
+//     is dropped: interrupted-looking damage in the last segment is cut even with intact
+//     records after it. A segment with a newer format version fails Open with
 //     ErrUnsupportedVersion, also without touching it.
 //   - GetLog re-verifies each record it reads from disk; a record that fails makes GetLog
 //     return ErrCorrupt and the store refuse every later write (ErrFailed).

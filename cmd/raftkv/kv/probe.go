@@ -58,6 +58,10 @@ type probeLayer struct {
 	done    chan struct{}      // closed by Close
 	once    sync.Once
 	wg      sync.WaitGroup
+
+	mu       sync.Mutex            // guards sniffing; never held across I/O
+	sniffing map[net.Conn]struct{} // connections whose first byte is awaited; Close closes them
+	closed   bool                  // set by Close: no new sniffer registers
 }
 
 func newProbeLayer(bind string, tlsConf *tls.Config, answer func() ProbeAnswer) (*probeLayer, error) {
@@ -68,7 +72,8 @@ func newProbeLayer(bind string, tlsConf *tls.Config, answer func() ProbeAnswer) 
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	l := &probeLayer{ln: ln, tlsConf: tlsConf, answer: answer, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &probeLayer{ln: ln, tlsConf: tlsConf, answer: answer, conns: make(chan net.Conn), done: make(chan struct{}),
+		sniffing: make(map[net.Conn]struct{})}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
@@ -89,9 +94,14 @@ func (l *probeLayer) acceptLoop() {
 // sniff reads the first byte of c: a probe is answered here, anything else goes to Accept.
 func (l *probeLayer) sniff(c net.Conn) {
 	defer l.wg.Done()
+	if !l.track(c, true) {
+		_ = c.Close()
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(probeSniffTimeout))
 	br := bufio.NewReader(c)
 	first, err := br.Peek(1)
+	l.track(c, false)
 	if err != nil {
 		_ = c.Close()
 		return
@@ -110,6 +120,22 @@ func (l *probeLayer) sniff(c net.Conn) {
 	}
 }
 
+// track adds c to (or removes it from) the connections Close must interrupt; false when the
+// layer is already closed.
+func (l *probeLayer) track(c net.Conn, add bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !add {
+		delete(l.sniffing, c)
+		return true
+	}
+	if l.closed {
+		return false
+	}
+	l.sniffing[c] = struct{}{}
+	return true
+}
+
 // Accept implements net.Listener.
 func (l *probeLayer) Accept() (net.Conn, error) {
 	select {
@@ -126,6 +152,12 @@ func (l *probeLayer) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		err = l.ln.Close()
+		l.mu.Lock()
+		l.closed = true
+		for c := range l.sniffing {
+			_ = c.Close() // a silent connection must not hold Close for probeSniffTimeout
+		}
+		l.mu.Unlock()
 		l.wg.Wait()
 	})
 	return err
@@ -195,7 +227,9 @@ func (n *Node) checkFreshBootstrap(cluster []raft.Server) error {
 		answer ProbeAnswer
 		err    error
 	}
-	results := make(chan result, len(cluster)) // buffered: no prober ever blocks
+	// Buffered: no prober ever blocks, and the loop below receives from every one of them,
+	// so all have exited when it returns.
+	results := make(chan result, len(cluster))
 	probes := 0
 	for _, srv := range cluster {
 		if srv.ID == n.conf.ID {
