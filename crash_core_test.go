@@ -795,3 +795,34 @@ func isStopped(r *raft.Raft) bool {
 		return false
 	}
 }
+
+// A leader that crashes inside its own Restore before it dropped its log is undone at
+// restart: it starts from its previous snapshot and log, as if the Restore never happened
+// (no node can have counted on the restored snapshot yet), instead of starting from a snapshot
+// the cluster never committed and being stopped once it meets the next leader's log.
+func TestRestore_LeaderCrashBeforeDroppingItsLogIsUndone(t *testing.T) {
+	for _, p := range []raftest.CrashPoint{raftest.CrashInSnapshotClose, raftest.CrashInFSMRestore} {
+		t.Run(p.String(), func(t *testing.T) {
+			raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+				leader, meta, data := keptAndBackedUp(t, c, 3)
+				last := applyN(t, c, "more", 3)
+				c.WaitApplied(last, waitLong)
+				c.CrashAt(leader, p, 0)
+				err := c.Node(leader).Raft().Restore(meta, bytes.NewReader(data), time.Second)
+				if c.Node(leader).Running() {
+					t.Fatalf("the leader did not crash inside %v (Restore returned %v)", p, err)
+				}
+				c.Start(leader)
+				r := c.Node(leader).Raft()
+				f := mustApply(t, c, "between")
+				c.WaitSameCommands(f.Index(), waitLong)
+				if isStopped(r) {
+					t.Fatalf("the restarted leader stopped: %v", r.ShutdownCause())
+				}
+				want := []string{"kept-0", "kept-1", "kept-2", "more-0", "more-1", "more-2", "between"}
+				expectCommands(t, c, want)
+				c.CheckSafety()
+			})
+		})
+	}
+}

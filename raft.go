@@ -96,6 +96,9 @@ type Raft struct {
 	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
 	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
 	unconfirmed indexTerm
+	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
+	// Set by NewRaft, read-only afterwards (replication goroutines read it).
+	undone indexTerm
 
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.
@@ -233,6 +236,9 @@ func (r *Raft) recover() error {
 	r.appliedNotify.Store(&notify)
 	r.snapshot.Store(&indexTerm{})
 	r.leader.Store(&leaderInfo{})
+	if err := r.loadSnapshotMarks(); err != nil {
+		return err
+	}
 	if err := r.restoreSnapshotOnStart(); err != nil {
 		return err
 	}

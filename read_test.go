@@ -340,7 +340,10 @@ func TestReadIndex_DuplicatedAndRetriedRequestsNeverStale(t *testing.T) {
 					if attempt > 50 {
 						t.Fatalf("read %d failed 50 times: %v", i, err)
 					}
-					continue // retry, as a client would
+					// Retry as a client would: after the follower learns of a leader (a
+					// follower without one fails at once, so retrying sooner takes no time).
+					c.WaitFor(waitLong, "the follower to know a leader", func() bool { return fr.Leader() != "" })
+					continue
 				}
 				if rf.Index() < w.Index() {
 					t.Fatalf("read index %d is older than the acknowledged write at %d", rf.Index(), w.Index())

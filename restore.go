@@ -349,23 +349,74 @@ func (r *Raft) fencedByUnconfirmedSnapshot(a *AppendEntriesRequest, snapIndex ui
 	return fmt.Errorf("%w: entries up to %d end below this node's unconfirmed snapshot at %d", ErrUncommittedRestore, end, snapIndex)
 }
 
-// loadUnconfirmedSnapshot reads the mark at start-up. It applies only if the snapshot the node
-// starts from is the marked one: otherwise that snapshot never became visible (a crash before
-// its sink closed) and the mark is dropped.
+// loadSnapshotMarks reads the unconfirmed and undone snapshot marks at start-up, before the
+// snapshot to start from is chosen.
+func (r *Raft) loadSnapshotMarks() error {
+	for _, m := range []struct {
+		key []byte
+		to  *indexTerm
+	}{{keyUnconfirmedSnapshot, &r.unconfirmed}, {keyUndoneSnapshot, &r.undone}} {
+		b, err := r.stable.Get(m.key)
+		if err != nil {
+			return fmt.Errorf("raft: reading %s: %w", m.key, err)
+		}
+		if *m.to, err = decodeIndexTerm(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// undoUnconfirmedSnapshot undoes, at start-up, an unconfirmed snapshot whose log was never
+// dropped: the node crashed in the middle of its own Restore, or of installing such a
+// snapshot, before it deleted its log behind it. Until that deletion the node had not counted
+// itself (a leader) or answered (a follower) for the snapshot, and it had not published it as
+// its log's end, so no quorum can rely on it: the node safely starts from its previous
+// snapshot and log instead, as if the Restore or install never happened. The snapshot cannot
+// be deleted from the store (SnapshotStore has no delete), so it is recorded as undone, and
+// listSnapshots hides it from now on. A snapshot whose log was already dropped stays, fenced
+// (see markUnconfirmedSnapshot).
+func (r *Raft) undoUnconfirmedSnapshot(b logBounds) error {
+	u := r.unconfirmed
+	if u.index == 0 || b.last == 0 || b.last >= u.index {
+		return nil
+	}
+	if err := r.stable.Set(keyUndoneSnapshot, encodeIndexTerm(u)); err != nil {
+		return fmt.Errorf("raft: recording an undone snapshot: %w", err)
+	}
+	r.undone = u
+	r.logger.Warn("undoing a restored snapshot the cluster never committed; starting from the log before it", "index", u.index)
+	return nil
+}
+
+// listSnapshots lists the stored snapshots, newest first, without one start-up undid.
+func (r *Raft) listSnapshots() ([]*SnapshotMeta, error) {
+	metas, err := r.snaps.List()
+	if err != nil || r.undone.index == 0 {
+		return metas, err
+	}
+	kept := metas[:0:0]
+	for _, m := range metas {
+		if m.Index != r.undone.index || m.Term != r.undone.term {
+			kept = append(kept, m)
+		}
+	}
+	return kept, nil
+}
+
+// loadUnconfirmedSnapshot applies the unconfirmed mark at start-up, only if the snapshot the
+// node starts from is the marked one: otherwise that snapshot never became visible (a crash
+// before its sink closed) or start-up undid it, and the mark is dropped.
 func (r *Raft) loadUnconfirmedSnapshot() error {
-	b, err := r.stable.Get(keyUnconfirmedSnapshot)
-	if err != nil {
-		return fmt.Errorf("raft: reading the unconfirmed snapshot mark: %w", err)
+	it := r.unconfirmed
+	if it.index == 0 {
+		return nil
 	}
-	it, err := decodeIndexTerm(b)
-	if err != nil || it.index == 0 {
-		return err
-	}
-	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term {
-		r.unconfirmed = it
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term && r.undone != it {
 		r.logger.Warn("starting from a snapshot the cluster may not have committed; acknowledging nothing below it until a leader settles it", "index", it.index)
 		return nil
 	}
+	r.unconfirmed = indexTerm{}
 	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(indexTerm{})); err != nil {
 		return fmt.Errorf("raft: clearing a stale unconfirmed snapshot mark: %w", err)
 	}

@@ -447,7 +447,7 @@ func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, 
 func (s *replicator) sendLatestSnapshot() bool {
 	peer := s.peer.Load()
 	version := s.ls.logVersion.Load()
-	metas, err := s.r.snaps.List()
+	metas, err := s.r.listSnapshots()
 	if err != nil || len(metas) == 0 {
 		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
 		s.failures++

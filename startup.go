@@ -45,13 +45,16 @@ func (b logBounds) joins(index uint64) bool {
 // acknowledged entries it no longer holds, and must be rebuilt from the cluster (see
 // docs/operating.md) rather than vote or acknowledge as the voter it was.
 func (r *Raft) restoreSnapshotOnStart() error {
-	metas, err := r.snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: listing snapshots: %w", err)
-	}
 	bounds, err := r.readLogBounds()
 	if err != nil {
 		return err
+	}
+	if err := r.undoUnconfirmedSnapshot(bounds); err != nil {
+		return err
+	}
+	metas, err := r.listSnapshots()
+	if err != nil {
+		return fmt.Errorf("raft: listing snapshots: %w", err)
 	}
 	reached, err := r.damagedSnapshotIndex() // the furthest index a skipped snapshot held
 	if err != nil {
