@@ -23,6 +23,10 @@
 //
 // Values other goroutines need (role, term, indexes, leader) are published through atomics,
 // so status calls never wait on the main loop or the disk.
+//
+// docs/design.md in the repository describes the design as built: every goroutine and what
+// it owns, the write and read paths, elections, snapshots, the disk and wire formats and the
+// crash model the tests use.
 package raft
 
 import (
@@ -183,7 +187,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		fsmq:           newFSMQueue(fsmBacklogBatches * conf.MaxAppendEntries),
+		fsmq:           newFSMQueue(fsmBacklogBatches*conf.MaxAppendEntries, fsmBacklogBytesBatches*conf.MaxAppendEntriesBytes),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),

@@ -53,7 +53,7 @@ func (s *crashLogStore) StoreLogs(logs []*raft.Log) error {
 			_ = s.inner.StoreLogs(logs[:k])
 		}
 	}
-	return s.inc.write(CrashInStoreLogs, true, settle, func() error { return s.inner.StoreLogs(logs) })
+	return s.inc.write(CrashInStoreLogs, synced, settle, func() error { return s.inner.StoreLogs(logs) })
 }
 
 // DeleteRange is done once it returned; a crash during it leaves the log as before or after.
@@ -63,7 +63,7 @@ func (s *crashLogStore) DeleteRange(lo, hi uint64) error {
 			_ = s.inner.DeleteRange(lo, hi)
 		}
 	}
-	return s.inc.write(CrashInDeleteRange, true, settle, func() error { return s.inner.DeleteRange(lo, hi) })
+	return s.inc.write(CrashInDeleteRange, deletion, settle, func() error { return s.inner.DeleteRange(lo, hi) })
 }
 
 type crashStableStore struct {
@@ -77,7 +77,7 @@ func (s *crashStableStore) Set(key, val []byte) error {
 			_ = s.inner.Set(key, val)
 		}
 	}
-	return s.inc.write(CrashInStableSet, true, settle, func() error { return s.inner.Set(key, val) })
+	return s.inc.write(CrashInStableSet, synced, settle, func() error { return s.inner.Set(key, val) })
 }
 
 func (s *crashStableStore) SetUint64(key []byte, val uint64) error {
@@ -86,7 +86,7 @@ func (s *crashStableStore) SetUint64(key []byte, val uint64) error {
 			_ = s.inner.SetUint64(key, val)
 		}
 	}
-	return s.inc.write(CrashInStableSet, true, settle, func() error { return s.inner.SetUint64(key, val) })
+	return s.inc.write(CrashInStableSet, synced, settle, func() error { return s.inner.SetUint64(key, val) })
 }
 
 func (s *crashStableStore) Get(key []byte) (v []byte, err error) {
@@ -107,7 +107,7 @@ type crashSnapshotStore struct {
 // Create starts a snapshot that exists only once its sink's Close returned.
 func (s *crashSnapshotStore) Create(version int, index, term uint64, configuration raft.Configuration, configurationIndex uint64) (raft.SnapshotSink, error) {
 	var sink *crashSink
-	err := s.inc.write(0, false, func(*rand.Rand) {}, func() error {
+	err := s.inc.write(0, buffered, func(*rand.Rand) {}, func() error {
 		inner, err := s.inner.Create(version, index, term, configuration, configurationIndex)
 		if err != nil {
 			return err
@@ -147,7 +147,7 @@ type crashSink struct {
 func (k *crashSink) ID() string { return k.inner.ID() }
 
 func (k *crashSink) Write(p []byte) (n int, err error) {
-	err = k.inc.write(CrashInSnapshotWrite, false, func(*rand.Rand) {}, func() error {
+	err = k.inc.write(CrashInSnapshotWrite, buffered, func(*rand.Rand) {}, func() error {
 		n, err = k.inner.Write(p)
 		return err
 	})
@@ -165,14 +165,14 @@ func (k *crashSink) Close() error {
 			_ = k.inner.Cancel()
 		}
 	}
-	return k.inc.write(CrashInSnapshotClose, true, settle, func() error {
+	return k.inc.write(CrashInSnapshotClose, synced, settle, func() error {
 		k.forget()
 		return k.inner.Close()
 	})
 }
 
 func (k *crashSink) Cancel() error {
-	return k.inc.write(0, false, func(*rand.Rand) {}, func() error {
+	return k.inc.write(0, buffered, func(*rand.Rand) {}, func() error {
 		k.forget()
 		return k.inner.Cancel()
 	})

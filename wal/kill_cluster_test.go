@@ -92,9 +92,9 @@ func TestWALCluster_KillNineUnderLoadKeepsEveryAcknowledgedWrite(t *testing.T) {
 		}()
 	}
 	// Kill only under load: once the cluster elected a leader and took writes.
-	for deadline := time.Now().Add(60 * time.Second); acks.count() < 50; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(120 * time.Second); acks.count() < 50; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d writes acknowledged within 60s", acks.count())
+			t.Fatalf("only %d writes acknowledged within 120s", acks.count())
 		}
 	}
 	for kill := 0; kill < *killClusterKills; kill++ {
