@@ -53,7 +53,9 @@ type Config struct {
 
 	// MaxInflightBytes bounds the entry bytes the leader has sent to one follower and not
 	// yet heard back about (the pipeline window): what a follower far behind costs both
-	// sides in memory. It must be at least MaxAppendEntriesBytes. Default
+	// sides in memory. It must be at least MaxAppendEntriesBytes. The leader also stops
+	// taking applies while four times this many bytes are not committed yet, so a slow
+	// quorum slows clients down instead of growing the leader's memory. Default
 	// DefaultMaxInflightBytes.
 	MaxInflightBytes int
 

@@ -131,3 +131,33 @@ func TestLogCache_KeepsUndurableEntriesAndEvictsDurableOnesByBytes(t *testing.T)
 		t.Fatalf("empty cache counts %d bytes", c.bytes)
 	}
 }
+
+func TestFSMQueue_HoldsBackByBytesToo(t *testing.T) {
+	task := func(n, size int) fsmTask {
+		var t fsmTask
+		for i := 0; i < n; i++ {
+			t.commits = append(t.commits, commitTuple{log: &Log{Data: make([]byte, size)}})
+		}
+		return t
+	}
+	per := entryBytes(&Log{Data: make([]byte, 1000)})
+	q := newFSMQueue(1000, 4*per)
+	q.push(task(2, 1000))
+	if q.full() {
+		t.Fatal("full with 2 of 1000 entries and half the bytes")
+	}
+	q.push(task(2, 1000))
+	if !q.full() {
+		t.Fatal("not full with the byte limit reached (4 of 1000 entries)")
+	}
+	first, _ := q.next()
+	q.done(first)
+	select {
+	case <-q.room:
+	default:
+		t.Fatal("no room signalled once half the bytes were free")
+	}
+	if q.full() {
+		t.Fatal("still full after half was applied")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -148,5 +149,36 @@ func TestReplication_RepeatedFailureWarnsOncePerChangeOfState(t *testing.T) {
 		c.WaitFor(waitLong, "the recovery to be logged", func() bool {
 			return logs.count("[INFO]", "replication to peer resumed", "peer="+peer) == 1
 		})
+	})
+}
+
+func TestLeader_StopsTakingAppliesWhileTooMuchIsUncommitted(t *testing.T) {
+	const (
+		window    = 8 << 10 // MaxAppendEntriesBytes and MaxInflightBytes
+		entrySize = 1 << 10
+	)
+	opts := withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
+		c.MaxAppendEntriesBytes, c.MaxInflightBytes = window, window
+	}})
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		if _, err := c.Apply([]byte("settled"), waitLong); err != nil {
+			t.Fatal(err)
+		}
+		r := c.Node(leader).Raft()
+		for _, i := range others(c, leader) {
+			hangingStoreOf(t, c, i).Hang() // no follower acknowledges anything from now on
+		}
+		base := r.LastIndex()
+		for i := 0; i < 200; i++ {
+			go func() { _ = r.Apply(make([]byte, entrySize), time.Hour).Error() }()
+		}
+		synctest.Wait() // every goroutine blocked: the leader took what it takes
+		// Four windows of uncommitted bytes, plus the one batch that crossed the bound.
+		perEntry := entrySize + 64
+		most := uint64(4*window/perEntry + window/perEntry + 2)
+		if got := r.LastIndex() - base; got > most || got < most/2 {
+			t.Fatalf("leader took %d entries with no follower acknowledging, want about %d (at most %d)", got, 4*window/perEntry, most)
+		}
 	})
 }

@@ -10,11 +10,13 @@ import "sync"
 // so a slow FSM reaches clients as slower Apply calls (or ErrEnqueueTimeout), never as a
 // missed heartbeat and an election.
 type fsmQueue struct {
-	limit int // committed entries the queue may hold before the main loop holds back
+	limit      int // committed entries the queue may hold before the main loop holds back
+	limitBytes int // likewise in entryBytes
 
 	mu      sync.Mutex
 	tasks   []fsmTask // guarded by mu
 	entries int       // guarded by mu: committed entries in tasks, the running one included
+	bytes   int       // guarded by mu: their entryBytes
 	held    bool      // guarded by mu: the main loop held entries back and waits for room
 
 	// notify wakes the FSM goroutine (buffer 1, coalescing: one wake-up covers every task
@@ -23,8 +25,17 @@ type fsmQueue struct {
 	room   chan struct{}
 }
 
-func newFSMQueue(limit int) *fsmQueue {
-	return &fsmQueue{limit: limit, notify: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+func newFSMQueue(limit, limitBytes int) *fsmQueue {
+	return &fsmQueue{limit: limit, limitBytes: limitBytes, notify: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+// taskBytes is the entryBytes of a task's entries.
+func taskBytes(t fsmTask) int {
+	n := 0
+	for _, c := range t.commits {
+		n += entryBytes(c.log)
+	}
+	return n
 }
 
 // push queues a task; it never blocks. Main loop only.
@@ -32,6 +43,7 @@ func (q *fsmQueue) push(t fsmTask) {
 	q.mu.Lock()
 	q.tasks = append(q.tasks, t)
 	q.entries += len(t.commits)
+	q.bytes += taskBytes(t)
 	q.mu.Unlock()
 	poke(q.notify)
 }
@@ -41,7 +53,7 @@ func (q *fsmQueue) push(t fsmTask) {
 func (q *fsmQueue) full() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.entries < q.limit {
+	if q.entries < q.limit && q.bytes < q.limitBytes {
 		return false
 	}
 	q.held = true
@@ -69,7 +81,8 @@ func (q *fsmQueue) next() (fsmTask, bool) {
 func (q *fsmQueue) done(t fsmTask) {
 	q.mu.Lock()
 	q.entries -= len(t.commits)
-	wake := q.held && q.entries <= q.limit/2
+	q.bytes -= taskBytes(t)
+	wake := q.held && q.entries <= q.limit/2 && q.bytes <= q.limitBytes/2
 	if wake {
 		q.held = false
 	}

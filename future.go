@@ -213,6 +213,11 @@ func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, s
 		}
 		ctxDone = ctx.Done()
 	}
+	select {
+	case ch <- v: // room in the queue: no timer needed (one allocation less per Apply)
+		return nil
+	default:
+	}
 	var timeout <-chan time.Time
 	if !deadline.IsZero() {
 		t := time.NewTimer(time.Until(deadline))

@@ -48,6 +48,8 @@ type leaderState struct {
 	// unwritten holds this term's futures whose entries are not written locally yet, in
 	// index order, for the written-stage metric. Main loop only.
 	unwritten []*logFuture
+	// uncommittedBytes is the entryBytes of inflight. Main loop only.
+	uncommittedBytes int
 
 	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
 	// and a leadership transfer in progress. Main loop only.
@@ -65,6 +67,11 @@ type leaderState struct {
 // maxPendingWrites bounds the dispatched entries waiting for the local writer; past it the
 // leader stops taking applies until the disk catches up (backpressure instead of memory).
 func (r *Raft) maxPendingWrites() int { return 4 * r.conf.MaxAppendEntries }
+
+// maxUncommittedBytes bounds the leader's entries not yet committed: past it the leader stops
+// taking applies until a quorum catches up, so a slow quorum costs clients latency (and
+// ErrEnqueueTimeout) rather than the leader memory.
+func (r *Raft) maxUncommittedBytes() int { return 4 * r.conf.MaxInflightBytes }
 
 // runLeader leads one term: it sets up replication, appends the term's no-op entry and
 // serves requests until it steps down or shuts down.
@@ -86,9 +93,10 @@ func (r *Raft) runLeader() {
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
-		if ls.writer.backlogged() || r.fsmQueuedIndex < r.commitIndex.Load() {
-			// Backpressure: the disk is behind, or the FSM is (committed entries wait for
-			// room in its queue). Callers wait in Apply, up to their timeout.
+		if ls.writer.backlogged() || ls.uncommittedBytes >= r.maxUncommittedBytes() || r.fsmQueuedIndex < r.commitIndex.Load() {
+			// Backpressure: the disk is behind, a quorum of followers is (too many bytes not
+			// committed yet), or the FSM is (committed entries wait for room in its queue).
+			// Callers wait in Apply, up to their timeout.
 			applyCh = nil
 		}
 		select {
@@ -240,6 +248,9 @@ func (r *Raft) dispatchLogs(futures []*logFuture) {
 		stageMetric(stageQueued, f.created, now)
 	}
 	ls.inflight = append(ls.inflight, futures...)
+	for _, f := range futures {
+		ls.uncommittedBytes += entryBytes(&f.log)
+	}
 	ls.unwritten = append(ls.unwritten, futures...)
 	ls.cache.add(logs)
 	r.lastLog.Store(&indexTerm{index: lastIndex, term: ls.term})
@@ -320,6 +331,7 @@ func (r *Raft) processLeaderCommits() {
 			}
 			if f.log.Index > prev {
 				f.committed = now
+				ls.uncommittedBytes -= entryBytes(&f.log)
 				commitTimeMetric(f.dispatched)
 				stageMetric(stageCommitted, f.dispatched, now)
 			}
@@ -474,6 +486,10 @@ func (r *Raft) leaderCleanup(err error) {
 // the FSM before the main loop holds the rest back: enough to keep a fast FSM busy through a
 // burst, few enough to bound the memory of a slow one.
 const fsmBacklogBatches = 64
+
+// fsmBacklogBytesBatches bounds the same backlog in bytes, in full batches of
+// MaxAppendEntriesBytes (16 MiB by default), so large entries do not multiply it.
+const fsmBacklogBytesBatches = 16
 
 // applyCommitted hands the committed entries up to commit that were not handed over yet to
 // the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has

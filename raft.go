@@ -185,7 +185,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		rpcCh:          trans.Consumer(),
 		leaderReqCh:    make(chan leaderRequest),
 		bootstrapCh:    make(chan *bootstrapFuture),
-		fsmq:           newFSMQueue(fsmBacklogBatches * conf.MaxAppendEntries),
+		fsmq:           newFSMQueue(fsmBacklogBatches*conf.MaxAppendEntries, fsmBacklogBytesBatches*conf.MaxAppendEntriesBytes),
 		fsmSnapshotCh:  make(chan *fsmSnapshotRequest),
 		userSnapshotCh: make(chan *userSnapshotFuture),
 		leaderCh:       make(chan bool, 1),

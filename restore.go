@@ -171,7 +171,7 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	for _, fut := range ls.inflight {
 		fut.respond(ErrAbortedByRestore)
 	}
-	ls.inflight = nil
+	ls.inflight, ls.uncommittedBytes = nil, 0
 	ls.writer.drop()
 	if p := ls.promotion; p != nil {
 		// An AddVoter waiting for its server to catch up: the restore takes the committed

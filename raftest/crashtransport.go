@@ -2,6 +2,7 @@ package raftest
 
 import (
 	"io"
+	"math"
 	"sync"
 
 	"github.com/raftkit/raft"
@@ -97,6 +98,16 @@ func (t *crashTransport) call(do func() error) error {
 		return ErrCrashed
 	}
 	return err
+}
+
+// MaxMessageBytes forwards the inner transport's message limit (raft.MessageLimiter), so
+// NewRaft checks the node's byte limits against it as it would without the harness; an inner
+// transport without a limit carries any size.
+func (t *crashTransport) MaxMessageBytes() int {
+	if l, ok := t.inner.(raft.MessageLimiter); ok {
+		return l.MaxMessageBytes()
+	}
+	return math.MaxInt
 }
 
 func (t *crashTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {

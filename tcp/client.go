@@ -79,9 +79,9 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 	}
 	*resp = raft.InstallSnapshotResponse{}
 	deadline := t.opts.snapshotDeadline(time.Now(), args.Size)
-	// Always a fresh connection: the data stream can not be replayed, so a retry after an
-	// idle pooled connection turned out dead is not possible here. Snapshots are rare, and
-	// one dial is nothing next to the transfer.
+	// Always a fresh connection, closed afterwards: the data stream can not be replayed, so
+	// a retry after an idle pooled connection turned out dead is not possible here.
+	// Snapshots are rare, and one dial is nothing next to the transfer.
 	c, err := t.dial(target, deadline)
 	if err != nil {
 		return t.callError(frameInstallSnapshot, target, err)
@@ -93,7 +93,7 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 		}
 		return err
 	})
-	t.release(poolKey{target: target}, c, err)
+	t.discard(c) // not pooled: it was dialled for this transfer alone
 	return t.callError(frameInstallSnapshot, target, err)
 }
 

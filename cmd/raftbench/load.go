@@ -31,8 +31,9 @@ type operation func(leader *raft.Raft, seq uint64) (int, error)
 
 // applyOps makes each client's operation: apply a cfg.size-byte command.
 func applyOps(cfg config) func(client int) operation {
+	pool := newPayloadPool(cfg.seed, cfg.size) // shared, read-only
 	return func(client int) operation {
-		payloads := newPayloads(cfg.seed, client, cfg.size)
+		payloads := newPayloads(pool, client)
 		return func(leader *raft.Raft, seq uint64) (int, error) {
 			cmd := payloads.next(seq)
 			return len(cmd), leader.Apply(cmd, cfg.timeout).Error()
@@ -104,31 +105,37 @@ func runClient(op operation, cur *atomic.Pointer[raft.Raft], leader leaderFunc, 
 	return res
 }
 
-// payloads makes a client's commands: each is size bytes, drawn from a pool filled by a PRNG
-// seeded with the run seed and the client number, and stamped with the client and sequence
-// number, so every run with the same flags sends the same bytes.
+// payloads makes a client's commands: each is a body from a pool the clients share, filled by
+// a PRNG seeded with the run seed, stamped with the client and sequence number, so every run
+// with the same flags sends the same bytes. The pool is shared so that the load generator's
+// own memory does not grow with clients times command size and blur the peak RSS of the
+// nodes.
 type payloads struct {
 	client uint32
-	size   int
-	pool   [][]byte
+	pool   [][]byte // shared, read-only
 }
 
-// payloadPool is how many distinct random bodies each client cycles through.
+// payloadPool is how many distinct random bodies the clients cycle through.
 const payloadPool = 64
 
-func newPayloads(seed int64, client, size int) *payloads {
-	rng := rand.New(rand.NewSource(seed*1_000_003 + int64(client)))
-	p := &payloads{client: uint32(client), size: size, pool: make([][]byte, payloadPool)}
-	for i := range p.pool {
-		p.pool[i] = make([]byte, size)
-		rng.Read(p.pool[i])
+// newPayloadPool fills the shared pool of size-byte bodies.
+func newPayloadPool(seed int64, size int) [][]byte {
+	rng := rand.New(rand.NewSource(seed * 1_000_003))
+	pool := make([][]byte, payloadPool)
+	for i := range pool {
+		pool[i] = make([]byte, size)
+		rng.Read(pool[i])
 	}
-	return p
+	return pool
+}
+
+func newPayloads(pool [][]byte, client int) *payloads {
+	return &payloads{client: uint32(client), pool: pool}
 }
 
 // next returns a fresh slice (raft keeps the command) for sequence number seq.
 func (p *payloads) next(seq uint64) []byte {
-	cmd := append([]byte(nil), p.pool[seq%payloadPool]...)
+	cmd := append([]byte(nil), p.pool[(seq+uint64(p.client))%payloadPool]...)
 	var stamp [12]byte
 	binary.BigEndian.PutUint32(stamp[:4], p.client)
 	binary.BigEndian.PutUint64(stamp[4:], seq)

@@ -44,7 +44,7 @@ func TestPercentile_NearestRank(t *testing.T) {
 }
 
 func TestPayloads_DeterministicDistinctAndSized(t *testing.T) {
-	a, b, other := newPayloads(7, 3, 128), newPayloads(7, 3, 128), newPayloads(7, 4, 128)
+	a, b, other := newPayloads(newPayloadPool(7, 128), 3), newPayloads(newPayloadPool(7, 128), 3), newPayloads(newPayloadPool(7, 128), 4)
 	seen := make(map[string]bool)
 	for seq := uint64(0); seq < 2*payloadPool; seq++ {
 		pa, pb := a.next(seq), b.next(seq)
@@ -66,7 +66,7 @@ func TestPayloads_DeterministicDistinctAndSized(t *testing.T) {
 	if !bytes.Equal(a.next(5), b.next(5)) {
 		t.Fatal("a caller's change to a command leaked into the pool")
 	}
-	if got := len(newPayloads(1, 0, 4).next(9)); got != 4 {
+	if got := len(newPayloads(newPayloadPool(1, 4), 0).next(9)); got != 4 {
 		t.Fatalf("a 4-byte command has %d bytes", got)
 	}
 }
