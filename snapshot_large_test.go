@@ -141,7 +141,7 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 	// Real time: the sampler must run while the transfer does, which in a bubble it would
 	// not (time stands still during file I/O).
 	c := raftest.New(t, opts)
-	c.Net.SetTimeout(time.Second) // the handler may take 60 of these for 50 MiB
+	c.Net.SetTimeout(3 * time.Second) // the handler may take 60 of these for 50 MiB: room for a loaded machine
 	leader := c.WaitLeader(waitLong)
 	follower := others(c, leader)[0]
 	c.Isolate(follower)
@@ -157,7 +157,7 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 	start := time.Now()
 	c.Heal()
 	fsm := c.Node(follower).FSM().(*largeFSM)
-	c.WaitFor(time.Minute, "the follower to install the large snapshot", func() bool {
+	c.WaitFor(3*time.Minute, "the follower to install the large snapshot", func() bool {
 		n, _, _ := fsm.restored()
 		return n >= 1
 	})
