@@ -196,7 +196,7 @@ func (r *Raft) startStopReplication() {
 	}
 	ls.commitment.setVoters(r.configurations.latest.voters())
 	// Acknowledgements from before a membership change do not count for the lease.
-	ls.reads.resetLease(r.monoNow())
+	r.resetLease()
 }
 
 // transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
@@ -442,7 +442,7 @@ func (r *Raft) leaderCleanup(err error) {
 	for _, v := range ls.pendingReads {
 		v.respond(err)
 	}
-	ls.reads.fail(err)
+	r.endReads(ls, err)
 	for _, f := range ls.configQueue {
 		f.respond(err)
 	}

@@ -104,13 +104,15 @@ type Raft struct {
 	// only.
 	install *installState
 
-	// readForwardCh carries reads on a non-leader to the forwarder goroutine; see
-	// readForwardBuffer for its size.
+	// readForwardCh carries reads (other than lease reads answered on the spot) to the read
+	// batcher goroutine; see readForwardBuffer for its size.
 	readForwardCh chan *readFuture
 	// readRounds counts the leader's read confirmation rounds and readRequests the
 	// ReadIndex RPCs it received; for tests.
 	readRounds   atomic.Uint64
 	readRequests atomic.Uint64
+	// lease is the leader's lease view, published by the main loop (read.go).
+	lease atomic.Pointer[leaseView]
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.

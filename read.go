@@ -1,11 +1,13 @@
 package raft
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,9 +17,12 @@ import (
 // takes that commit index as the read index; (3) confirms with a quorum that it is still
 // leader; and (4) waits until its FSM applied the read index.
 //
-// Batching: the leader runs at most one confirmation round for reads at a time. Reads that
-// arrive while a round is in flight queue and share the next round, so a burst of any size
-// costs one round (two when it arrives while another round is already out).
+// Batching: reads on a node queue for its read batcher goroutine, which hands each batch to
+// the leader's main loop in one request (or sends it to the leader in one RPC). The leader
+// runs at most one confirmation round for reads at a time; reads that arrive while a round is
+// in flight queue and share the next round, so a burst of any size costs one round (two when
+// it arrives while another round is already out). Lease reads on the leader skip all of it:
+// the caller's goroutine checks the published lease itself.
 //
 // Followers and non-voters (thesis, section 6.4.1): a read asks the leader for a read index
 // with one ReadIndex RPC, then waits until the local FSM applied that index. Every entry up to
@@ -126,18 +131,23 @@ func (r *Raft) startRead(f *readFuture) IndexFuture {
 	case Shutdown:
 		return errorFuture{ErrRaftShutdown}
 	case Leader:
-		f.enqueued.Store(true)
-		err := r.sendLeaderRequest(f, f.deadline, f.ctx)
-		if errors.Is(err, ErrNotLeader) {
-			return r.forwardRead(f) // leadership moved on since the state check
+		if index, ok := r.maybeLeaseRead(f); ok {
+			f.complete(index, readKindLease, nil)
+			return f
 		}
-		if err != nil {
-			return errorFuture{err}
-		}
-		return f
-	default:
-		return r.forwardRead(f)
 	}
+	// The batcher hands every read queued meanwhile to the leader's main loop at once, or
+	// sends them to the leader in one RPC.
+	return r.forwardRead(f)
+}
+
+// maybeLeaseRead answers f from the lease on the caller's goroutine when it allows a lease
+// and the lease holds: a lease read never waits for the main loop.
+func (r *Raft) maybeLeaseRead(f *readFuture) (uint64, bool) {
+	if !f.lease {
+		return 0, false
+	}
+	return r.leaseReadIndex()
 }
 
 // Index returns the read index; valid once Error returned nil.
@@ -162,20 +172,31 @@ func (f *readFuture) complete(index uint64, kind string, err error) {
 	})
 }
 
-// serve runs on the leader's main loop.
-func (f *readFuture) serve(r *Raft) { r.handleRead(readWaiter{f: f}, f.lease) }
+// readBatch hands reads queued on the leader to its main loop in one request.
+type readBatch []*readFuture
 
-// reject is called by a main loop that is not the leader's: leadership moved after the read
-// was sent there, so it goes to the forwarder instead, if there is room.
-func (f *readFuture) reject(err error) {
-	if errors.Is(err, ErrNotLeader) {
-		select {
-		case f.r.readForwardCh <- f:
-			return
-		default:
-		}
+// serve queues the batch for the next confirmation round (answering lease reads at once).
+func (b readBatch) serve(r *Raft) {
+	for _, f := range b {
+		r.queueRead(readWaiter{f: f}, f.lease)
 	}
-	f.respond(err)
+	r.maybeStartReadRound()
+}
+
+// reject is called by a main loop that is not the leader's: leadership moved after the
+// batcher looked, so each read goes back to the batcher (to be sent to the new leader) if
+// there is room.
+func (b readBatch) reject(err error) {
+	for _, f := range b {
+		if errors.Is(err, ErrNotLeader) {
+			select {
+			case f.r.readForwardCh <- f:
+				continue
+			default:
+			}
+		}
+		f.respond(err)
+	}
 }
 
 func (f *readFuture) waitApplied() error {
@@ -203,7 +224,7 @@ func (f *readFuture) waitApplied() error {
 	}
 }
 
-// forwardRead queues a read for the forwarder goroutine.
+// forwardRead queues a read for the batcher goroutine.
 func (r *Raft) forwardRead(f *readFuture) IndexFuture {
 	f.enqueued.Store(true)
 	if err := handOff(r.readForwardCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
@@ -212,9 +233,11 @@ func (r *Raft) forwardRead(f *readFuture) IndexFuture {
 	return f
 }
 
-// runReadForwarder is the forwarder goroutine (one per node, started by NewRaft, exits on
-// shutdown): it takes every read queued on this node as one batch and asks the leader for a
-// read index with one RPC, one batch at a time.
+// runReadForwarder is the read batcher goroutine (one per node, started by NewRaft, exits on
+// shutdown): it takes every read queued on this node as one batch, one batch at a time, and
+// hands it to the main loop in one request when this node leads, or asks the leader for a
+// read index with one RPC when it does not. Batching here keeps a burst of reads from costing
+// the main loop one hand-off each.
 func (r *Raft) runReadForwarder() {
 	var batch []*readFuture
 	for {
@@ -239,7 +262,8 @@ func (r *Raft) runReadForwarder() {
 	}
 }
 
-// forwardBatch gets a read index for batch from the leader.
+// forwardBatch gets a read index for batch: from this node's main loop if it leads, else
+// from the leader.
 func (r *Raft) forwardBatch(batch []*readFuture) {
 	live := make([]*readFuture, 0, len(batch))
 	lease := true
@@ -254,13 +278,14 @@ func (r *Raft) forwardBatch(batch []*readFuture) {
 		return
 	}
 	if r.getState() == Leader {
-		// This node became leader after the reads were queued: serve them here.
-		for _, f := range live {
-			if err := r.sendLeaderRequest(f, f.deadline, f.ctx); err != nil {
-				f.respond(err)
+		err := r.sendLeaderRequest(readBatch(live), time.Time{}, context.Background())
+		if !errors.Is(err, ErrNotLeader) {
+			if err != nil {
+				failReads(live, err)
 			}
+			return
 		}
-		return
+		// Leadership moved on since the state check: ask the new leader.
 	}
 	leader := r.leader.Load()
 	if leader.id == "" || leader.id == r.localID {
@@ -304,7 +329,8 @@ func (r *Raft) handleReadIndexRequest(rpc RPC, req *ReadIndexRequest) {
 		rpc.Respond(nil, r.notLeaderErr())
 		return
 	}
-	r.handleRead(readWaiter{rpc: rpc, hdr: hdr}, req.Lease)
+	r.queueRead(readWaiter{rpc: rpc, hdr: hdr}, req.Lease)
+	r.maybeStartReadRound()
 }
 
 // leaderReads is the leader's read state for one term. Main loop only.
@@ -314,8 +340,20 @@ type leaderReads struct {
 
 	termStart  time.Duration // when this node became leader (monotonic, since clockBase)
 	leaseFloor time.Duration // acknowledgements of heartbeats sent before it do not count
-	leaseUntil time.Duration // the lease holds until then, as last computed
 	revoked    bool          // a leadership transfer started: no lease for the rest of the term
+}
+
+// leaseView is what a lease check needs, published by the main loop (Raft.lease) so that
+// lease reads on the leader never wait for the main loop. nil while no lease may be used:
+// not leading, a membership change uncommitted, a transfer started.
+type leaseView struct {
+	startIndex uint64        // the term's first index: the commit index must reach it
+	notBefore  time.Duration // termStart + HeartbeatTimeout: an earlier leader's lease is over
+	floor      time.Duration // acknowledgements of heartbeats sent before it do not count
+	quorum     int
+	self       bool            // this node is a voter (it counts as acknowledging now)
+	acks       []*atomic.Int64 // the other voters' replicators' ackedSend
+	until      atomic.Int64    // the lease holds until then, as last computed (monotonic)
 }
 
 // readWaiter is a read on this node or a follower's ReadIndex request (with the header to
@@ -336,22 +374,54 @@ func (rd *leaderReads) start(now time.Duration) {
 	rd.termStart, rd.leaseFloor = now, now
 }
 
-// resetLease makes the lease count only heartbeats sent from now on.
-func (rd *leaderReads) resetLease(now time.Duration) {
-	rd.leaseFloor, rd.leaseUntil = now, 0
+// resetLease makes the lease count only heartbeats sent from now on, and publishes the lease
+// view for the latest configuration. Main loop, leader.
+func (r *Raft) resetLease() {
+	r.leaderState.reads.leaseFloor = r.monoNow()
+	r.publishLease()
 }
 
-// revokeLease gives the lease up for the rest of the term.
-func (rd *leaderReads) revokeLease() {
-	rd.revoked, rd.leaseUntil = true, 0
+// revokeLease gives the lease up for the rest of the term. Main loop, leader.
+func (r *Raft) revokeLease() {
+	r.leaderState.reads.revoked = true
+	r.lease.Store(nil)
 }
 
-// fail answers every read still queued with err (the term ended).
-func (rd *leaderReads) fail(err error) {
-	for _, w := range rd.queued {
+// endReads fails every read still queued with err and withdraws the lease: the term ended.
+func (r *Raft) endReads(ls *leaderState, err error) {
+	r.lease.Store(nil)
+	for _, w := range ls.reads.queued {
 		w.answer(0, 0, false, err)
 	}
-	rd.queued = nil
+	ls.reads.queued = nil
+}
+
+// publishLease publishes the lease view of the current term and configuration, or nil when
+// no lease may be used. Main loop, leader.
+func (r *Raft) publishLease() {
+	ls := r.leaderState
+	latest := r.configurations.latest
+	if ls.reads.revoked || r.configurations.latestIndex != r.configurations.committedIndex {
+		r.lease.Store(nil)
+		return
+	}
+	v := &leaseView{
+		startIndex: ls.commitment.startIndex,
+		notBefore:  ls.reads.termStart + r.conf.HeartbeatTimeout,
+		floor:      ls.reads.leaseFloor,
+		quorum:     latest.quorumSize(),
+	}
+	for _, s := range latest.Servers {
+		if s.Suffrage != Voter {
+			continue
+		}
+		if s.ID == r.localID {
+			v.self = true
+		} else if repl, ok := ls.replicators[s.ID]; ok {
+			v.acks = append(v.acks, &repl.ackedSend)
+		}
+	}
+	r.lease.Store(v)
 }
 
 // answer resolves the waiter with a read index, or with err.
@@ -371,9 +441,9 @@ func (w readWaiter) answer(term, index uint64, lease bool, err error) {
 	w.rpc.Respond(&ReadIndexResponse{RPCHeader: w.hdr, Term: term, ReadIndex: index, FromLease: lease}, nil)
 }
 
-// handleRead serves one read on the leader: from the lease if allowed and held, else in the
-// next confirmation round.
-func (r *Raft) handleRead(w readWaiter, lease bool) {
+// queueRead serves one read on the leader from the lease if allowed and held, or else queues
+// it for the next confirmation round (the caller then calls maybeStartReadRound).
+func (r *Raft) queueRead(w readWaiter, lease bool) {
 	ls := r.leaderState
 	if lease {
 		if index, ok := r.leaseReadIndex(); ok {
@@ -385,7 +455,6 @@ func (r *Raft) handleRead(w readWaiter, lease bool) {
 		return // its caller gave up
 	}
 	ls.reads.queued = append(ls.reads.queued, w)
-	r.maybeStartReadRound()
 }
 
 // maybeStartReadRound starts a confirmation round for the queued reads unless one is in
@@ -441,57 +510,52 @@ func (d readRoundDone) serve(r *Raft) {
 
 func (d readRoundDone) reject(error) {} // the term is over; leaderCleanup failed its reads
 
-// leaseReadIndex returns the read index the lease allows, if it holds.
+// leaseReadIndex returns the read index the lease allows, if this node leads and its lease
+// holds. Safe from any goroutine: it reads only the published lease view and atomics. The
+// index is the commit index at a moment the lease held, so no other leader existed then.
 func (r *Raft) leaseReadIndex() (uint64, bool) {
-	ls := r.leaderState
-	rd := &ls.reads
-	if rd.revoked || ls.transfer != nil || r.configurations.latestIndex != r.configurations.committedIndex {
+	v := r.lease.Load()
+	if v == nil || r.getState() != Leader {
 		return 0, false
 	}
 	commit := r.commitIndex.Load()
-	if commit < ls.commitment.startIndex {
+	if commit < v.startIndex {
 		return 0, false // the commit index may still lag what earlier leaders committed
 	}
 	now := r.monoNow()
-	if now >= rd.leaseUntil {
-		rd.leaseUntil = r.computeLease(now)
+	if now >= time.Duration(v.until.Load()) {
+		until := r.computeLease(v, now)
+		if until <= now {
+			return 0, false
+		}
+		v.until.Store(int64(until))
 	}
-	return commit, now < rd.leaseUntil
+	return commit, true
 }
 
-// computeLease returns until when the lease holds: HeartbeatTimeout - MaxClockDrift after the
-// newest heartbeat send time that a quorum of voters acknowledged (this node counting as
+// computeLease returns until when the lease of v holds: HeartbeatTimeout - MaxClockDrift after
+// the newest heartbeat send time that a quorum of voters acknowledged (this node counting as
 // now), but never before HeartbeatTimeout after this node won its election, so that an
-// earlier leader's lease has run out.
-func (r *Raft) computeLease(now time.Duration) time.Duration {
-	ls := r.leaderState
-	if now < ls.reads.termStart+r.conf.HeartbeatTimeout {
+// earlier leader's lease has run out. Zero when it does not hold.
+func (r *Raft) computeLease(v *leaseView, now time.Duration) time.Duration {
+	if now < v.notBefore || v.quorum == 0 {
 		return 0
 	}
-	latest := r.configurations.latest
-	acks := make([]time.Duration, 0, len(latest.Servers))
-	for _, s := range latest.Servers {
-		if s.Suffrage != Voter {
-			continue
-		}
-		if s.ID == r.localID {
-			acks = append(acks, now)
-			continue
-		}
-		repl, ok := ls.replicators[s.ID]
-		if !ok {
-			continue
-		}
-		if sent := time.Duration(repl.ackedSend.Load()); sent >= ls.reads.leaseFloor {
+	var buf [8]time.Duration
+	acks := buf[:0]
+	if v.self {
+		acks = append(acks, now)
+	}
+	for _, a := range v.acks {
+		if sent := time.Duration(a.Load()); sent >= v.floor {
 			acks = append(acks, sent)
 		}
 	}
-	q := latest.quorumSize()
-	if q == 0 || len(acks) < q {
+	if len(acks) < v.quorum {
 		return 0
 	}
-	slices.SortFunc(acks, func(a, b time.Duration) int { return int(b - a) })
-	return acks[q-1] + r.conf.HeartbeatTimeout - r.clockDrift()
+	slices.SortFunc(acks, func(a, b time.Duration) int { return cmp.Compare(b, a) })
+	return acks[v.quorum-1] + r.conf.HeartbeatTimeout - r.clockDrift()
 }
 
 // clockDrift is Config.MaxClockDrift, or its default.

@@ -27,7 +27,7 @@ func (f *transferFuture) reject(err error)     { f.respond(err) }
 // serve gives up the lease before the transfer can send TimeoutNow: the target's voters
 // skip their leader stickiness for its election, which is what the lease rests on.
 func (f *transferFuture) serve(r *Raft) {
-	r.leaderState.reads.revokeLease()
+	r.revokeLease()
 	r.handleTransfer(f)
 }
 

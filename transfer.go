@@ -66,6 +66,9 @@ func (r *Raft) transferLeadership(ctx context.Context, id ServerID, addr ServerA
 	if err := r.sendLeaderRequest(f, time.Time{}, f.ctx); err != nil {
 		return errorFuture{err}
 	}
+	// The main loop gives the lease up for the term when it serves the request; withdraw it
+	// already, so that no lease read is served once this call returned.
+	r.lease.Store(nil)
 	return f
 }
 

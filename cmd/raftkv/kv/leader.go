@@ -215,6 +215,22 @@ func isWrite(req *http.Request) bool {
 // 6.4) without writing to the log, on any node: the leader confirms its leadership with a
 // quorum (or, with lease, from its lease), after an entry of its own term committed, and this
 // node waits until its FSM applied the leader's commit index of that moment.
+//
+// A node that knows no leader (an election is under way, or it just started) fails such a
+// read at once with raft.ErrNoLeader; the service retries it until a leader answers or the
+// request timeout passes, so clients see a 503 only when no leader emerged in time.
 func (s *Server) readIndex(ctx context.Context, lease bool) error {
-	return s.raft.ReadIndexContext(ctx, raft.WithLease(lease)).Error()
+	t := time.NewTicker(leaderPollInterval)
+	defer t.Stop()
+	for {
+		err := s.raft.ReadIndexContext(ctx, raft.WithLease(lease)).Error()
+		if !errors.Is(err, raft.ErrNoLeader) {
+			return err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%w within the request timeout: %w", errNoLeader, err)
+		}
+	}
 }
