@@ -611,3 +611,43 @@ func TestRaft_StatsHasDocumentedKeys(t *testing.T) {
 		}
 	})
 }
+
+// shortBatchFSM breaks the BatchingFSM contract on the command "break": it returns no
+// responses for that batch.
+type shortBatchFSM struct{ *raftest.RecordingFSM }
+
+func (f shortBatchFSM) ApplyBatch(logs []*raft.Log) []any {
+	for _, l := range logs {
+		if string(l.Data) == "break" {
+			return nil
+		}
+	}
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.RecordingFSM.Apply(l)
+	}
+	return out
+}
+
+func TestRaft_BatchingFSMBreakingItsContractStopsTheNodeWithACause(t *testing.T) {
+	opts := raftest.Options{Nodes: 1, NewFSM: func(raft.ServerID) raft.FSM {
+		return shortBatchFSM{raftest.NewRecordingFSM()}
+	}}
+	raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
+		r := c.Node(c.WaitLeader(waitLong)).Raft()
+		if err := r.Apply([]byte("fine"), waitLong).Error(); err != nil {
+			t.Fatalf("apply before the broken batch: %v", err)
+		}
+		if err := r.Apply([]byte("break"), waitLong).Error(); !errors.Is(err, raft.ErrFSMContract) {
+			t.Fatalf("apply of the batch the FSM broke on: %v, want ErrFSMContract", err)
+		}
+		select {
+		case <-r.Stopped():
+		case <-time.After(waitLong):
+			t.Fatal("node still running after its FSM broke the contract")
+		}
+		if err := r.ShutdownCause(); !errors.Is(err, raft.ErrFSMContract) {
+			t.Fatalf("shutdown cause %v, want ErrFSMContract", err)
+		}
+	})
+}

@@ -699,6 +699,10 @@ func TestPreVote_GrantedOnlyForAHigherTerm(t *testing.T) {
 		c := newScriptedCluster(t, store, store, quiet, quiet, func(conf *raft.Config) {
 			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Minute, time.Minute, time.Minute
 		})
+		// A node that just started counts as having heard from a leader for HeartbeatTimeout
+		// (its previous incarnation may have acknowledged one): let that window pass, in the
+		// bubble's virtual time.
+		time.Sleep(time.Minute)
 		// A vote request of term 3 that n1 refuses (g's log is behind) moves n1 to term 3
 		// without a leader.
 		var resp raft.RequestVoteResponse

@@ -156,12 +156,19 @@ func (r *Raft) logUpToDate(lastIndex, lastTerm uint64) bool {
 // leaderRecentlyHeard reports whether this node heard from a live leader within the minimum
 // election timeout, in which case it ignores vote requests that are not part of a
 // leadership transfer (Ongaro's thesis, section 4.2.3).
+//
+// A node that started less than HeartbeatTimeout ago counts as having heard from one: its
+// previous incarnation may have acknowledged a leader's heartbeat just before it crashed, and
+// that leader's lease (read.go) still counts the acknowledgement. Granting a vote at once
+// would let another candidate win while the old leader serves lease reads without the writes
+// the new one commits. It costs a cold start nothing: followers wait at least that long
+// before they campaign.
 func (r *Raft) leaderRecentlyHeard() bool {
 	if r.getState() == Leader {
 		return true
 	}
 	if r.leader.Load().id == "" {
-		return false
+		return r.monoNow() < r.conf.HeartbeatTimeout
 	}
 	return r.sinceContact() < r.conf.HeartbeatTimeout
 }

@@ -37,6 +37,11 @@ var (
 	// size or index, or data whose length differs from meta.Size. Nothing changed.
 	ErrInvalidRestore = errors.New("raft: invalid snapshot to restore")
 
+	// ErrFSMContract is the cause a node stops with when the user's FSM breaks its contract
+	// (BatchingFSM.ApplyBatch returning a response count other than its entry count): the
+	// FSM's state is then unknown, so the node applies nothing more.
+	ErrFSMContract = errors.New("raft: FSM broke its contract")
+
 	// ErrUncommittedRestore is the cause a node stops with when it finds that a snapshot it
 	// restored as leader (Restore) was never committed: the cluster went on without it, and
 	// its FSM holds a state no one else has. Wipe the node and add it back.

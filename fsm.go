@@ -103,7 +103,9 @@ func (r *Raft) runFSM() {
 			case t.restore != nil:
 				t.restore.done <- r.fsmRestore(t.restore)
 			case batching:
-				r.applyBatch(batcher, t.commits)
+				if !r.applyBatch(batcher, t.commits) {
+					return // the node stopped: the FSM's state is no longer known
+				}
 			default:
 				r.applyOneByOne(t.commits)
 			}
@@ -131,8 +133,10 @@ func (r *Raft) applyOneByOne(commits []commitTuple) {
 	r.finishApply(commits, start)
 }
 
-// applyBatch applies the commands of a batch with one ApplyBatch call.
-func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) {
+// applyBatch applies the commands of a batch with one ApplyBatch call. An FSM that breaks the
+// contract (a response count other than the entry count) stops the node with the cause and
+// fails the batch's futures; applyBatch then reports false.
+func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) bool {
 	start := time.Now()
 	cmds := make([]*Log, 0, len(commits))
 	for _, c := range commits {
@@ -144,7 +148,14 @@ func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) {
 	if len(cmds) > 0 {
 		resps = fsm.ApplyBatch(cmds)
 		if len(resps) != len(cmds) {
-			panic(fmt.Sprintf("raft: BatchingFSM.ApplyBatch returned %d responses for %d entries", len(resps), len(cmds)))
+			err := fmt.Errorf("%w: BatchingFSM.ApplyBatch returned %d responses for %d entries", ErrFSMContract, len(resps), len(cmds))
+			r.fatal(err)
+			for _, c := range commits {
+				if c.future != nil {
+					c.future.respond(err)
+				}
+			}
+			return false
 		}
 	}
 	i := 0
@@ -158,6 +169,7 @@ func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) {
 		i++
 	}
 	r.finishApply(commits, start)
+	return true
 }
 
 // finishApply publishes the applied index, then resolves the futures: a client never hears

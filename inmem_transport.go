@@ -113,7 +113,11 @@ func (t *InmemTransport) AppendEntriesPipeline(_ ServerID, target ServerAddress)
 	if peer == nil {
 		return nil, fmt.Errorf("%w: no open transport at %s", ErrUnknownPeer, target)
 	}
-	return newInmemPipeline(t, peer)
+	p, err := newInmemPipeline(t, peer)
+	if err != nil {
+		return nil, err // never a typed nil in the interface: callers compare it with nil
+	}
+	return p, nil
 }
 
 // Close implements Transport. It fails every pending call and pipeline and waits for the

@@ -366,7 +366,6 @@ func (r *Raft) checkLeaderLease() {
 		return
 	}
 	contacted := 0
-	now := time.Now()
 	for _, s := range r.configurations.latest.Servers {
 		if s.Suffrage != Voter {
 			continue
@@ -375,7 +374,7 @@ func (r *Raft) checkLeaderLease() {
 			contacted++
 			continue
 		}
-		if repl, ok := ls.replicators[s.ID]; ok && now.Sub(repl.getLastContact()) <= r.conf.LeaderLeaseTimeout {
+		if repl, ok := ls.replicators[s.ID]; ok && repl.sinceContact() <= r.conf.LeaderLeaseTimeout {
 			contacted++
 		}
 	}

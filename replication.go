@@ -34,7 +34,7 @@ type replicator struct {
 	// stopCh is closed by the main loop when the peer leaves the configuration.
 	stopCh chan struct{}
 
-	lastContact atomic.Int64 // unix nanos of the last response in this term; both goroutines write
+	lastContact atomic.Int64 // monotonic nanos since r.clockBase of the last response in this term; both goroutines write
 
 	// ackedSend is when (monotonic nanos since the node's clockBase) the newest heartbeat
 	// this peer acknowledged in this term was sent; the lease counts from it. Written by the
@@ -60,15 +60,19 @@ func newReplicator(r *Raft, ls *leaderState, peer Server, nextIndex uint64) *rep
 	s.ackedSend.Store(math.MinInt64) // no acknowledgement yet
 	// The lease starts with the term: a new leader is not deposed before it could reach
 	// anyone.
-	s.lastContact.Store(time.Now().UnixNano())
+	s.lastContact.Store(int64(r.monoNow()))
 	return s
 }
 
 func (s *replicator) setPeer(p Server) { s.peer.Store(&p) }
 
-func (s *replicator) getLastContact() time.Time { return time.Unix(0, s.lastContact.Load()) }
+// sinceContact is how long ago this peer last answered, on the monotonic clock: a wall-clock
+// step must neither keep a cut-off leader in office nor depose a healthy one.
+func (s *replicator) sinceContact() time.Duration {
+	return s.r.monoNow() - time.Duration(s.lastContact.Load())
+}
 
-func (s *replicator) setContact() { s.lastContact.Store(time.Now().UnixNano()) }
+func (s *replicator) setContact() { s.lastContact.Store(int64(s.r.monoNow())) }
 
 // trigger wakes the run goroutine without blocking.
 func (s *replicator) trigger() {
