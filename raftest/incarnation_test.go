@@ -86,7 +86,7 @@ func TestIncarnation_CrashDuringASlowWriteSettlesItAtOnce(t *testing.T) {
 		if err := <-done; !errors.Is(err, raftest.ErrCrashed) {
 			t.Fatalf("the interrupted write returned %v", err)
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Second) // virtual time: long past the write's disk latency
 		if got := lastIndexOf(t, disk); got != after || got > 8 {
 			t.Fatalf("the disk ended at %d when Crash returned and at %d later", after, got)
 		}
@@ -324,7 +324,7 @@ func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
 		c.SetDiskFaults(leader, raftest.DiskFaults{MinLatency: time.Hour, MaxLatency: time.Hour})
 		r := c.Node(leader).Raft()
 		f := r.Apply([]byte("stalled"), 0) // the leader's own write hangs on its disk
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)  // virtual time: the write reaches the stalled disk
 		start := time.Now()
 		c.Crash(leader)
 		if d := time.Since(start); d > 0 {

@@ -92,10 +92,8 @@ func TestWALCluster_KillNineUnderLoadKeepsEveryAcknowledgedWrite(t *testing.T) {
 		}()
 	}
 	// Kill only under load: once the cluster elected a leader and took writes.
-	for deadline := time.Now().Add(120 * time.Second); acks.count() < 50; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d writes acknowledged within 120s", acks.count())
-		}
+	if !raftest.Eventually(120*time.Second, func() bool { return acks.count() >= 50 }) {
+		t.Fatalf("only %d writes acknowledged within 120s", acks.count())
 	}
 	for kill := 0; kill < *killClusterKills; kill++ {
 		sleepUpTo(rng, 1500*time.Millisecond)
@@ -325,7 +323,7 @@ func (kc *killCluster) applyUntil(cmd string, deadline time.Time) bool {
 		if kc.apply(cmd) == "ok" {
 			return true
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // a client's retry pace, not synchronization
 	}
 	return false
 }
@@ -345,7 +343,7 @@ func (kc *killCluster) client(w int, acks *killAcks, stop <-chan struct{}) {
 			case "ok":
 				acks.ok(cmd)
 			case "notleader":
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // a client's retry pace while no node leads
 				continue
 			}
 			break
@@ -490,15 +488,11 @@ func runKillClusterChild(id raft.ServerID) error {
 
 // dumpWhenFinal waits until fsm applied the final write, then prints everything it applied.
 func dumpWhenFinal(fsm *raftest.RecordingFSM, out *childOut) {
-	for deadline := time.Now().Add(50 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		entries := fsm.Entries()
-		if !slices.ContainsFunc(entries, func(e raftest.Entry) bool { return string(e.Data) == "final" }) {
-			continue
-		}
-		for _, e := range entries {
+	isFinal := func(e raftest.Entry) bool { return string(e.Data) == "final" }
+	if raftest.Eventually(50*time.Second, func() bool { return slices.ContainsFunc(fsm.Entries(), isFinal) }) {
+		for _, e := range fsm.Entries() {
 			out.printf("entry %s", e.Data)
 		}
-		break
 	}
 	out.printf("end")
 }
