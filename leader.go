@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -30,8 +31,10 @@ type leaderState struct {
 	// 1: one pending report is enough to make the main loop step down).
 	stepDownCh chan uint64
 
-	// stopCh is closed by leaderCleanup; every goroutine of this term exits on it.
-	stopCh chan struct{}
+	// ctx is done when leaderCleanup ends the term or the node stops (a child of r.ctx);
+	// every goroutine of this term exits on it, each replicator through its own child.
+	ctx  context.Context
+	stop context.CancelFunc
 
 	// logVersion is bumped by the main loop before it changes the log in any way other than
 	// appending this term's entries: at step-down (before the follower code can truncate or
@@ -140,12 +143,12 @@ func (r *Raft) setupLeaderState(term uint64) {
 		commitCh:    make(chan struct{}, 1),
 		replicators: make(map[ServerID]*replicator),
 		stepDownCh:  make(chan uint64, 1),
-		stopCh:      make(chan struct{}),
 		// Entries not yet written locally always stay (the writer's backlog bounds them);
 		// written ones up to two full requests, so followers that keep up are served from
 		// memory.
 		cache: newLogCache(2 * r.conf.MaxAppendEntriesBytes),
 	}
+	ls.ctx, ls.stop = context.WithCancel(r.ctx)
 	r.recent.truncateFrom(0) // a follower's cache; the leader reads through ls.cache
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
@@ -181,14 +184,14 @@ func (r *Raft) startStopReplication() {
 		}
 		repl := newReplicator(r, ls, s, lastIndex+1)
 		ls.replicators[s.ID] = repl
-		r.goFunc(repl.run)       // exits on ls.stopCh, repl.stopCh or shutdown
+		r.goFunc(repl.run)       // exits once repl.done is closed
 		r.goFunc(repl.heartbeat) // likewise
 		r.logger.Info("added peer, starting replication", "peer", string(s.ID))
 		r.observe(PeerObservation{Peer: s})
 	}
 	for id, repl := range ls.replicators {
 		if !inConfig[id] {
-			close(repl.stopCh)
+			repl.stop()
 			delete(ls.replicators, id)
 			r.logger.Info("removed peer, stopping replication", "peer", string(id))
 			r.observe(PeerObservation{Removed: true, Peer: *repl.peer.Load()})
@@ -422,7 +425,7 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 // from the store.
 //
 // Replication and heartbeat goroutines are fenced rather than waited for (waiting would tie
-// the main loop to a peer's network timeout): closing stopCh ends them at their next step,
+// the main loop to a peer's network timeout): ending ls.ctx ends them at their next step,
 // and bumping logVersion, before anything below or after it can change the log, makes every
 // request they were building meanwhile fail its validation. A request validated earlier may
 // still be in flight; it is a consistent piece of this term's log, i.e. a delayed message of
@@ -430,7 +433,7 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 func (r *Raft) leaderCleanup(err error) {
 	ls := r.leaderState
 	r.leaderState = nil
-	close(ls.stopCh)
+	ls.stop()
 	ls.logVersion.Add(1)
 	for _, f := range ls.inflight {
 		f.respond(err)
@@ -549,16 +552,17 @@ func (r *Raft) commitTask(batch []commitTuple) fsmTask {
 }
 
 // committedEntry returns a committed entry for the FSM: a follower's from the entries it just
-// stored (decoded from the leader's request, not read back from the store), else through
-// getLog. Main loop only.
+// stored (decoded from the leader's request, not read back from the store), a leader's through
+// the term's cache, else from the store. Main loop only.
 func (r *Raft) committedEntry(index uint64) (*Log, error) {
-	if r.leaderState == nil {
-		if e := r.recent.get(index); e != nil {
-			return e, nil
-		}
+	if ls := r.leaderState; ls != nil {
+		return ls.entry(r.logs, index)
+	}
+	if e := r.recent.get(index); e != nil {
+		return e, nil
 	}
 	l := new(Log)
-	if err := r.getLog(index, l); err != nil {
+	if err := r.logs.GetLog(index, l); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -584,20 +588,15 @@ func (r *Raft) noteCommittedConfiguration(l *Log) {
 	r.setConfigurations(r.configurations.withCommitted(c, l.Index))
 }
 
-// getLog reads an entry: while leading, through the term's cache. Main loop only.
-func (r *Raft) getLog(index uint64, l *Log) error {
-	if ls := r.leaderState; ls != nil {
-		return ls.getEntry(r.logs, index, l)
-	}
-	return r.logs.GetLog(index, l)
-}
-
-// getEntry reads one of the leader's entries, from the term's cache first: an entry may not
-// be written locally yet. Safe from any goroutine.
-func (ls *leaderState) getEntry(logs LogStore, index uint64, l *Log) error {
+// entry reads one of the leader's entries, from the term's cache first: an entry may not be
+// written locally yet. The entry is shared, never to be modified. Safe from any goroutine.
+func (ls *leaderState) entry(logs LogStore, index uint64) (*Log, error) {
 	if e := ls.cache.get(index); e != nil {
-		*l = *e
-		return nil
+		return e, nil
 	}
-	return logs.GetLog(index, l)
+	l := new(Log)
+	if err := logs.GetLog(index, l); err != nil {
+		return nil, err
+	}
+	return l, nil
 }

@@ -490,7 +490,7 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	}
 	select {
 	case r.leaderReqCh <- readRoundDone{ls: ls, round: round}:
-	case <-ls.stopCh:
+	case <-ls.ctx.Done():
 	case <-r.shutdownCh:
 	}
 }

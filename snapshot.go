@@ -406,14 +406,16 @@ func (r *Raft) discardLogBehind(index, term uint64) error {
 const snapshotWarnInterval = 30 * time.Second
 
 // logSnapshotFailure logs a failed snapshot send at WARN at most once per
-// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
+// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise; backOff then
+// counts it (the line says the run's count with it).
 func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
+	failures := s.failures + 1
 	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", failures, "error", err)
 		s.snapshotWarned = now
 		return
 	}
-	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", failures, "error", err)
 }
 
 // sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
@@ -424,14 +426,12 @@ func (s *replicator) sendLatestSnapshot() bool {
 	metas, err := s.r.listSnapshots()
 	if err != nil || len(metas) == 0 {
 		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	meta, rc, err := s.r.snaps.Open(metas[0].ID)
 	if err != nil {
 		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	defer rc.Close()
 	if s.ls.logVersion.Load() != version {
@@ -454,9 +454,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 	start := time.Now()
 	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
 	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.failures++
 		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	rpcMetric("install_snapshot", peer.ID, start)
 	if resp.Term > s.ls.term {
@@ -465,8 +464,7 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	s.setContact()
 	if !resp.Success {
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	s.noteSuccess()
 	s.snapshotWarned = time.Time{}
