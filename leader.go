@@ -54,11 +54,10 @@ type leaderState struct {
 	// uncommittedBytes is the entryBytes of inflight. Main loop only.
 	uncommittedBytes int
 
-	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
-	// and a leadership transfer in progress. Main loop only.
+	// Membership changes waiting their turn and the AddVoter waiting for its server to catch
+	// up. Main loop only.
 	configQueue []*configChangeFuture
 	promotion   *promotion
-	transfer    *transferState
 
 	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
 	pendingReads []*verifyFuture
@@ -91,8 +90,8 @@ func (r *Raft) runLeader() {
 	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
 	r.dispatchLogs([]*logFuture{noop})
 
-	lease := time.NewTicker(max(r.conf.LeaderLeaseTimeout/4, time.Millisecond))
-	defer lease.Stop()
+	tick := time.NewTicker(max(r.conf.LeaderLeaseTimeout/4, time.Millisecond))
+	defer tick.Stop()
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
@@ -116,15 +115,11 @@ func (r *Raft) runLeader() {
 		case t := <-ls.stepDownCh:
 			r.logger.Info("newer term seen by replication, stepping down", "term", t)
 			r.stepDown(t, ErrLeadershipLost)
-		case <-lease.C:
-			r.checkLeaderLease()
-			if r.leaderState != nil {
-				r.maybeStartConfigChange()
-				r.progressTransfer()
-			}
+		case <-tick.C:
+			r.leaderTick()
 		case req := <-r.leaderReqCh:
 			req.serve(r)
-		case err := <-ls.transferResult():
+		case err := <-r.transferResult():
 			r.handleTransferResult(err)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
@@ -149,7 +144,8 @@ func (r *Raft) setupLeaderState(term uint64) {
 		cache: newLogCache(2 * r.conf.MaxAppendEntriesBytes),
 	}
 	ls.ctx, ls.stop = context.WithCancel(r.ctx)
-	r.recent.truncateFrom(0) // a follower's cache; the leader reads through ls.cache
+	r.settleTransfer(r.localID) // one of an earlier term: this node won instead of its target
+	r.recent.truncateFrom(0)    // a follower's cache; the leader reads through ls.cache
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
@@ -202,18 +198,10 @@ func (r *Raft) startStopReplication() {
 	r.resetLease()
 }
 
-// transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
-func (ls *leaderState) transferResult() <-chan error {
-	if ls.transfer == nil {
-		return nil
-	}
-	return ls.transfer.resultCh
-}
-
 // handleApply drains the apply queue into one batch (group commit) and dispatches it. The
 // batch holds at most MaxAppendEntries entries and MaxAppendEntriesBytes plus one entry.
 func (r *Raft) handleApply(first *logFuture) {
-	if r.leaderState.transfer != nil {
+	if r.transfer != nil {
 		first.respond(ErrLeadershipTransferInProgress)
 		return
 	}
@@ -360,14 +348,33 @@ func (r *Raft) processLeaderCommits() {
 	}
 }
 
-// checkLeaderLease steps down when no quorum was heard from within LeaderLeaseTimeout, or
-// when the local disk has been stuck in a write for longer than LogStoreTimeout.
-func (r *Raft) checkLeaderLease() {
-	ls := r.leaderState
-	if ls.writer.overdue(time.Now()) {
-		_ = r.writeOutcome(0, ErrLogStoreTimeout)
-		return
+// leaderTick runs the leader's periodic checks, every LeaderLeaseTimeout/4: two that may end
+// the term (the local disk stuck in a write, a quorum out of touch), then two that wait on
+// followers' progress the main loop is not told of (a promotion's catch-up, a transfer's
+// target catching up) or on time (a transfer's deadline).
+func (r *Raft) leaderTick() {
+	if r.checkDiskStall() || r.checkQuorumContact() {
+		return // stepped down
 	}
+	r.maybeStartConfigChange()
+	r.progressTransfer()
+}
+
+// checkDiskStall steps down when the local disk has been stuck in a write for longer than
+// LogStoreTimeout; true when it did.
+func (r *Raft) checkDiskStall() bool {
+	if !r.leaderState.writer.overdue(time.Now()) {
+		return false
+	}
+	_ = r.writeOutcome(0, ErrLogStoreTimeout)
+	return true
+}
+
+// checkQuorumContact steps down when no quorum of voters was heard from within
+// LeaderLeaseTimeout (check-quorum: a leader cut off from the majority stops acting as one);
+// true when it did.
+func (r *Raft) checkQuorumContact() bool {
+	ls := r.leaderState
 	contacted := 0
 	for _, s := range r.configurations.latest.Servers {
 		if s.Suffrage != Voter {
@@ -381,10 +388,12 @@ func (r *Raft) checkLeaderLease() {
 			contacted++
 		}
 	}
-	if contacted < r.configurations.latest.quorumSize() {
-		r.logger.Warn("failed to contact a quorum within the leader lease, stepping down", "term", ls.term)
-		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	if contacted >= r.configurations.latest.quorumSize() {
+		return false
 	}
+	r.logger.Warn("failed to contact a quorum within the leader lease, stepping down", "term", ls.term)
+	r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	return true
 }
 
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
@@ -451,13 +460,7 @@ func (r *Raft) leaderCleanup(err error) {
 	if ls.promotion != nil {
 		ls.promotion.future.respond(err)
 	}
-	if t := ls.transfer; t != nil {
-		if t.sent {
-			r.pendingTransfer = t // resolved once the new leader is known
-		} else {
-			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
-		}
-	}
+	r.endTransfer()
 	if l := r.leader.Load(); l.id == r.localID {
 		r.setLeader("", "")
 	}

@@ -118,9 +118,9 @@ type Raft struct {
 	// lease is the leader's lease view, published by the main loop (read.go).
 	lease atomic.Pointer[leaseView]
 
-	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
-	// hear of the new leader after stepping down. Main loop only.
-	pendingTransfer *transferState
+	// transfer is the leadership transfer this node started as leader, from the request
+	// until it is settled (transfer.go); nil if none. Main loop only.
+	transfer *transferState
 
 	obs observers
 
@@ -375,7 +375,6 @@ func (r *Raft) setLeader(id ServerID, addr ServerAddress) {
 		r.logger.Info("leader known", "leader", string(id), "term", r.currentTerm.Load())
 	}
 	r.observe(LeaderObservation{LeaderID: id, LeaderAddr: addr, Term: r.currentTerm.Load()})
-	r.noteLeaderForTransfer(id)
 }
 
 // setCurrentTerm persists a new term before anything acts on it; a persistence failure

@@ -137,7 +137,7 @@ func checkRestoreArgs(meta *SnapshotMeta, reader io.Reader) error {
 // responds to f.
 func (r *Raft) handleRestore(f *restoreFuture) {
 	ls := r.leaderState
-	if ls.transfer != nil {
+	if r.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}

@@ -132,6 +132,7 @@ func (r *Raft) acceptLeader(h RPCHeader, term uint64) error {
 		}
 	}
 	r.setLeader(h.ID, h.Addr)
+	r.settleTransfer(h.ID)
 	r.touchContact()
 	return nil
 }
