@@ -38,6 +38,13 @@ type restoreFuture struct {
 // configuration); queued ones run afterwards. During a leadership transfer Restore fails with
 // ErrLeadershipTransferInProgress.
 //
+// The copy and the leader's FSM restore run on goroutines: the leader keeps answering RPCs,
+// keeping its followers and checking its quorum (it steps down, and Restore returns
+// ErrLeadershipLost, if it loses the quorum meanwhile), however long they take. It appends
+// nothing until the restore is done: Apply, Barrier, membership changes, leadership transfers,
+// reads and another Restore wait for it (up to their own timeouts), and lease reads are
+// suspended.
+//
 // How it works: the leader streams reader into a new snapshot in its SnapshotStore (never
 // holding it whole in memory), at index S = max(last log index, meta.Index) + 1 and the
 // leader's current term T; restores its own FSM from it through the FSM goroutine, after
