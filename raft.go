@@ -254,6 +254,7 @@ func (r *Raft) recover() error {
 	if err := r.loadUnconfirmedSnapshot(); err != nil {
 		return err
 	}
+	r.unconfirmedIndex.Store(r.unconfirmed.index)
 	if err := r.loadLastLog(); err != nil {
 		return err
 	}

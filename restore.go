@@ -483,6 +483,7 @@ func (r *Raft) markUnconfirmedSnapshot(index, term uint64) error {
 		return fmt.Errorf("raft: recording an unconfirmed snapshot at %d: %w", index, err)
 	}
 	r.unconfirmed = it
+	r.unconfirmedIndex.Store(index)
 	return nil
 }
 
@@ -500,6 +501,8 @@ func (r *Raft) confirmSnapshot() {
 	}
 	r.logger.Info("snapshot confirmed by the cluster", "index", r.unconfirmed.index)
 	r.unconfirmed = indexTerm{}
+	r.unconfirmedIndex.Store(0)
+	r.wakeAppliedWaiters() // reads held back by the mark may go on
 }
 
 // maybeConfirmSnapshot confirms the unconfirmed snapshot once the commit index reached it.
