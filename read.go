@@ -406,7 +406,7 @@ func (r *Raft) endReads(ls *leaderState, err error) {
 func (r *Raft) publishLease() {
 	ls := r.leaderState
 	latest := r.configurations.latest
-	if ls.reads.revoked || r.configurations.latestIndex != r.configurations.committedIndex {
+	if ls.reads.revoked || r.restoring != nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		r.lease.Store(nil)
 		return
 	}
