@@ -121,6 +121,7 @@ func (c *cluster) startNode(cfg config, n *node, i int64, conf raft.Configuratio
 	}
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = cfg.heartbeat, cfg.heartbeat, cfg.heartbeat
 	rc.RandSeed = cfg.seed + i + 1
+	rc.LeaseReads = cfg.read == "lease"
 	if err := raft.BootstrapCluster(rc, logs, stable, snaps, nil, conf); err != nil {
 		return fmt.Errorf("raftbench: bootstrap %s: %w", n.id, err)
 	}

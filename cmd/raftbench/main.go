@@ -50,6 +50,8 @@ type config struct {
 	json      bool
 	cpuProf   string
 	memProf   string
+	blockProf string
+	mutexProf string
 
 	matrix           bool
 	matrixTransports string // comma-separated axes of -matrix
@@ -84,6 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	fs.StringVar(&cfg.cpuProf, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&cfg.memProf, "memprofile", "", "write a heap profile (allocations) at the end of the load to this file")
+	fs.StringVar(&cfg.blockProf, "blockprofile", "", "write a profile of where goroutines blocked during the load to this file (slows the run)")
+	fs.StringVar(&cfg.mutexProf, "mutexprofile", "", "write a profile of contended locks during the load to this file (runtime locks too with GODEBUG=runtimecontentionstacks=1)")
 	fs.BoolVar(&cfg.matrix, "matrix", false, "run every combination of the -matrix-* axes, each in a child process, printing JSON lines")
 	fs.StringVar(&cfg.matrixTransports, "matrix-transports", "tcp", "-matrix: transports, comma-separated")
 	fs.StringVar(&cfg.matrixStores, "matrix-stores", "wal", "-matrix: stores, comma-separated")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
@@ -194,9 +195,16 @@ func installStageSink() (*stageSink, error) {
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// startProfile starts the CPU profile of -cpuprofile, if any; the returned function stops it
-// and writes the heap profile of -memprofile, if any.
+// startProfile starts the CPU profile of -cpuprofile and the block and mutex profiling of
+// -blockprofile and -mutexprofile, if asked; the returned function stops them and writes
+// those profiles and the heap profile of -memprofile.
 func startProfile(cfg config) (func() error, error) {
+	if cfg.blockProf != "" {
+		runtime.SetBlockProfileRate(1) // every blocking event: exact counts, slower run
+	}
+	if cfg.mutexProf != "" {
+		runtime.SetMutexProfileFraction(1)
+	}
 	var cpu *os.File
 	if cfg.cpuProf != "" {
 		f, err := os.Create(cfg.cpuProf)
@@ -215,12 +223,20 @@ func startProfile(cfg config) (func() error, error) {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpu.Close())
 		}
-		if cfg.memProf != "" {
-			f, err := os.Create(cfg.memProf)
-			if err != nil {
-				return errors.Join(append(errs, err)...)
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
+		for _, p := range []struct{ file, name string }{
+			{cfg.memProf, "allocs"}, {cfg.blockProf, "block"}, {cfg.mutexProf, "mutex"},
+		} {
+			if p.file == "" {
+				continue
 			}
-			errs = append(errs, pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
+			f, err := os.Create(p.file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("raftbench: %w", err))
+				continue
+			}
+			errs = append(errs, pprof.Lookup(p.name).WriteTo(f, 0), f.Close())
 		}
 		return errors.Join(errs...)
 	}, nil
