@@ -44,13 +44,26 @@ import (
 // passed since it won, by when any lease of an earlier leader has run out. Every time is read
 // on the monotonic clock.
 
-// Read kinds, the label of the read metrics.
+// readKind says how a read got its index: the label of the read metrics.
+type readKind uint8
+
 const (
-	readKindRound         = "leader_round"
-	readKindLease         = "leader_lease"
-	readKindFollower      = "follower"
-	readKindFollowerLease = "follower_lease"
+	readKindRound         readKind = iota // leader, confirmation round
+	readKindLease                         // leader, lease
+	readKindFollower                      // follower or non-voter, the leader's round
+	readKindFollowerLease                 // follower or non-voter, the leader's lease
+	readKinds
 )
+
+func (k readKind) String() string { return readKindLabels[k][0].Value }
+
+// closedCh is the done channel of reads resolved on the caller's goroutine (lease reads):
+// they need no channel of their own.
+var closedCh = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // readForwardBuffer is how many follower reads may queue for the forwarder while its RPC is
 // out; a burst of that size queues without a hand-off each. Past it callers wait (bounded by
@@ -71,13 +84,12 @@ func WithLease(allow bool) ReadOption { return func(o *readOptions) { o.lease = 
 // the forwarder with the leader's answer; Error then waits for the local FSM.
 type readFuture struct {
 	deferError
-	r       *Raft
-	lease   bool // the caller accepts an answer from the lease
-	created time.Time
+	r     *Raft
+	lease bool // the caller accepts an answer from the lease
 
 	// Written inside the deferError's once, before done is closed.
 	readIndex uint64
-	kind      string
+	kind      readKind
 
 	// waitOnce makes every Error call return the first result.
 	waitOnce sync.Once
@@ -88,11 +100,11 @@ type readFuture struct {
 // fails or the node shuts down), with Config.LeaseReads deciding whether a lease may answer.
 // When the timeout passes, Error returns ErrEnqueueTimeout or ErrTimeout.
 func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
-	f := r.newReadFuture(context.Background(), nil)
+	var deadline time.Time
 	if timeout > 0 {
-		f.deadline = f.created.Add(timeout)
+		deadline = time.Now().Add(timeout)
 	}
-	return r.startRead(f)
+	return r.startRead(context.Background(), deadline, r.conf.LeaseReads)
 }
 
 // ReadIndexContext makes the local FSM current for a linearizable read, on any node. Once
@@ -110,44 +122,36 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 // read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
 // safe: every attempt gets an index confirmed after it started.
 func (r *Raft) ReadIndexContext(ctx context.Context, opts ...ReadOption) IndexFuture {
-	return r.startRead(r.newReadFuture(ctx, opts))
-}
-
-func (r *Raft) newReadFuture(ctx context.Context, opts []ReadOption) *readFuture {
 	o := readOptions{lease: r.conf.LeaseReads}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	f := &readFuture{r: r, lease: o.lease, created: time.Now()}
-	f.init()
-	f.shutdownCh = r.shutdownCh
-	f.ctx = ctx
-	return f
+	return r.startRead(ctx, time.Time{}, o.lease)
 }
 
-// startRead hands a read to the leader's main loop, or to the forwarder elsewhere.
-func (r *Raft) startRead(f *readFuture) IndexFuture {
+// startRead answers a read from the lease on the caller's goroutine when it allows a lease
+// and the lease holds (a lease read touches only atomics: no channel, no other goroutine),
+// or else queues it for the batcher, which hands every read queued meanwhile to the
+// leader's main loop at once, or sends them to the leader in one RPC.
+func (r *Raft) startRead(ctx context.Context, deadline time.Time, lease bool) IndexFuture {
 	switch r.getState() {
 	case Shutdown:
 		return errorFuture{ErrRaftShutdown}
 	case Leader:
-		if index, ok := r.maybeLeaseRead(f); ok {
-			f.complete(index, readKindLease, nil)
-			return f
+		if lease {
+			if index, ok := r.leaseReadIndex(); ok {
+				f := &readFuture{r: r, lease: true, readIndex: index, kind: readKindLease}
+				f.done = closedCh
+				f.once.Do(func() {}) // resolved: a later respond or complete does nothing
+				f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
+				return f
+			}
 		}
 	}
-	// The batcher hands every read queued meanwhile to the leader's main loop at once, or
-	// sends them to the leader in one RPC.
+	f := &readFuture{r: r, lease: lease}
+	f.init()
+	f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
 	return r.forwardRead(f)
-}
-
-// maybeLeaseRead answers f from the lease on the caller's goroutine when it allows a lease
-// and the lease holds: a lease read never waits for the main loop.
-func (r *Raft) maybeLeaseRead(f *readFuture) (uint64, bool) {
-	if !f.lease {
-		return 0, false
-	}
-	return r.leaseReadIndex()
 }
 
 // Index returns the read index; valid once Error returned nil.
@@ -165,7 +169,7 @@ func (f *readFuture) Error() error {
 }
 
 // complete resolves the read with its index (or err); only the first call counts.
-func (f *readFuture) complete(index uint64, kind string, err error) {
+func (f *readFuture) complete(index uint64, kind readKind, err error) {
 	f.once.Do(func() {
 		f.readIndex, f.kind, f.err = index, kind, err
 		close(f.done)
@@ -199,17 +203,26 @@ func (b readBatch) reject(err error) {
 	}
 }
 
+// waitApplied waits for the read index, then for this node's FSM to apply it. A read whose
+// index the FSM already applied (every read on a node that is not behind) returns without
+// a timer, a channel or another goroutine.
 func (f *readFuture) waitApplied() error {
 	if err := f.deferError.Error(); err != nil {
 		return err
+	}
+	r := f.r
+	if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
+		r.readCounts.add(f.kind)
+		return nil
 	}
 	start := time.Now()
 	timeout, ctxDone, stop := f.waitBounds()
 	defer stop()
 	for {
-		notify := f.r.appliedNotify.Load()
-		if idx, _ := f.r.appliedIndexTerm(); idx >= f.readIndex {
-			readDoneMetric(f.kind, start)
+		notify := r.appliedNotify.Load()
+		if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
+			r.readCounts.add(f.kind)
+			readApplyWaitMetric(f.kind, start)
 			return nil
 		}
 		select {
@@ -218,7 +231,7 @@ func (f *readFuture) waitApplied() error {
 			return ErrTimeout
 		case <-ctxDone:
 			return &wrappedErr{base: ErrTimeout, cause: f.ctx.Err()}
-		case <-f.r.shutdownCh:
+		case <-r.shutdownCh:
 			return ErrRaftShutdown
 		}
 	}
@@ -237,16 +250,34 @@ func (r *Raft) forwardRead(f *readFuture) IndexFuture {
 // shutdown): it takes every read queued on this node as one batch, one batch at a time, and
 // hands it to the main loop in one request when this node leads, or asks the leader for a
 // read index with one RPC when it does not. Batching here keeps a burst of reads from costing
-// the main loop one hand-off each.
+// the main loop one hand-off each. On the leader it holds a batch back while a confirmation
+// round is out: the batch could only queue for the next round, and handing it over once the
+// round ended carries every read that arrived meanwhile in one hand-off, not one per wake-up
+// of this goroutine. It also reports the read counters (readCounter.flush) every
+// readMetricsInterval.
 func (r *Raft) runReadForwarder() {
+	tick := time.NewTicker(readMetricsInterval)
+	defer tick.Stop()
+	defer r.readCounts.flush()
 	var batch []*readFuture
 	for {
 		batch = batch[:0]
 		select {
 		case f := <-r.readForwardCh:
 			batch = append(batch, f)
+		case <-tick.C:
+			r.readCounts.flush()
+			continue
 		case <-r.shutdownCh:
 			return
+		}
+		if round := r.readRoundOut.Load(); round != nil {
+			select {
+			case <-round.v.done: // resolved, or failed when the term ended
+			case <-r.shutdownCh:
+				failReads(batch, ErrRaftShutdown)
+				return
+			}
 		}
 	drain:
 		for {
@@ -390,6 +421,7 @@ func (r *Raft) revokeLease() {
 // endReads fails every read still queued with err and withdraws the lease: the term ended.
 func (r *Raft) endReads(ls *leaderState, err error) {
 	r.lease.Store(nil)
+	r.readRoundOut.Store(nil)
 	for _, w := range ls.reads.queued {
 		w.answer(0, 0, false, err)
 	}
@@ -469,6 +501,7 @@ func (r *Raft) maybeStartReadRound() {
 	round := &readRound{v: v, waiters: ls.reads.queued}
 	ls.reads.queued = nil
 	ls.reads.round = round
+	r.readRoundOut.Store(round)
 	r.readRounds.Add(1)
 	readRoundMetric(len(round.waiters))
 	r.handleVerify(v) // waits for the term's first commit if need be
@@ -504,6 +537,7 @@ type readRoundDone struct {
 func (d readRoundDone) serve(r *Raft) {
 	if r.leaderState == d.ls && d.ls.reads.round == d.round {
 		d.ls.reads.round = nil
+		r.readRoundOut.Store(nil)
 		r.maybeStartReadRound()
 	}
 }
