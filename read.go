@@ -216,8 +216,8 @@ func (f *readFuture) waitApplied() error {
 		return nil
 	}
 	start := time.Now()
-	timeout, ctxDone, stop := f.waitBounds()
-	defer stop()
+	t, ctxDone := f.waitBounds()
+	defer releaseTimer(t)
 	for {
 		notify := r.appliedNotify.Load()
 		if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
@@ -227,7 +227,7 @@ func (f *readFuture) waitApplied() error {
 		}
 		select {
 		case <-*notify:
-		case <-timeout:
+		case <-timerC(t):
 			return ErrTimeout
 		case <-ctxDone:
 			return &wrappedErr{base: ErrTimeout, cause: f.ctx.Err()}
