@@ -77,11 +77,11 @@ func (d *deferError) Error() error {
 		return d.err
 	default:
 	}
-	t, ctxDone := d.waitBounds()
-	defer releaseTimer(t)
+	timeout, ctxDone, stop := d.waitBounds()
+	defer stop()
 	select {
 	case <-d.done:
-	case <-timerC(t):
+	case <-timeout:
 		d.respond(d.expiredErr(nil))
 	case <-ctxDone:
 		d.respond(d.expiredErr(d.ctx.Err()))
@@ -218,15 +218,16 @@ func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, s
 		return nil
 	default:
 	}
-	var t *time.Timer
+	var timeout <-chan time.Time
 	if !deadline.IsZero() {
-		t = acquireTimer(time.Until(deadline))
-		defer releaseTimer(t)
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
 	}
 	select {
 	case ch <- v:
 		return nil
-	case <-timerC(t):
+	case <-timeout:
 		return ErrEnqueueTimeout
 	case <-ctxDone:
 		return &wrappedErr{base: ErrEnqueueTimeout, cause: ctx.Err()}
@@ -235,48 +236,16 @@ func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, s
 	}
 }
 
-// waitBounds returns what ends a wait on d: a timer for its deadline (from acquireTimer; nil
-// when there is none) and its context's Done (nil when there is none). The caller releases
-// the timer with releaseTimer.
-func (d *deferError) waitBounds() (*time.Timer, <-chan struct{}) {
-	var t *time.Timer
+// waitBounds returns the channels that end a wait on d: a timer for its deadline and its
+// context's Done, each nil when absent. stop releases the timer.
+func (d *deferError) waitBounds() (timeout <-chan time.Time, ctxDone <-chan struct{}, stop func()) {
+	stop = func() {}
 	if !d.deadline.IsZero() {
-		t = acquireTimer(time.Until(d.deadline))
+		t := time.NewTimer(time.Until(d.deadline))
+		timeout, stop = t.C, func() { t.Stop() }
 	}
-	var ctxDone <-chan struct{}
 	if d.ctx != nil {
 		ctxDone = d.ctx.Done()
 	}
-	return t, ctxDone
-}
-
-// timerPool recycles the timers that bound waits on futures: a caller that waits with a
-// deadline (Apply, ReadIndex and the like with a timeout) would otherwise allocate a timer
-// and its channel per wait. Since Go 1.23 a stopped timer delivers no stale value, so a
-// recycled one is as good as new.
-var timerPool sync.Pool
-
-// acquireTimer returns a running timer that fires after d.
-func acquireTimer(d time.Duration) *time.Timer {
-	if t, ok := timerPool.Get().(*time.Timer); ok {
-		t.Reset(d)
-		return t
-	}
-	return time.NewTimer(d)
-}
-
-// releaseTimer stops t and recycles it; nil does nothing.
-func releaseTimer(t *time.Timer) {
-	if t != nil {
-		t.Stop()
-		timerPool.Put(t)
-	}
-}
-
-// timerC is t's channel, or nil (never ready) for a nil t.
-func timerC(t *time.Timer) <-chan time.Time {
-	if t == nil {
-		return nil
-	}
-	return t.C
+	return timeout, ctxDone, stop
 }

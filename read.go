@@ -216,8 +216,8 @@ func (f *readFuture) waitApplied() error {
 		return nil
 	}
 	start := time.Now()
-	t, ctxDone := f.waitBounds()
-	defer releaseTimer(t)
+	timeout, ctxDone, stop := f.waitBounds()
+	defer stop()
 	for {
 		notify := r.appliedNotify.Load()
 		if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
@@ -227,7 +227,7 @@ func (f *readFuture) waitApplied() error {
 		}
 		select {
 		case <-*notify:
-		case <-timerC(t):
+		case <-timeout:
 			return ErrTimeout
 		case <-ctxDone:
 			return &wrappedErr{base: ErrTimeout, cause: f.ctx.Err()}
