@@ -73,19 +73,32 @@ const readForwardBuffer = 1024
 // ReadOption adjusts one read; see WithLease.
 type ReadOption func(*readOptions)
 
-type readOptions struct{ lease bool }
+type readOptions struct {
+	lease bool // the caller accepts an answer from the lease
+}
 
 // WithLease overrides Config.LeaseReads for one read. With true the leader answers from its
 // lease when the lease holds and runs a confirmation round when it does not; with false it
 // always runs a round. See Config.MaxClockDrift for what a lease assumes.
-func WithLease(allow bool) ReadOption { return func(o *readOptions) { o.lease = allow } }
+func WithLease(allow bool) ReadOption {
+	if allow {
+		return leaseOn
+	}
+	return leaseOff
+}
+
+// The two ReadOptions of WithLease, made once: an option costs a read no allocation.
+var (
+	leaseOn  ReadOption = func(o *readOptions) { o.lease = true }
+	leaseOff ReadOption = func(o *readOptions) { o.lease = false }
+)
 
 // readFuture is one read: resolved with its read index by the leader's round or lease, or by
 // the forwarder with the leader's answer; Error then waits for the local FSM.
 type readFuture struct {
 	deferError
-	r     *Raft
-	lease bool // the caller accepts an answer from the lease
+	r *Raft
+	readOptions
 
 	// Written inside the deferError's once, before done is closed.
 	readIndex uint64
@@ -104,7 +117,8 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
-	return r.startRead(context.Background(), deadline, r.conf.LeaseReads)
+	f := &readFuture{r: r, readOptions: readOptions{lease: r.conf.LeaseReads}}
+	return r.startRead(context.Background(), f, deadline)
 }
 
 // ReadIndexContext makes the local FSM current for a linearizable read, on any node. Once
@@ -122,25 +136,25 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 // read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
 // safe: every attempt gets an index confirmed after it started.
 func (r *Raft) ReadIndexContext(ctx context.Context, opts ...ReadOption) IndexFuture {
-	o := readOptions{lease: r.conf.LeaseReads}
+	f := &readFuture{r: r, readOptions: readOptions{lease: r.conf.LeaseReads}}
 	for _, opt := range opts {
-		opt(&o)
+		opt(&f.readOptions) // in the future, which is on the heap anyway: no allocation
 	}
-	return r.startRead(ctx, time.Time{}, o.lease)
+	return r.startRead(ctx, f, time.Time{})
 }
 
 // startRead answers a read from the lease on the caller's goroutine when it allows a lease
 // and the lease holds (a lease read touches only atomics: no channel, no other goroutine),
 // or else queues it for the batcher, which hands every read queued meanwhile to the
 // leader's main loop at once, or sends them to the leader in one RPC.
-func (r *Raft) startRead(ctx context.Context, deadline time.Time, lease bool) IndexFuture {
+func (r *Raft) startRead(ctx context.Context, f *readFuture, deadline time.Time) IndexFuture {
 	switch r.getState() {
 	case Shutdown:
 		return errorFuture{ErrRaftShutdown}
 	case Leader:
-		if lease {
+		if f.lease {
 			if index, ok := r.leaseReadIndex(); ok {
-				f := &readFuture{r: r, lease: true, readIndex: index, kind: readKindLease}
+				f.readIndex, f.kind = index, readKindLease
 				f.done = closedCh
 				f.once.Do(func() {}) // resolved: a later respond or complete does nothing
 				f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
@@ -148,7 +162,6 @@ func (r *Raft) startRead(ctx context.Context, deadline time.Time, lease bool) In
 			}
 		}
 	}
-	f := &readFuture{r: r, lease: lease}
 	f.init()
 	f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
 	return r.forwardRead(f)
