@@ -14,9 +14,9 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// Tests for the core bugs of issue 10 ("a crash is not a shutdown"). They drive one real node
-// (n1) against scripted peers, with stores that hold a read or a write at the exact point an
-// interleaving needs, so each test lands its interleaving every time.
+// Scripted clusters: one real node (n1) against scripted peers, with stores that hold a read or
+// a write at the exact point an interleaving needs, so each test lands its interleaving every
+// time. The tests that use them found bugs of the crash model (docs/design.md, section 11).
 
 // scriptedPeer is a fake cluster member the test drives: handle answers every request n1
 // sends it (on the peer's own goroutine), and the test sends requests to n1 through trans.
