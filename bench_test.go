@@ -25,15 +25,7 @@ func BenchmarkApply_256Clients128B(b *testing.B) { benchApply(b, 256, 128) }
 // benchApply applies b.N commands of size bytes from clients goroutines and reports
 // applies/s and per-apply latency (ns/op is wall time divided by b.N).
 func benchApply(b *testing.B, clients, size int) {
-	c := raftest.New(b, raftest.Options{
-		Nodes:    3,
-		LogLevel: "error",
-		NewFSM:   func(raft.ServerID) raft.FSM { return discardFSM{} },
-		Config: func(conf *raft.Config) {
-			// Real time on a loaded machine: leave room so the leader is not deposed.
-			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Second, time.Second, time.Second
-		},
-	})
+	c := benchCluster(b)
 	r := c.Node(c.WaitLeader(10 * time.Second)).Raft()
 	cmd := make([]byte, size) // shared: raft never modifies a command
 	var next atomic.Int64
@@ -79,14 +71,7 @@ const (
 
 // benchRead runs b.N reads of kind from clients goroutines and reports reads/s.
 func benchRead(b *testing.B, clients int, kind benchReadKind) {
-	c := raftest.New(b, raftest.Options{
-		Nodes:    3,
-		LogLevel: "error",
-		NewFSM:   func(raft.ServerID) raft.FSM { return discardFSM{} },
-		Config: func(conf *raft.Config) {
-			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Second, time.Second, time.Second
-		},
-	})
+	c := benchCluster(b)
 	leader := c.WaitLeader(10 * time.Second)
 	r := c.Node(leader).Raft()
 	if kind == benchOnFollower {
@@ -121,6 +106,19 @@ func benchRead(b *testing.B, clients int, kind benchReadKind) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+}
+
+// benchCluster starts the benchmarks' 3-node cluster in real time.
+func benchCluster(b *testing.B) *raftest.Cluster {
+	return raftest.New(b, raftest.Options{
+		Nodes:    3,
+		LogLevel: "error",
+		NewFSM:   func(raft.ServerID) raft.FSM { return discardFSM{} },
+		Config: func(conf *raft.Config) {
+			// Real time on a loaded machine: leave room so the leader is not deposed.
+			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+		},
+	})
 }
 
 // discardFSM applies nothing and snapshots nothing, so a benchmark measures raft alone.
