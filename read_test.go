@@ -416,14 +416,22 @@ func TestReadMetrics_CountEveryReadByKind(t *testing.T) {
 		if want["leader_round"] < 20 || want["follower"] < 20 || want["leader_lease"] < 21 {
 			t.Fatalf("read kinds %v, want at least 20 leader_round, 20 follower, 21 leader_lease", want)
 		}
-		c.WaitFor(waitLong, "the read counts reported", func() bool {
+		reported := func() bool {
 			for kind, n := range want {
 				if counted(kind) != n {
 					return false
 				}
 			}
 			return true
-		})
+		}
+		c.WaitFor(waitLong, "the read counts reported", reported)
+		// A second phase: what was reported before is not reported again.
+		for i := 0; i < 10; i++ {
+			read(lr, false)
+			read(fr, false)
+			read(lr, true)
+		}
+		c.WaitFor(waitLong, "the read counts of the second phase reported", reported)
 		for _, kind := range []string{"leader_round", "leader_lease", "follower", "follower_lease"} {
 			if got := counted(kind); got != want[kind] {
 				t.Fatalf("raft.read.reads kind=%s: %v, want %v (reads %v)", kind, got, want[kind], want)
