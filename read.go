@@ -263,10 +263,10 @@ func (r *Raft) forwardRead(f *readFuture) IndexFuture {
 // shutdown): it takes every read queued on this node as one batch, one batch at a time, and
 // hands it to the main loop in one request when this node leads, or asks the leader for a
 // read index with one RPC when it does not. Batching here keeps a burst of reads from costing
-// the main loop one hand-off each. On the leader it holds a batch back while a confirmation
-// round is out: the batch could only queue for the next round, and handing it over once the
-// round ended carries every read that arrived meanwhile in one hand-off, not one per wake-up
-// of this goroutine. It also reports the read counters (readCounter.flush) every
+// the main loop one hand-off each. On the leader it takes nothing while a confirmation round
+// is out (holdWhileRoundOut): a batch could only queue for the next round, and the reads
+// that arrive meanwhile reach the main loop with the round's end in one hand-off instead of
+// one per wake-up of this goroutine. It also reports the read counters (readCounter.flush) every
 // readMetricsInterval.
 func (r *Raft) runReadForwarder() {
 	tick := time.NewTicker(readMetricsInterval)
@@ -274,6 +274,9 @@ func (r *Raft) runReadForwarder() {
 	defer r.readCounts.flush()
 	var batch []*readFuture
 	for {
+		if !r.holdWhileRoundOut(tick.C) {
+			return
+		}
 		batch = batch[:0]
 		select {
 		case f := <-r.readForwardCh:
@@ -283,14 +286,6 @@ func (r *Raft) runReadForwarder() {
 			continue
 		case <-r.shutdownCh:
 			return
-		}
-		if round := r.readRoundOut.Load(); round != nil {
-			select {
-			case <-round.v.done: // resolved, or failed when the term ended
-			case <-r.shutdownCh:
-				failReads(batch, ErrRaftShutdown)
-				return
-			}
 		}
 	drain:
 		for {
@@ -303,6 +298,27 @@ func (r *Raft) runReadForwarder() {
 		}
 		r.forwardBatch(batch)
 		clear(batch) // let the futures go
+	}
+}
+
+// holdWhileRoundOut waits until the confirmation round this node has out, if any, ended,
+// reporting the read counters on tick meanwhile; false on shutdown. The reads queued
+// meanwhile stay queued: the goroutine that answers the round takes them into the hand-off
+// that starts the next one (awaitReadRound).
+func (r *Raft) holdWhileRoundOut(tick <-chan time.Time) bool {
+	round := r.readRoundOut.Load()
+	if round == nil {
+		return true
+	}
+	for {
+		select {
+		case <-round.v.done: // resolved, or failed when the term ended
+			return true
+		case <-tick:
+			r.readCounts.flush()
+		case <-r.shutdownCh:
+			return false
+		}
 	}
 }
 
@@ -524,7 +540,9 @@ func (r *Raft) maybeStartReadRound() {
 }
 
 // awaitReadRound answers a round's reads once it resolved and tells the main loop to start
-// the next one.
+// the next one, handing it the reads queued on this node meanwhile (the batcher leaves them
+// queued while a round is out): the main loop wakes once per round, and those reads wait
+// for no other goroutine.
 func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	select {
 	case <-round.v.done:
@@ -534,28 +552,44 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	for _, w := range round.waiters {
 		w.answer(ls.term, round.v.readIndex, false, round.v.err)
 	}
+	var next readBatch
+drain:
+	for {
+		select {
+		case f := <-r.readForwardCh:
+			next = append(next, f)
+		default:
+			break drain
+		}
+	}
 	select {
-	case r.leaderReqCh <- readRoundDone{ls: ls, round: round}:
+	case r.leaderReqCh <- readRoundDone{ls: ls, round: round, next: next}:
 	case <-ls.stopCh:
+		next.reject(r.notLeaderErr()) // back to the batcher, for the next leader
 	case <-r.shutdownCh:
+		failReads(next, ErrRaftShutdown)
 	}
 }
 
-// readRoundDone tells the leader's main loop that a round finished.
+// readRoundDone tells the leader's main loop that a round finished, with the reads queued on
+// this node while it was out.
 type readRoundDone struct {
 	ls    *leaderState
 	round *readRound
+	next  readBatch
 }
 
 func (d readRoundDone) serve(r *Raft) {
-	if r.leaderState == d.ls && d.ls.reads.round == d.round {
-		d.ls.reads.round = nil
+	if ls := r.leaderState; ls == d.ls && ls.reads.round == d.round {
+		ls.reads.round = nil
 		r.readRoundOut.Store(nil)
-		r.maybeStartReadRound()
 	}
+	d.next.serve(r) // queues them and starts the next round if none is out
 }
 
-func (d readRoundDone) reject(error) {} // the term is over; leaderCleanup failed its reads
+// reject: the term is over (leaderCleanup failed the round's reads); the queued reads go back
+// to the batcher.
+func (d readRoundDone) reject(err error) { d.next.reject(err) }
 
 // leaseReadIndex returns the read index the lease allows, if this node leads and its lease
 // holds. Safe from any goroutine: it reads only the published lease view and atomics. The
