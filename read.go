@@ -130,7 +130,9 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 // follower or non-voter it asks the leader for a read index with one ReadIndex RPC, shared by
 // every read queued on this node meanwhile; a follower that knows no leader, cannot reach it,
 // or whose leader cannot confirm fails with an error wrapping ErrNoLeader. Either way it then
-// waits until this node's FSM applied the read index.
+// waits until this node's FSM applied the read index. A node whose FSM holds a Restore the
+// cluster has not committed yet (a leader's own, or one installed from it) serves no read
+// until the restore committed or was replaced: the reads wait meanwhile.
 //
 // When ctx ends first, Error returns an error matching ctx.Err() and ErrEnqueueTimeout (the
 // read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
@@ -224,7 +226,7 @@ func (f *readFuture) waitApplied() error {
 		return err
 	}
 	r := f.r
-	if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
+	if r.readableAt(f.readIndex) {
 		r.readCounts.add(f.kind)
 		return nil
 	}
@@ -233,7 +235,7 @@ func (f *readFuture) waitApplied() error {
 	defer stop()
 	for {
 		notify := r.appliedNotify.Load()
-		if idx, _ := r.appliedIndexTerm(); idx >= f.readIndex {
+		if r.readableAt(f.readIndex) {
 			r.readCounts.add(f.kind)
 			readApplyWaitMetric(f.kind, start)
 			return nil
@@ -248,6 +250,15 @@ func (f *readFuture) waitApplied() error {
 			return ErrRaftShutdown
 		}
 	}
+}
+
+// readableAt reports whether this node's FSM may serve a read at index: it applied the index
+// and holds no Restore the cluster has not committed. While this node's snapshot is
+// unconfirmed its FSM may hold a Restore the cluster never commits; reads wait until the mark
+// is settled (confirmed, or replaced by the leader's snapshot), however far the FSM got.
+func (r *Raft) readableAt(index uint64) bool {
+	idx, _ := r.appliedIndexTerm()
+	return idx >= index && r.unconfirmedIndex.Load() == 0
 }
 
 // forwardRead queues a read for the batcher goroutine.
@@ -462,7 +473,7 @@ func (r *Raft) endReads(ls *leaderState, err error) {
 func (r *Raft) publishLease() {
 	ls := r.leaderState
 	latest := r.configurations.latest
-	if ls.reads.revoked || r.configurations.latestIndex != r.configurations.committedIndex {
+	if ls.reads.revoked || r.restoring != nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		r.lease.Store(nil)
 		return
 	}
@@ -662,6 +673,12 @@ func (r *Raft) sinceContact() time.Duration {
 // only.
 func (r *Raft) publishApplied(index, term uint64) {
 	r.applied.Store(&indexTerm{index: index, term: term})
+	r.wakeAppliedWaiters()
+}
+
+// wakeAppliedWaiters wakes every read waiting in waitApplied to look again. Any goroutine:
+// each channel is swapped out exactly once, so it is closed exactly once.
+func (r *Raft) wakeAppliedWaiters() {
 	next := make(chan struct{})
 	old := r.appliedNotify.Swap(&next)
 	close(*old)
