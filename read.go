@@ -298,17 +298,21 @@ func (r *Raft) runReadForwarder() {
 		case <-r.shutdownCh:
 			return
 		}
-	drain:
-		for {
-			select {
-			case f := <-r.readForwardCh:
-				batch = append(batch, f)
-			default:
-				break drain
-			}
-		}
+		batch = r.takeQueuedReads(batch)
 		r.forwardBatch(batch)
 		clear(batch) // let the futures go
+	}
+}
+
+// takeQueuedReads appends every read queued for the batcher right now to batch.
+func (r *Raft) takeQueuedReads(batch []*readFuture) []*readFuture {
+	for {
+		select {
+		case f := <-r.readForwardCh:
+			batch = append(batch, f)
+		default:
+			return batch
+		}
 	}
 }
 
@@ -563,16 +567,7 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	for _, w := range round.waiters {
 		w.answer(ls.term, round.v.readIndex, false, round.v.err)
 	}
-	var next readBatch
-drain:
-	for {
-		select {
-		case f := <-r.readForwardCh:
-			next = append(next, f)
-		default:
-			break drain
-		}
-	}
+	next := readBatch(r.takeQueuedReads(nil))
 	select {
 	case r.leaderReqCh <- readRoundDone{ls: ls, round: round, next: next}:
 	case <-ls.stopCh:
