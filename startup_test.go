@@ -122,7 +122,7 @@ func term(t uint64) func(uint64) uint64 { return func(uint64) uint64 { return t 
 // startOnStores starts a single node on the stores.
 func startOnStores(t *testing.T, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) (*raft.Raft, error) {
 	t.Helper()
-	trans, err := raft.NewInmemNetwork(1).NewTransport("n1")
+	trans, err := raft.NewInmemNetwork().NewTransport("n1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 // Options shape a test cluster. The zero value gives three bootstrapped voters with fast
@@ -62,14 +63,14 @@ type Options struct {
 	LogLevel string
 }
 
-// Cluster is a set of nodes over one InmemNetwork, or over the transports of
+// Cluster is a set of nodes over one memnet.Network, or over the transports of
 // Options.NewTransport.
 type Cluster struct {
 	t    testing.TB
 	opts Options
 	Seed int64
 	// Net is the in-memory network the nodes talk over; nil with Options.NewTransport.
-	Net   *raft.InmemNetwork
+	Net   *memnet.Network
 	logs  *logBuffer
 	rng   *rand.Rand
 	mu    sync.Mutex // guards nodes' Raft/FSM fields against the monitor
@@ -127,7 +128,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		rng:  rand.New(rand.NewSource(seed)),
 	}
 	if opts.NewTransport == nil {
-		c.Net = raft.NewInmemNetwork(seed)
+		c.Net = memnet.New(seed)
 	}
 	c.checker = newChecker()
 	t.Cleanup(c.cleanup)
