@@ -411,25 +411,24 @@ func (c *Cluster) CrashAt(i int, p CrashPoint, after int) {
 
 // SetDiskFaults gives node i's disk latency and stalls, now and in later incarnations.
 func (c *Cluster) SetDiskFaults(i int, f DiskFaults) {
-	n := c.nodes[i]
-	c.mu.Lock()
-	n.disk = f
-	inc := n.inc
-	c.mu.Unlock()
-	if inc != nil {
-		inc.SetDiskFaults(f)
-	}
+	c.keepFault(i, func(n *Node) { n.disk = f }, func(inc *Incarnation) { inc.SetDiskFaults(f) })
 }
 
 // SetFSMFaults gives node i's FSM latency, now and in later incarnations.
 func (c *Cluster) SetFSMFaults(i int, f FSMFaults) {
+	c.keepFault(i, func(n *Node) { n.fsmFaults = f }, func(inc *Incarnation) { inc.SetFSMFaults(f) })
+}
+
+// keepFault records a fault in node i, where later incarnations pick it up (under c.mu), and
+// applies it to the running incarnation, if any.
+func (c *Cluster) keepFault(i int, keep func(*Node), apply func(*Incarnation)) {
 	n := c.nodes[i]
 	c.mu.Lock()
-	n.fsmFaults = f
+	keep(n)
 	inc := n.inc
 	c.mu.Unlock()
 	if inc != nil {
-		inc.SetFSMFaults(f)
+		apply(inc)
 	}
 }
 
