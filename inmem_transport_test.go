@@ -128,73 +128,79 @@ func heartbeat(tr *raft.InmemTransport, target raft.ServerAddress, term uint64) 
 }
 
 func TestInmemTransport_CarriesEveryRPC(t *testing.T) {
-	_, trs, srv := newServedPair(t, 1)
-	a := trs[0]
+	// In a bubble: a loaded machine cannot hold the server past the network timeout.
+	synctest.Test(t, func(t *testing.T) {
+		_, trs, srv := newServedPair(t, 1)
+		a := trs[0]
 
-	var ae raft.AppendEntriesResponse
-	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: 1, ID: "a", Addr: "a"}, Term: 3, PrevLogIndex: 7,
-		Entries: []*raft.Log{{Index: 8, Term: 3, Type: raft.LogCommand, Data: []byte("x")}, {Index: 9, Term: 3, Type: raft.LogNoop}}}
-	if err := a.AppendEntries("b", "b", req, &ae); err != nil || !ae.Success || ae.Term != 3 || ae.LastLogIndex != 9 {
-		t.Fatalf("AppendEntries = %+v, %v", ae, err)
-	}
-	var rv raft.RequestVoteResponse
-	if err := a.RequestVote("b", "b", &raft.RequestVoteRequest{Term: 4}, &rv); err != nil || !rv.Granted || rv.Term != 4 {
-		t.Fatalf("RequestVote = %+v, %v", rv, err)
-	}
-	var pv raft.RequestPreVoteResponse
-	if err := a.RequestPreVote("b", "b", &raft.RequestPreVoteRequest{Term: 5}, &pv); err != nil || !pv.Granted || pv.Term != 5 {
-		t.Fatalf("RequestPreVote = %+v, %v", pv, err)
-	}
-	var tn raft.TimeoutNowResponse
-	if err := a.TimeoutNow("b", "b", &raft.TimeoutNowRequest{Term: 6}, &tn); err != nil || tn.Term != 6 {
-		t.Fatalf("TimeoutNow = %+v, %v", tn, err)
-	}
-	var is raft.InstallSnapshotResponse
-	body := bytes.Repeat([]byte("snap"), 1000)
-	if err := a.InstallSnapshot("b", "b", &raft.InstallSnapshotRequest{Term: 7, Size: int64(len(body))}, &is, bytes.NewReader(body)); err != nil || !is.Success || is.Term != 7 {
-		t.Fatalf("InstallSnapshot = %+v, %v", is, err)
-	}
+		var ae raft.AppendEntriesResponse
+		req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: 1, ID: "a", Addr: "a"}, Term: 3, PrevLogIndex: 7,
+			Entries: []*raft.Log{{Index: 8, Term: 3, Type: raft.LogCommand, Data: []byte("x")}, {Index: 9, Term: 3, Type: raft.LogNoop}}}
+		if err := a.AppendEntries("b", "b", req, &ae); err != nil || !ae.Success || ae.Term != 3 || ae.LastLogIndex != 9 {
+			t.Fatalf("AppendEntries = %+v, %v", ae, err)
+		}
+		var rv raft.RequestVoteResponse
+		if err := a.RequestVote("b", "b", &raft.RequestVoteRequest{Term: 4}, &rv); err != nil || !rv.Granted || rv.Term != 4 {
+			t.Fatalf("RequestVote = %+v, %v", rv, err)
+		}
+		var pv raft.RequestPreVoteResponse
+		if err := a.RequestPreVote("b", "b", &raft.RequestPreVoteRequest{Term: 5}, &pv); err != nil || !pv.Granted || pv.Term != 5 {
+			t.Fatalf("RequestPreVote = %+v, %v", pv, err)
+		}
+		var tn raft.TimeoutNowResponse
+		if err := a.TimeoutNow("b", "b", &raft.TimeoutNowRequest{Term: 6}, &tn); err != nil || tn.Term != 6 {
+			t.Fatalf("TimeoutNow = %+v, %v", tn, err)
+		}
+		var is raft.InstallSnapshotResponse
+		body := bytes.Repeat([]byte("snap"), 1000)
+		if err := a.InstallSnapshot("b", "b", &raft.InstallSnapshotRequest{Term: 7, Size: int64(len(body))}, &is, bytes.NewReader(body)); err != nil || !is.Success || is.Term != 7 {
+			t.Fatalf("InstallSnapshot = %+v, %v", is, err)
+		}
 
-	got := srv.commands()
-	if len(got) != 5 {
-		t.Fatalf("server saw %d requests, want 5", len(got))
-	}
-	gotAE, ok := got[0].(*raft.AppendEntriesRequest)
-	if !ok || gotAE == req || gotAE.RPCHeader != req.RPCHeader || len(gotAE.Entries) != 2 || gotAE.Entries[0] == req.Entries[0] ||
-		string(gotAE.Entries[0].Data) != "x" || gotAE.Entries[1].Type != raft.LogNoop {
-		t.Fatalf("server saw %#v, want a copy of %#v", got[0], req)
-	}
+		got := srv.commands()
+		if len(got) != 5 {
+			t.Fatalf("server saw %d requests, want 5", len(got))
+		}
+		gotAE, ok := got[0].(*raft.AppendEntriesRequest)
+		if !ok || gotAE == req || gotAE.RPCHeader != req.RPCHeader || len(gotAE.Entries) != 2 || gotAE.Entries[0] == req.Entries[0] ||
+			string(gotAE.Entries[0].Data) != "x" || gotAE.Entries[1].Type != raft.LogNoop {
+			t.Fatalf("server saw %#v, want a copy of %#v", got[0], req)
+		}
+	})
 }
 
 func TestInmemTransport_CopiesSoNoMemoryIsShared(t *testing.T) {
-	_, trs := newInmemTestNet(t, 1, "a", "b")
-	srv := serveInmem(trs[1], func(rpc raft.RPC) {
-		// A handler scribbling over its request must not reach the caller.
-		c := rpc.Command.(*raft.AppendEntriesRequest)
-		c.Entries[0].Data[0] = '!'
-		echoRPC(rpc)
-	})
-	defer srv.stop()
+	// In a bubble: a loaded machine cannot hold the server past the network timeout.
+	synctest.Test(t, func(t *testing.T) {
+		_, trs := newInmemTestNet(t, 1, "a", "b")
+		srv := serveInmem(trs[1], func(rpc raft.RPC) {
+			// A handler scribbling over its request must not reach the caller.
+			c := rpc.Command.(*raft.AppendEntriesRequest)
+			c.Entries[0].Data[0] = '!'
+			echoRPC(rpc)
+		})
+		defer srv.stop()
 
-	first := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Term: 1, Data: []byte("first")}}}
-	var resp raft.AppendEntriesResponse
-	if err := trs[0].AppendEntries("b", "b", first, &resp); err != nil {
-		t.Fatal(err)
-	}
-	if string(first.Entries[0].Data) != "first" {
-		t.Fatalf("caller's data became %q", first.Entries[0].Data)
-	}
-	// The caller reusing its request must not reach what the handler kept, nor must the
-	// transport's reused buffers.
-	first.Entries[0].Data[1] = '?'
-	second := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 2, Term: 1, Data: []byte("SECOND")}}}
-	if err := trs[0].AppendEntries("b", "b", second, &resp); err != nil {
-		t.Fatal(err)
-	}
-	kept := srv.commands()[0].(*raft.AppendEntriesRequest)
-	if got := string(kept.Entries[0].Data); got != "!irst" {
-		t.Fatalf("handler's first request now holds %q, want %q", got, "!irst")
-	}
+		first := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Term: 1, Data: []byte("first")}}}
+		var resp raft.AppendEntriesResponse
+		if err := trs[0].AppendEntries("b", "b", first, &resp); err != nil {
+			t.Fatal(err)
+		}
+		if string(first.Entries[0].Data) != "first" {
+			t.Fatalf("caller's data became %q", first.Entries[0].Data)
+		}
+		// The caller reusing its request must not reach what the handler kept, nor must the
+		// transport's reused buffers.
+		first.Entries[0].Data[1] = '?'
+		second := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 2, Term: 1, Data: []byte("SECOND")}}}
+		if err := trs[0].AppendEntries("b", "b", second, &resp); err != nil {
+			t.Fatal(err)
+		}
+		kept := srv.commands()[0].(*raft.AppendEntriesRequest)
+		if got := string(kept.Entries[0].Data); got != "!irst" {
+			t.Fatalf("handler's first request now holds %q, want %q", got, "!irst")
+		}
+	})
 }
 
 func TestInmemNetwork_NewTransportReplacesOnlyClosed(t *testing.T) {
@@ -341,65 +347,71 @@ func TestInmemTransport_InstallSnapshotHandlerGetsLonger(t *testing.T) {
 }
 
 func TestInmemTransport_InstallSnapshotStreamIsBounded(t *testing.T) {
-	_, trs := newInmemTestNet(t, 1, "a", "b")
-	type read struct {
-		data []byte
-		err  error
-	}
-	reads := make(chan read, 1) // one per call, read by the test after the call
-	kept := make(chan io.Reader, 1)
-	srv := serveInmem(trs[1], func(rpc raft.RPC) {
-		data, err := io.ReadAll(rpc.Reader)
-		reads <- read{data, err}
-		kept <- rpc.Reader
-		rpc.Respond(&raft.InstallSnapshotResponse{Success: err == nil}, nil)
-	})
-	defer srv.stop()
+	// In a bubble: a loaded machine cannot hold the server past the network timeout.
+	synctest.Test(t, func(t *testing.T) {
+		_, trs := newInmemTestNet(t, 1, "a", "b")
+		type read struct {
+			data []byte
+			err  error
+		}
+		reads := make(chan read, 1) // one per call, read by the test after the call
+		kept := make(chan io.Reader, 1)
+		srv := serveInmem(trs[1], func(rpc raft.RPC) {
+			data, err := io.ReadAll(rpc.Reader)
+			reads <- read{data, err}
+			kept <- rpc.Reader
+			rpc.Respond(&raft.InstallSnapshotResponse{Success: err == nil}, nil)
+		})
+		defer srv.stop()
 
-	var resp raft.InstallSnapshotResponse
-	// The body is longer than announced: the receiver reads exactly Size bytes.
-	if err := trs[0].InstallSnapshot("", "b", &raft.InstallSnapshotRequest{Size: 5}, &resp, bytes.NewReader([]byte("12345678"))); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-reads; string(r.data) != "12345" || r.err != nil {
-		t.Fatalf("receiver read %q, %v; want %q", r.data, r.err, "12345")
-	}
-	// After the call returned, the receiver can no longer read the caller's reader.
-	if _, err := (<-kept).Read(make([]byte, 1)); !errors.Is(err, raft.ErrInmemStreamEnded) {
-		t.Fatalf("read after the call: %v, want raft.ErrInmemStreamEnded", err)
-	}
-	// The body is shorter than announced.
-	if err := trs[0].InstallSnapshot("", "b", &raft.InstallSnapshotRequest{Size: 50}, &resp, bytes.NewReader([]byte("123"))); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-reads; !errors.Is(r.err, io.ErrUnexpectedEOF) || resp.Success {
-		t.Fatalf("short body: receiver got %v, response %+v; want io.ErrUnexpectedEOF", r.err, resp)
-	}
-	<-kept
+		var resp raft.InstallSnapshotResponse
+		// The body is longer than announced: the receiver reads exactly Size bytes.
+		if err := trs[0].InstallSnapshot("", "b", &raft.InstallSnapshotRequest{Size: 5}, &resp, bytes.NewReader([]byte("12345678"))); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-reads; string(r.data) != "12345" || r.err != nil {
+			t.Fatalf("receiver read %q, %v; want %q", r.data, r.err, "12345")
+		}
+		// After the call returned, the receiver can no longer read the caller's reader.
+		if _, err := (<-kept).Read(make([]byte, 1)); !errors.Is(err, raft.ErrInmemStreamEnded) {
+			t.Fatalf("read after the call: %v, want raft.ErrInmemStreamEnded", err)
+		}
+		// The body is shorter than announced.
+		if err := trs[0].InstallSnapshot("", "b", &raft.InstallSnapshotRequest{Size: 50}, &resp, bytes.NewReader([]byte("123"))); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-reads; !errors.Is(r.err, io.ErrUnexpectedEOF) || resp.Success {
+			t.Fatalf("short body: receiver got %v, response %+v; want io.ErrUnexpectedEOF", r.err, resp)
+		}
+		<-kept
+	})
 }
 
 func TestInmemTransport_ErrorsKeepSentinels(t *testing.T) {
-	_, trs := newInmemTestNet(t, 1, "a", "b")
-	answers := make(chan error, 1) // one per call
-	srv := serveInmem(trs[1], func(rpc raft.RPC) { rpc.Respond(nil, <-answers) })
-	defer srv.stop()
+	// In a bubble: a loaded machine cannot hold the server past the network timeout.
+	synctest.Test(t, func(t *testing.T) {
+		_, trs := newInmemTestNet(t, 1, "a", "b")
+		answers := make(chan error, 1) // one per call
+		srv := serveInmem(trs[1], func(rpc raft.RPC) { rpc.Respond(nil, <-answers) })
+		defer srv.stop()
 
-	call := func(answer error) error {
-		answers <- answer
-		_, err := heartbeat(trs[0], "b", 1)
-		return err
-	}
-	err := call(fmt.Errorf("handling: %w", &raft.NotLeaderError{LeaderID: "c", LeaderAddress: "addr-c"}))
-	var nl *raft.NotLeaderError
-	if !errors.Is(err, raft.ErrNotLeader) || !errors.As(err, &nl) || nl.LeaderID != "c" || nl.LeaderAddress != "addr-c" {
-		t.Fatalf("not-leader answer crossed as %#v", err)
-	}
-	if err := call(fmt.Errorf("bad index: %w", raft.ErrBadRequest)); !errors.Is(err, raft.ErrBadRequest) || err.Error() != "bad index: "+raft.ErrBadRequest.Error() {
-		t.Fatalf("bad-request answer crossed as %v", err)
-	}
-	if err := call(errors.New("disk on fire")); err == nil || err.Error() != "disk on fire" || errors.Is(err, raft.ErrBadRequest) {
-		t.Fatalf("plain answer crossed as %v", err)
-	}
+		call := func(answer error) error {
+			answers <- answer
+			_, err := heartbeat(trs[0], "b", 1)
+			return err
+		}
+		err := call(fmt.Errorf("handling: %w", &raft.NotLeaderError{LeaderID: "c", LeaderAddress: "addr-c"}))
+		var nl *raft.NotLeaderError
+		if !errors.Is(err, raft.ErrNotLeader) || !errors.As(err, &nl) || nl.LeaderID != "c" || nl.LeaderAddress != "addr-c" {
+			t.Fatalf("not-leader answer crossed as %#v", err)
+		}
+		if err := call(fmt.Errorf("bad index: %w", raft.ErrBadRequest)); !errors.Is(err, raft.ErrBadRequest) || err.Error() != "bad index: "+raft.ErrBadRequest.Error() {
+			t.Fatalf("bad-request answer crossed as %v", err)
+		}
+		if err := call(errors.New("disk on fire")); err == nil || err.Error() != "disk on fire" || errors.Is(err, raft.ErrBadRequest) {
+			t.Fatalf("plain answer crossed as %v", err)
+		}
+	})
 }
 
 func TestInmemNetwork_CutLosesRequest(t *testing.T) {
