@@ -131,7 +131,7 @@ type Raft struct {
 	userSnapshotCh chan *userSnapshotFuture
 
 	// Owned by the FSM goroutine (set before it starts): the configuration as of the last
-	// applied entry, recorded in snapshots.
+	// applied entry, recorded in snapshots; each batch of committed entries carries it.
 	fsmConfig      Configuration
 	fsmConfigIndex uint64
 
@@ -293,11 +293,6 @@ func (r *Raft) loadConfigurations() error {
 		start = last + 1
 	}
 	return r.rescanConfigurations(start)
-}
-
-func (r *Raft) publishConfigurations() {
-	c := r.configurations.clone()
-	r.configs.Store(&c)
 }
 
 // run is the main loop: it runs the loop of the current role until shutdown.
@@ -495,8 +490,7 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 	}
 	r.currentTerm.Store(1)
 	r.lastLog.Store(&indexTerm{index: entry.Index, term: entry.Term})
-	r.configurations.latest, r.configurations.latestIndex = b.configuration.Clone(), entry.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withLatest(b.configuration, entry.Index))
 	// Start the election clock afresh so a bootstrapped single node elects itself promptly
 	// but the nodes of a larger cluster do not all fire at once.
 	r.lastContact.Store(int64(r.monoNow() - r.conf.HeartbeatTimeout))

@@ -258,9 +258,7 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	}
 	r.lastLog.Store(&indexTerm{index: index, term: term})
 	r.fsmQueuedIndex = index
-	r.configurations = configurations{committed: config.Clone(), committedIndex: configIndex,
-		latest: config.Clone(), latestIndex: configIndex}
-	r.publishConfigurations()
+	r.setConfigurations(snapshotConfigurations(config, configIndex))
 	r.startStopReplication()
 	// The snapshot is durable in the store: the leader holds everything up to index.
 	r.leaderState.commitment.match(r.localID, index)

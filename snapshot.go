@@ -189,10 +189,7 @@ func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
 	r.commitIndex.Store(meta.Index)
 	r.fsmQueuedIndex = meta.Index
-	r.configurations = configurations{
-		committed: meta.Configuration.Clone(), committedIndex: meta.ConfigurationIndex,
-		latest: meta.Configuration.Clone(), latestIndex: meta.ConfigurationIndex,
-	}
+	r.setConfigurations(snapshotConfigurations(meta.Configuration, meta.ConfigurationIndex))
 }
 
 // handleInstallSnapshot receives a snapshot from the leader, restores the FSM from it and
@@ -363,8 +360,7 @@ func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration
 	}
 	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
 	r.fsmQueuedIndex = req.LastLogIndex
-	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
-		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
+	r.setConfigurations(snapshotConfigurations(config, req.ConfigurationIndex))
 	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))
 	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
 		r.fatal(err)
@@ -402,28 +398,6 @@ func (r *Raft) discardLogBehind(index, term uint64) error {
 		return fmt.Errorf("raft: discarding log: %w", err)
 	}
 	r.lastLog.Store(&indexTerm{index: index, term: term})
-	return nil
-}
-
-// rescanConfigurations makes the latest configuration entry at or after from, if any, the
-// latest configuration.
-func (r *Raft) rescanConfigurations(from uint64) error {
-	last, _ := r.lastLogIndexTerm()
-	for i := from; i <= last; i++ {
-		var l Log
-		if err := r.logs.GetLog(i, &l); err != nil {
-			return fmt.Errorf("raft: reading log entry %d: %w", i, err)
-		}
-		if l.Type != LogConfiguration {
-			continue
-		}
-		c, err := DecodeConfiguration(l.Data)
-		if err != nil {
-			return fmt.Errorf("raft: log entry %d: %w", i, err)
-		}
-		r.configurations.latest, r.configurations.latestIndex = c, i
-	}
-	r.publishConfigurations()
 	return nil
 }
 
