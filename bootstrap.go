@@ -45,7 +45,7 @@ func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, con
 	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
 		return nil, fmt.Errorf("raft: persisting term: %w", err)
 	}
-	entry := &Log{Index: 1, Term: 1, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
+	entry := &Log{Index: 1, Term: 1, Type: LogConfiguration, Data: encodeConfiguration(configuration)}
 	if err := logs.StoreLogs([]*Log{entry}); err != nil {
 		return nil, fmt.Errorf("raft: storing bootstrap configuration: %w", err)
 	}
@@ -116,7 +116,7 @@ func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, sn
 	if err := stable.SetUint64(keyCurrentTerm, newTerm); err != nil {
 		return fmt.Errorf("raft: recover: writing term: %w", err)
 	}
-	entry := &Log{Index: last + 1, Term: newTerm, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
+	entry := &Log{Index: last + 1, Term: newTerm, Type: LogConfiguration, Data: encodeConfiguration(configuration)}
 	if err := logs.StoreLogs([]*Log{entry}); err != nil {
 		return fmt.Errorf("raft: recover: storing configuration: %w", err)
 	}

@@ -41,3 +41,7 @@ var ErrInmemStreamEnded = errInmemStreamEnded
 
 // InmemPipelineWindow is how many requests an in-memory pipeline keeps in flight.
 const InmemPipelineWindow = inmemPipelineWindow
+
+// EncodeConfiguration encodes c as a LogConfiguration entry's data, for tests that write
+// such entries themselves.
+func EncodeConfiguration(c Configuration) []byte { return encodeConfiguration(c) }

@@ -218,7 +218,7 @@ func (r *Raft) maybePromote() {
 
 // dispatchConfiguration appends a configuration entry; it takes effect at once.
 func (r *Raft) dispatchConfiguration(f *logFuture, c Configuration) {
-	f.log = Log{Type: LogConfiguration, Data: EncodeConfiguration(c)}
+	f.log = Log{Type: LogConfiguration, Data: encodeConfiguration(c)}
 	r.dispatchLogs([]*logFuture{f})
 	r.setConfigurations(r.configurations.withLatest(c, f.log.Index))
 	r.startStopReplication()
