@@ -99,6 +99,10 @@ type Raft struct {
 	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
 	// Set by NewRaft, read-only afterwards (replication goroutines read it).
 	undone indexTerm
+	// resetTerm is the term in which this node found that its leader's log contradicts its
+	// unconfirmed snapshot and asked to be reset from the leader's snapshot (see resetting);
+	// zero if none. Main loop only.
+	resetTerm uint64
 
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.

@@ -87,6 +87,16 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}
+	if r.unconfirmedConflicts(a) {
+		r.startReset()
+	}
+	if r.resetting() {
+		// Nothing is acknowledged or applied until the leader's snapshot replaced ours.
+		resp.LastLogIndex, _ = r.lastLogIndexTerm()
+		r.resetResponse(resp)
+		rpc.Respond(resp, nil)
+		return
+	}
 
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
@@ -231,10 +241,10 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 
 // checkSnapshotAgrees stops the node if the leader's log holds a different entry at our
 // snapshot's index. A snapshot made from applied entries covers only committed ones, which
-// every leader holds with the same term, so this happens only to a node that restored a
-// backup (Restore) as leader and lost leadership before the restore committed: its FSM holds a
-// state the cluster never agreed on. Going on would silently diverge from the cluster; the
-// node stops instead, and must be wiped and added back.
+// every leader holds with the same term; a Restore the cluster may not have committed is
+// marked unconfirmed and reset from the leader instead (unconfirmedConflicts, which runs
+// first). So this happens only when the node's storage or a peer is broken: going on would
+// silently diverge from the cluster, and the node stops with ErrUncommittedRestore.
 func (r *Raft) checkSnapshotAgrees(a *AppendEntriesRequest, snapIndex, snapTerm uint64) error {
 	if snapIndex == 0 {
 		return nil
