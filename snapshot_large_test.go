@@ -135,10 +135,12 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 		Config: func(c *raft.Config) {
 			c.TrailingLogs = 2
 			c.SnapshotThreshold = 1 << 40
-			// Real time on a loaded machine: with raftest's 100 ms timeouts, leaders whose
-			// heartbeats were starved stepped down every few seconds (load average 20) and
-			// each new leader sent the 50 MiB snapshot from the start, so none finished.
-			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+			// Real time on a loaded machine: raftest's 100ms timeouts let leaders step down
+			// every half second while 50 MiB stream under -race, and each new leader starts
+			// the transfer over (seen: no install in 3 minutes). Elections are not the subject.
+			c.HeartbeatTimeout = time.Second
+			c.ElectionTimeout = time.Second
+			c.LeaderLeaseTimeout = time.Second
 		},
 	}
 	opts, _ = fileSnapshotStores(t, opts)
