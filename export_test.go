@@ -27,7 +27,7 @@ func ReadCounters(r *Raft) (rounds, requests uint64) {
 // follower_lease.
 func ReadKind(f IndexFuture) string {
 	if rf, ok := f.(*readFuture); ok && rf.Error() == nil {
-		return rf.kind
+		return rf.kind.String()
 	}
 	return ""
 }

@@ -120,6 +120,11 @@ type Raft struct {
 	readRequests atomic.Uint64
 	// lease is the leader's lease view, published by the main loop (read.go).
 	lease atomic.Pointer[leaseView]
+	// readRoundOut is the leader's read confirmation round in flight, published by the main
+	// loop for the read batcher (nil: none).
+	readRoundOut atomic.Pointer[readRound]
+	// readCounts counts successful reads by kind for the metrics.
+	readCounts readCounter
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
