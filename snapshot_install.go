@@ -159,7 +159,7 @@ func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error)
 	case req.ConfigurationIndex > req.LastLogIndex:
 		return Configuration{}, fmt.Errorf("%w: configuration index %d past the snapshot", ErrBadRequest, req.ConfigurationIndex)
 	}
-	c, err := DecodeConfiguration(req.Configuration)
+	c, err := decodeConfiguration(req.Configuration)
 	if err != nil {
 		return Configuration{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}

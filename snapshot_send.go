@@ -54,7 +54,7 @@ func (s *replicator) sendLatestSnapshot() bool {
 		Term:               s.ls.term,
 		LastLogIndex:       meta.Index,
 		LastLogTerm:        meta.Term,
-		Configuration:      EncodeConfiguration(meta.Configuration),
+		Configuration:      encodeConfiguration(meta.Configuration),
 		ConfigurationIndex: meta.ConfigurationIndex,
 		Size:               meta.Size,
 		LeaderCommitIndex:  s.r.commitIndex.Load(),
