@@ -11,6 +11,7 @@ import (
 	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 func TestReadIndex_SeesEveryCompletedWrite(t *testing.T) {
@@ -52,7 +53,7 @@ func TestReadIndex_FollowerReadSeesAcknowledgedWrite(t *testing.T) {
 			return id != ""
 		})
 		// A slow link to the non-voter keeps its log behind the leader's acknowledgements.
-		c.Net.SetFaults(c.Node(leader).Addr, nonvoter.Addr, raft.LinkFaults{MinDelay: 20 * time.Millisecond, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(c.Node(leader).Addr, nonvoter.Addr, memnet.LinkFaults{MinDelay: 20 * time.Millisecond, MaxDelay: 30 * time.Millisecond})
 		for i := 0; i < 20; i++ {
 			cmd := fmt.Sprintf("w%d", i)
 			mustApply(t, c, cmd)
@@ -83,7 +84,7 @@ func TestReadIndex_BurstSharesOneRound(t *testing.T) {
 		lr := c.Node(leader).Raft()
 		// Every message takes 5ms (virtual time): the whole burst is issued while the first
 		// round is out, as on a real network where a round trip outlasts a burst.
-		c.Net.SetDefaultFaults(raft.LinkFaults{MinDelay: 5 * time.Millisecond, MaxDelay: 5 * time.Millisecond})
+		c.Net.SetDefaultFaults(memnet.LinkFaults{MinDelay: 5 * time.Millisecond, MaxDelay: 5 * time.Millisecond})
 		burst := func(r *raft.Raft) {
 			var wg sync.WaitGroup
 			errs := make(chan error, reads)
@@ -326,8 +327,8 @@ func TestReadIndex_DuplicatedAndRetriedRequestsNeverStale(t *testing.T) {
 		leader := c.WaitLeader(waitLong)
 		f := others(c, leader)[0]
 		la, fa := c.Node(leader).Addr, c.Node(f).Addr
-		c.Net.SetFaults(fa, la, raft.LinkFaults{DuplicateRate: 1, DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
-		c.Net.SetFaults(la, fa, raft.LinkFaults{DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(fa, la, memnet.LinkFaults{DuplicateRate: 1, DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(la, fa, memnet.LinkFaults{DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
 		fr := c.Node(f).Raft()
 		for i := 0; i < 30; i++ {
 			cmd := fmt.Sprintf("w%d", i)

@@ -48,7 +48,7 @@ func newCluster(cfg config, logger hclog.Logger) (*cluster, error) {
 		}
 		c.dir, c.owned = dir, true
 	}
-	net := raft.NewInmemNetwork(cfg.seed)
+	net := raft.NewInmemNetwork()
 	// Nothing is lost on this network, so the timeout only bounds how long a handler may
 	// take: a follower's ReadIndex waits for the leader's confirmation round, which a loaded
 	// machine can stretch past the 50ms default.
