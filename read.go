@@ -164,8 +164,7 @@ func (r *Raft) startRead(ctx context.Context, f *readFuture, deadline time.Time)
 			}
 		}
 	}
-	f.init()
-	f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
+	f.init(r.shutdownCh, deadline, ctx)
 	return r.forwardRead(f)
 }
 
@@ -231,7 +230,7 @@ func (f *readFuture) waitApplied() error {
 		return nil
 	}
 	start := time.Now()
-	timeout, ctxDone, stop := f.waitBounds()
+	timeout, ctxDone, stop := waitBounds(f.deadline, f.ctx)
 	defer stop()
 	for {
 		notify := r.appliedNotify.Load()
@@ -263,7 +262,6 @@ func (r *Raft) readableAt(index uint64) bool {
 
 // forwardRead queues a read for the batcher goroutine.
 func (r *Raft) forwardRead(f *readFuture) IndexFuture {
-	f.enqueued.Store(true)
 	if err := handOff(r.readForwardCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}
@@ -540,8 +538,8 @@ func (r *Raft) maybeStartReadRound() {
 	if ls.reads.round != nil || len(ls.reads.queued) == 0 {
 		return
 	}
-	v := &verifyFuture{voted: make(map[ServerID]bool), wantRead: true}
-	v.init()
+	v := newVerifyFuture(nil, nil)
+	v.wantRead = true
 	round := &readRound{v: v, waiters: ls.reads.queued}
 	ls.reads.queued = nil
 	ls.reads.round = round
