@@ -151,12 +151,6 @@ type verifyFuture struct {
 	mu     sync.Mutex
 	quorum int
 	voted  map[ServerID]bool // guarded by mu
-
-	// For ReadIndex: wantRead asks the leader to fix readIndex (its commit index, once it
-	// committed an entry of its term) before confirming leadership. readIndex is written by
-	// the main loop before the confirmation starts.
-	wantRead  bool
-	readIndex uint64
 }
 
 // newVerifyFuture returns a leadership confirmation whose Error waits at most until

@@ -439,8 +439,9 @@ type readWaiter struct {
 
 // readRound is one confirmation shared by every read that queued before it started.
 type readRound struct {
-	v       *verifyFuture
-	waiters []readWaiter // fixed before the round starts
+	v         *verifyFuture
+	readIndex uint64       // the commit index when the round started
+	waiters   []readWaiter // fixed before the round starts
 }
 
 func (rd *leaderReads) start(now time.Duration) {
@@ -532,21 +533,23 @@ func (r *Raft) queueRead(w readWaiter, lease bool) {
 }
 
 // maybeStartReadRound starts a confirmation round for the queued reads unless one is in
-// flight; the queued reads then wait for it to finish (readRoundDone).
+// flight (the queued reads then wait for it to finish: readRoundDone) or no entry of this
+// term committed yet: until then the commit index may be behind what earlier leaders
+// committed, and the term's first commit calls this again. The round's read index is the
+// commit index as it starts.
 func (r *Raft) maybeStartReadRound() {
 	ls := r.leaderState
-	if ls.reads.round != nil || len(ls.reads.queued) == 0 {
+	if ls.reads.round != nil || len(ls.reads.queued) == 0 || r.commitIndex.Load() < ls.commitment.startIndex {
 		return
 	}
 	v := newVerifyFuture(nil, nil)
-	v.wantRead = true
-	round := &readRound{v: v, waiters: ls.reads.queued}
+	round := &readRound{v: v, readIndex: r.commitIndex.Load(), waiters: ls.reads.queued}
 	ls.reads.queued = nil
 	ls.reads.round = round
 	r.readRoundOut.Store(round)
 	r.readRounds.Add(1)
 	readRoundMetric(len(round.waiters))
-	r.handleVerify(v) // waits for the term's first commit if need be
+	r.handleVerify(v)
 	// One goroutine per round, at most one round at a time; it exits once the round
 	// resolved (leaderCleanup fails it when the term ends) or on shutdown.
 	r.goFunc(func() { r.awaitReadRound(ls, round) })
@@ -563,7 +566,7 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 		return // local reads see the shutdown themselves; the transport fails forwarded ones
 	}
 	for _, w := range round.waiters {
-		w.answer(ls.term, round.v.readIndex, false, round.v.err)
+		w.answer(ls.term, round.readIndex, false, round.v.err)
 	}
 	next := readBatch(r.takeQueuedReads(nil))
 	select {
