@@ -81,6 +81,9 @@ type Raft struct {
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
 	// pre-vote and asks voters to ignore their leader stickiness.
 	transferElection bool
+	// fence keeps a node that started without state from voting until it caught up
+	// (catchup_fence.go).
+	fence catchUpFence
 
 	// Requests into the main loop.
 	rpcCh <-chan RPC
@@ -254,6 +257,9 @@ func (r *Raft) recover() error {
 		return err
 	}
 	if err := r.loadConfigurations(); err != nil {
+		return err
+	}
+	if err := r.loadCatchUpFence(); err != nil {
 		return err
 	}
 	r.touchContact()
@@ -456,6 +462,13 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
+			if r.catchingUp() {
+				if !warned {
+					r.logger.Warn("no leader heard, but this node started without state and has not caught up from a leader; not starting an election")
+					warned = true
+				}
+				continue
+			}
 			if lost := r.leader.Load().id; lost != "" {
 				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
 			} else {
@@ -494,6 +507,8 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 		return
 	}
 	r.currentTerm.Store(1)
+	r.fence = catchUpFence{} // bootstrapStores cleared the durable mark
+	r.publishCatchUpFence()
 	r.lastLog.Store(&indexTerm{index: entry.Index, term: entry.Term})
 	r.configurations.latest, r.configurations.latestIndex = b.configuration.Clone(), entry.Index
 	r.publishConfigurations()
@@ -504,7 +519,10 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 }
 
 // BootstrapCluster writes the initial configuration into the stores of a node that has never
-// run. Call it on one node, or on every node with the same configuration. It returns
+// run. Call it on every initial node with the same configuration, or on one node with a
+// configuration of itself alone and add the others with AddVoter. (Calling it on one node with
+// a configuration listing others that start empty elects no leader unless those others set
+// Config.EmptyStartVotes: see the catch-up fence in docs/design.md.) It returns
 // ErrCantBootstrap if the stores already hold state.
 func BootstrapCluster(conf *Config, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
 	if err := ValidateConfig(conf); err != nil {
@@ -534,6 +552,15 @@ func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, con
 	}
 	if term != 0 || last != 0 || len(metas) != 0 {
 		return nil, ErrCantBootstrap
+	}
+	// A node started empty before it was bootstrapped carries the catch-up fence: a
+	// bootstrapped node is a member of a new cluster, with nothing to catch up on.
+	if fence, err := stable.Get(keyCatchUpFence); err != nil {
+		return nil, fmt.Errorf("raft: reading the catch-up fence: %w", err)
+	} else if len(fence) != 0 {
+		if err := stable.Set(keyCatchUpFence, nil); err != nil {
+			return nil, fmt.Errorf("raft: clearing the catch-up fence: %w", err)
+		}
 	}
 	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
 		return nil, fmt.Errorf("raft: persisting term: %w", err)
@@ -714,6 +741,7 @@ func (r *Raft) Stats() map[string]string {
 		"snapshot_version_max":       strconv.Itoa(SnapshotVersion),
 		"election_rounds":            u(r.rounds.Load()),
 		"last_contact":               r.statsLastContact(state),
+		"catching_up":                r.statsCatchingUp(),
 	}
 }
 

@@ -66,6 +66,8 @@ type published struct {
 	// readers can wait for progress without polling.
 	appliedNotify atomic.Pointer[chan struct{}]
 	snapshot      atomic.Pointer[indexTerm] // snapshot goroutine and main loop, under snapshotMu
+	fenced        atomic.Bool               // main loop: the catch-up fence holds
+	fenceTarget   atomic.Uint64             // main loop: the index the fenced node catches up to
 }
 
 func (p *published) getState() RaftState { return RaftState(p.state.Load()) }
