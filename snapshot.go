@@ -215,7 +215,7 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		return
 	}
 	resp.Term = req.Term
-	if r.install != nil {
+	if r.localRestoreBusy() {
 		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}
