@@ -15,6 +15,9 @@ import (
 	"github.com/raftkit/raft/raftest/memnet"
 )
 
+// Writes seen from the client: Apply's timeouts, back-pressure, and exactly-once outcomes across
+// a leader crash (docs/design.md, sections 3 and 4).
+
 // slowLeaseOptions keep a cut-off leader leading for seconds: it cannot commit, yet it does
 // not step down within the test's timeouts.
 func slowLeaseOptions() raftest.Options {

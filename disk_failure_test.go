@@ -15,6 +15,9 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// The node's own disk hangs or fails: the log writer's failure policy, step-down, and status
+// calls that never wait on the disk (docs/design.md, sections 3 and 11).
+
 // TestDiskFailure_LeaderWithHungLogStoreStepsDown: a leader whose log store hangs longer than
 // LogStoreTimeout steps down instead of leading over a dead disk (docs/design.md, sections 3
 // and 11).

@@ -12,6 +12,9 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// Elections: timers, pre-vote, voting, stickiness and check-quorum (docs/design.md,
+// section 6; scenarios E1-E4 of section 12).
+
 // electionRounds reads node i's election round counter from Stats.
 func electionRounds(c *raftest.Cluster, i int) int {
 	n, _ := strconv.Atoi(c.Node(i).Raft().Stats()["election_rounds"])

@@ -11,6 +11,9 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// The FSM goroutine and its queue: a slow FSM never costs the leader its leadership
+// (docs/design.md, sections 2 and 4).
+
 // slowFSM is a RecordingFSM that takes perApply of (virtual) time for every entry.
 type slowFSM struct {
 	*raftest.RecordingFSM

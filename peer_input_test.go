@@ -9,6 +9,8 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// Malformed input from peers (docs/design.md, section 10).
+
 // malformedAppends are AppendEntries requests no correct leader sends; each must be refused
 // with ErrBadRequest. term is a term above the cluster's: a malformed request must not
 // move the receiver to it.

@@ -15,6 +15,10 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// Replication and commitment, on the leader and the follower side: what commits when, the
+// follower's AppendEntries path, the replicators (docs/design.md, section 3; scenarios R1-R3,
+// F8, N1, T1 and C1 of section 12).
+
 // TestReplication_ReplicatedEntryCommitsAppliesAndAnswers: an entry replicated to all nodes
 // commits, is applied everywhere, and the client gets the FSM's response (scenario R1,
 // docs/design.md sections 3 and 12).

@@ -10,6 +10,8 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// Leadership transfer and TimeoutNow (docs/design.md, section 6; transfer.go).
+
 func TestLeadershipTransfer_ToChosenNodeUnderLoad(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
