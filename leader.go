@@ -424,6 +424,14 @@ func (r *Raft) leaderCleanup(err error) {
 	r.leaderState = nil
 	close(ls.stopCh)
 	ls.logVersion.Add(1)
+	// The role changes before any caller hears ErrLeadershipLost, so a caller that then asks
+	// State or Leader never sees this node still leading.
+	if l := r.leader.Load(); l.id == r.localID {
+		r.setLeader("", "")
+	}
+	if r.getState() == Leader {
+		r.setState(Follower)
+	}
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
@@ -443,12 +451,6 @@ func (r *Raft) leaderCleanup(err error) {
 		} else {
 			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
 		}
-	}
-	if l := r.leader.Load(); l.id == r.localID {
-		r.setLeader("", "")
-	}
-	if r.getState() == Leader {
-		r.setState(Follower)
 	}
 	// Followers may have committed entries the leader had not written yet, and this node
 	// may have applied them: its log must never end before what it applied, or it would
