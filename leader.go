@@ -436,6 +436,14 @@ func (r *Raft) leaderCleanup(err error) {
 	r.leaderState = nil
 	ls.stop()
 	ls.logVersion.Add(1)
+	// The role changes before any caller hears ErrLeadershipLost, so a caller that then asks
+	// State or Leader never sees this node still leading.
+	if l := r.leader.Load(); l.id == r.localID {
+		r.setLeader("", "")
+	}
+	if r.getState() == Leader {
+		r.setState(Follower)
+	}
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
@@ -450,12 +458,6 @@ func (r *Raft) leaderCleanup(err error) {
 		ls.promotion.future.respond(err)
 	}
 	r.endTransfer()
-	if l := r.leader.Load(); l.id == r.localID {
-		r.setLeader("", "")
-	}
-	if r.getState() == Leader {
-		r.setState(Follower)
-	}
 	// Followers may have committed entries the leader had not written yet, and this node
 	// may have applied them: its log must never end before what it applied, or it would
 	// have a gap once a new leader's entries follow. So the writer writes everything first.
