@@ -14,6 +14,7 @@ import (
 
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 var (
@@ -24,14 +25,6 @@ var (
 
 // knownBugs reports whether tests of open bugs run (RAFTKIT_KNOWN_BUGS=1).
 func knownBugs() bool { return os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" }
-
-// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if !knownBugs() {
-		t.Skipf("known bug, not fixed on main yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
-	}
-}
 
 // chaosCrashPoints are the crash points randomized runs arm: all of them. (While an open bug
 // made one fail, it was armed only with RAFTKIT_KNOWN_BUGS=1, so CI stayed green until the fix
@@ -214,7 +207,7 @@ func chaosStep(c *raftest.Cluster, rng *rand.Rand) string {
 		}
 		return "noop"
 	case 4:
-		c.Net.SetDefaultFaults(raft.LinkFaults{DropRate: 0.1 * rng.Float64(), DuplicateRate: 0.05, MaxDelay: time.Duration(rng.Intn(10)) * time.Millisecond})
+		c.Net.SetDefaultFaults(memnet.LinkFaults{DropRate: 0.1 * rng.Float64(), DuplicateRate: 0.05, MaxDelay: time.Duration(rng.Intn(10)) * time.Millisecond})
 		return "random faults"
 	case 5:
 		c.Net.ClearFaults()

@@ -76,6 +76,8 @@ func (r *Raft) campaign(preVote, transfer bool) bool {
 			b.respond(ErrCantBootstrap)
 		case <-r.fsmq.room:
 			r.applyCommitted(r.commitIndex.Load(), nil)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
 			return false

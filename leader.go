@@ -57,9 +57,6 @@ type leaderState struct {
 	promotion   *promotion
 	transfer    *transferState
 
-	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
-	pendingReads []*verifyFuture
-
 	// reads batches reads into confirmation rounds and keeps the lease (read.go).
 	reads leaderReads
 }
@@ -99,11 +96,18 @@ func (r *Raft) runLeader() {
 			// Callers wait in Apply, up to their timeout.
 			applyCh = nil
 		}
+		reqCh := r.leaderReqCh
+		if r.restoring != nil {
+			// Nothing new while a Restore runs: see leaderRestore.
+			applyCh, reqCh = nil, nil
+		}
 		select {
 		case rpc := <-r.rpcCh:
 			r.processRPC(rpc)
 		case f := <-applyCh:
 			r.handleApply(f)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
@@ -119,7 +123,7 @@ func (r *Raft) runLeader() {
 				r.maybeStartConfigChange()
 				r.progressTransfer()
 			}
-		case req := <-r.leaderReqCh:
+		case req := <-reqCh:
 			req.serve(r)
 		case err := <-ls.transferResult():
 			r.handleTransferResult(err)
@@ -345,11 +349,8 @@ func (r *Raft) processLeaderCommits() {
 	}
 	r.maybeStartConfigChange()
 	r.progressTransfer()
-	if reads := ls.pendingReads; len(reads) > 0 {
-		ls.pendingReads = nil
-		for _, v := range reads {
-			r.handleVerify(v)
-		}
+	if r.restoring == nil {
+		r.maybeStartReadRound() // reads queued before the term's first commit wait for it
 	}
 	if r.configurations.committedIndex == r.configurations.latestIndex && !r.configurations.latest.isVoter(r.localID) {
 		r.logger.Info("removed from the configuration, stepping down")
@@ -387,15 +388,6 @@ func (r *Raft) checkLeaderLease() {
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
 func (r *Raft) handleVerify(v *verifyFuture) {
 	ls := r.leaderState
-	if v.wantRead {
-		if r.commitIndex.Load() < ls.commitment.startIndex {
-			// No entry of this term committed yet: the commit index may still be behind
-			// what earlier leaders committed. Wait for the term's no-op.
-			ls.pendingReads = append(ls.pendingReads, v)
-			return
-		}
-		v.readIndex = r.commitIndex.Load()
-	}
 	v.quorum = r.configurations.latest.quorumSize()
 	live := ls.verifies[:0]
 	for _, old := range ls.verifies {
@@ -432,13 +424,18 @@ func (r *Raft) leaderCleanup(err error) {
 	r.leaderState = nil
 	close(ls.stopCh)
 	ls.logVersion.Add(1)
+	// The role changes before any caller hears ErrLeadershipLost, so a caller that then asks
+	// State or Leader never sees this node still leading.
+	if l := r.leader.Load(); l.id == r.localID {
+		r.setLeader("", "")
+	}
+	if r.getState() == Leader {
+		r.setState(Follower)
+	}
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
 	for _, v := range ls.verifies {
-		v.respond(err)
-	}
-	for _, v := range ls.pendingReads {
 		v.respond(err)
 	}
 	r.endReads(ls, err)
@@ -455,12 +452,6 @@ func (r *Raft) leaderCleanup(err error) {
 			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
 		}
 	}
-	if l := r.leader.Load(); l.id == r.localID {
-		r.setLeader("", "")
-	}
-	if r.getState() == Leader {
-		r.setState(Follower)
-	}
 	// Followers may have committed entries the leader had not written yet, and this node
 	// may have applied them: its log must never end before what it applied, or it would
 	// have a gap once a new leader's entries follow. So the writer writes everything first.
@@ -475,72 +466,15 @@ func (r *Raft) leaderCleanup(err error) {
 		return
 	}
 	if last, _ := r.lastLogIndexTerm(); r.configurations.latestIndex > last {
-		r.configurations.latest = r.configurations.committed.Clone()
-		r.configurations.latestIndex = r.configurations.committedIndex
-		r.publishConfigurations()
+		r.setConfigurations(r.configurations.withLatest(r.configurations.committed, r.configurations.committedIndex))
 	}
 }
 
-// fsmBacklogBatches is how many batches of MaxAppendEntries committed entries may wait for
-// the FSM before the main loop holds the rest back: enough to keep a fast FSM busy through a
-// burst, few enough to bound the memory of a slow one.
-const fsmBacklogBatches = 64
-
-// fsmBacklogBytesBatches bounds the same backlog in bytes, in full batches of
-// MaxAppendEntriesBytes (16 MiB by default), so large entries do not multiply it.
-const fsmBacklogBytesBatches = 16
-
-// applyCommitted hands the committed entries up to commit that were not handed over yet to
-// the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has
-// room; the rest wait until the queue signals room (fsmQueue.room), which every role loop
-// serves. ready holds this term's futures for some of the entries, in index order; the other
-// entries come from committedEntry. It returns how many of ready it handed over.
-func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
-	if r.install != nil {
-		return 0 // the snapshot being restored covers what was committed; see finishInstall
-	}
-	newBudget := func() byteBudget {
-		return byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
-	}
-	budget := newBudget()
-	used := 0
-	var batch []commitTuple
-	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
-		if len(batch) == 0 && r.fsmq.full() {
-			break
-		}
-		fromReady := used < len(ready) && ready[used].log.Index == idx
-		var c commitTuple
-		if fromReady {
-			c = commitTuple{log: &ready[used].log, future: ready[used]}
-		} else {
-			l, err := r.committedEntry(idx)
-			if err != nil {
-				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
-				break
-			}
-			c = commitTuple{log: l}
-		}
-		if !budget.admit(entryBytes(c.log)) {
-			r.fsmq.push(fsmTask{commits: batch})
-			batch, budget = nil, newBudget()
-			if r.fsmq.full() {
-				break // c is not taken: it goes once there is room
-			}
-			budget.admit(entryBytes(c.log))
-		}
-		if fromReady {
-			used++
-		}
-		batch = append(batch, c)
-		r.noteCommittedConfiguration(c.log)
-		r.fsmQueuedIndex = idx
-	}
-	if len(batch) > 0 {
-		r.fsmq.push(fsmTask{commits: batch})
-	}
-	r.recent.dropThrough(r.fsmQueuedIndex)
-	return used
+// commitTask is a batch of committed entries for the FSM goroutine, with the committed
+// configuration as of its last entry: noteCommittedConfiguration tracked every entry of the
+// batch already.
+func (r *Raft) commitTask(batch []commitTuple) fsmTask {
+	return fsmTask{commits: batch, configuration: r.configurations.committed, configurationIndex: r.configurations.committedIndex}
 }
 
 // committedEntry returns a committed entry for the FSM: a follower's from the entries it just
@@ -568,16 +502,15 @@ func (r *Raft) noteCommittedConfiguration(l *Log) {
 	if l.Type != LogConfiguration || l.Index <= r.configurations.committedIndex {
 		return
 	}
-	c := r.configurations.latest.Clone()
+	c := r.configurations.latest
 	if l.Index != r.configurations.latestIndex {
 		var err error
-		if c, err = DecodeConfiguration(l.Data); err != nil {
-			r.logger.Error("committed configuration entry does not decode", "index", l.Index, "error", err)
+		if c, err = decodeConfigurationEntry(l); err != nil {
+			r.logger.Error("committed configuration entry does not decode", "error", err)
 			return
 		}
 	}
-	r.configurations.committed, r.configurations.committedIndex = c, l.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withCommitted(c, l.Index))
 }
 
 // getLog reads an entry: while leading, through the term's cache. Main loop only.

@@ -99,9 +99,16 @@ type Raft struct {
 	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
 	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
 	unconfirmed indexTerm
-	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
-	// Set by NewRaft, read-only afterwards (replication goroutines read it).
-	undone indexTerm
+	// undone lists the stored snapshots that were undone (undoUnconfirmedSnapshot,
+	// restoreStepDone), skipped by listSnapshots. Written by start-up and the main loop,
+	// read by replication goroutines.
+	undone atomic.Pointer[[]indexTerm]
+	// restoring is the Restore in progress on this node, or nil. Main loop only.
+	restoring *leaderRestore
+	// resetTerm is the term in which this node found that its leader's log contradicts its
+	// unconfirmed snapshot and asked to be reset from the leader's snapshot (see resetting);
+	// zero if none. Main loop only.
+	resetTerm uint64
 
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.
@@ -116,6 +123,11 @@ type Raft struct {
 	readRequests atomic.Uint64
 	// lease is the leader's lease view, published by the main loop (read.go).
 	lease atomic.Pointer[leaseView]
+	// readRoundOut is the leader's read confirmation round in flight, published by the main
+	// loop for the read batcher (nil: none).
+	readRoundOut atomic.Pointer[readRound]
+	// readCounts counts successful reads by kind for the metrics.
+	readCounts readCounter
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
@@ -134,7 +146,7 @@ type Raft struct {
 	userSnapshotCh chan *userSnapshotFuture
 
 	// Owned by the FSM goroutine (set before it starts): the configuration as of the last
-	// applied entry, recorded in snapshots.
+	// applied entry, recorded in snapshots; each batch of committed entries carries it.
 	fsmConfig      Configuration
 	fsmConfigIndex uint64
 
@@ -250,6 +262,7 @@ func (r *Raft) recover() error {
 	if err := r.loadUnconfirmedSnapshot(); err != nil {
 		return err
 	}
+	r.unconfirmedIndex.Store(r.unconfirmed.index)
 	if err := r.loadLastLog(); err != nil {
 		return err
 	}
@@ -301,14 +314,10 @@ func (r *Raft) loadConfigurations() error {
 	return r.rescanConfigurations(start)
 }
 
-func (r *Raft) publishConfigurations() {
-	c := r.configurations.clone()
-	r.configs.Store(&c)
-}
-
 // run is the main loop: it runs the loop of the current role until shutdown.
 func (r *Raft) run() {
 	defer r.logger.Info("main loop stopped")
+	defer r.abandonRestore()
 	for {
 		select {
 		case <-r.shutdownCh:
@@ -447,10 +456,12 @@ func (r *Raft) runFollower() {
 			r.applyCommitted(r.commitIndex.Load(), nil)
 		case err := <-r.installDone():
 			r.finishInstall(err)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := r.sinceContact()
-			if since < r.conf.HeartbeatTimeout || r.install != nil {
+			if since < r.conf.HeartbeatTimeout || r.localRestoreBusy() {
 				// A node receiving a snapshot heard from a leader when it started; the
 				// transport bounds the transfer.
 				continue
@@ -510,66 +521,11 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 	r.fence = catchUpFence{} // bootstrapStores cleared the durable mark
 	r.publishCatchUpFence()
 	r.lastLog.Store(&indexTerm{index: entry.Index, term: entry.Term})
-	r.configurations.latest, r.configurations.latestIndex = b.configuration.Clone(), entry.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withLatest(b.configuration, entry.Index))
 	// Start the election clock afresh so a bootstrapped single node elects itself promptly
 	// but the nodes of a larger cluster do not all fire at once.
 	r.lastContact.Store(int64(r.monoNow() - r.conf.HeartbeatTimeout))
 	b.respond(nil)
-}
-
-// BootstrapCluster writes the initial configuration into the stores of a node that has never
-// run. Call it on every initial node with the same configuration, or on one node with a
-// configuration of itself alone and add the others with AddVoter. (Calling it on one node with
-// a configuration listing others that start empty elects no leader unless those others set
-// Config.EmptyStartVotes: see the catch-up fence in docs/design.md.) It returns
-// ErrCantBootstrap if the stores already hold state.
-func BootstrapCluster(conf *Config, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
-	if err := ValidateConfig(conf); err != nil {
-		return err
-	}
-	_, err := bootstrapStores(logs, stable, snaps, configuration)
-	return err
-}
-
-// bootstrapStores checks the stores are empty and writes term 1 and the configuration as
-// entry 1.
-func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, configuration Configuration) (*Log, error) {
-	if err := configuration.Validate(); err != nil {
-		return nil, err
-	}
-	term, err := stable.GetUint64(keyCurrentTerm)
-	if err != nil {
-		return nil, fmt.Errorf("raft: reading current term: %w", err)
-	}
-	last, err := logs.LastIndex()
-	if err != nil {
-		return nil, fmt.Errorf("raft: reading last log index: %w", err)
-	}
-	metas, err := snaps.List()
-	if err != nil {
-		return nil, fmt.Errorf("raft: listing snapshots: %w", err)
-	}
-	if term != 0 || last != 0 || len(metas) != 0 {
-		return nil, ErrCantBootstrap
-	}
-	// A node started empty before it was bootstrapped carries the catch-up fence: a
-	// bootstrapped node is a member of a new cluster, with nothing to catch up on.
-	if fence, err := stable.Get(keyCatchUpFence); err != nil {
-		return nil, fmt.Errorf("raft: reading the catch-up fence: %w", err)
-	} else if len(fence) != 0 {
-		if err := stable.Set(keyCatchUpFence, nil); err != nil {
-			return nil, fmt.Errorf("raft: clearing the catch-up fence: %w", err)
-		}
-	}
-	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
-		return nil, fmt.Errorf("raft: persisting term: %w", err)
-	}
-	entry := &Log{Index: 1, Term: 1, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
-	if err := logs.StoreLogs([]*Log{entry}); err != nil {
-		return nil, fmt.Errorf("raft: storing bootstrap configuration: %w", err)
-	}
-	return entry, nil
 }
 
 // ---- Public API ----
@@ -578,8 +534,7 @@ func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, con
 // BootstrapCluster.
 func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 	b := &bootstrapFuture{configuration: configuration.Clone()}
-	b.init()
-	b.shutdownCh = r.shutdownCh
+	b.init(r.shutdownCh, time.Time{}, nil)
 	select {
 	case r.bootstrapCh <- b:
 		return b
@@ -638,7 +593,6 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 		}
 		return errorFuture{r.notLeaderErr()}
 	}
-	f.enqueued.Store(true)
 	if err := handOff(r.applyCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}
@@ -656,14 +610,10 @@ func (r *Raft) VerifyLeader() Future { return r.verifyLeader(context.Background(
 func (r *Raft) VerifyLeaderContext(ctx context.Context) Future { return r.verifyLeader(ctx) }
 
 func (r *Raft) verifyLeader(ctx context.Context) Future {
-	v := &verifyFuture{voted: make(map[ServerID]bool)}
-	v.init()
-	v.shutdownCh = r.shutdownCh
-	v.ctx = ctx
+	v := newVerifyFuture(r.shutdownCh, ctx)
 	if err := r.sendLeaderRequest(v, time.Time{}, ctx); err != nil {
 		return errorFuture{err}
 	}
-	v.enqueued.Store(true)
 	return v
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -36,6 +37,13 @@ type restoreFuture struct {
 // membership change in flight is aborted too (the snapshot carries the leader's committed
 // configuration); queued ones run afterwards. During a leadership transfer Restore fails with
 // ErrLeadershipTransferInProgress.
+//
+// The copy and the leader's FSM restore run on goroutines: the leader keeps answering RPCs,
+// keeping its followers and checking its quorum (it steps down, and Restore returns
+// ErrLeadershipLost, if it loses the quorum meanwhile), however long they take. It appends
+// nothing until the restore is done: Apply, Barrier, membership changes, leadership transfers,
+// reads and another Restore wait for it (up to their own timeouts), and lease reads are
+// suspended.
 //
 // How it works: the leader streams reader into a new snapshot in its SnapshotStore (never
 // holding it whole in memory), at index S = max(last log index, meta.Index) + 1 and the
@@ -84,9 +92,7 @@ func (r *Raft) restore(ctx context.Context, meta *SnapshotMeta, reader io.Reader
 	}
 	for {
 		f := &restoreFuture{meta: meta, reader: reader}
-		f.init()
-		f.deadline = deadline // read by the main loop for the no-op
-		f.ctx = ctx
+		f.init(nil, deadline, ctx) // the deadline is read by the main loop for the no-op
 		if err := r.sendLeaderRequest(f, deadline, ctx); err != nil {
 			return err
 		}
@@ -133,15 +139,64 @@ func checkRestoreArgs(meta *SnapshotMeta, reader io.Reader) error {
 	return nil
 }
 
-// handleRestore performs a Restore on the leader's main loop; see Restore. Every path
-// responds to f.
+// leaderRestore is a Restore in progress on this node. Its two slow steps run on goroutines so
+// the main loop goes on answering RPCs, ticking (check-quorum, the disk-stall timeout) and
+// stepping down as usual: first the user's data is streamed into a new snapshot
+// (storeRestoreSnapshot), then the FSM goroutine restores from it; after each step the main
+// loop takes the result from doneCh (restoreStepDone). It is owned by the main loop
+// (r.restoring) and outlives a step-down, which the steps' results then handle.
+//
+// While it runs the leader appends nothing, so no entry can reach the restored snapshot's
+// index and nothing the restore wipes is committed after it: Apply, Barrier and every request
+// of leaderReqCh (membership changes, transfers, reads, another Restore) wait in their
+// channels, up to their callers' timeouts, as they did when the restore ran on the main loop;
+// queued membership changes and promotions do not start; the lease is withdrawn, so no read
+// runs on an FSM being replaced. Entries committed before the FSM step are applied before it.
+// A node that is not (or no longer) the leader of the restore's term while it runs refuses
+// entries, snapshots and TimeoutNow (ErrInstallInProgress) and starts no election, as during
+// an install: it must not acknowledge entries a restore may delete.
+type leaderRestore struct {
+	f           *restoreFuture
+	index, term uint64
+	config      Configuration
+	configIndex uint64
+	// fsm is false while the data is streamed into the store, true while the FSM restores.
+	fsm bool
+	// id is the stored snapshot's, written by the storing goroutine before it reports.
+	id     string
+	doneCh chan error // buffer 1: each step reports once, and never blocks doing so
+}
+
+// restoreDone is the channel of the restore step in progress, or nil.
+func (r *Raft) restoreDone() <-chan error {
+	if r.restoring == nil {
+		return nil
+	}
+	return r.restoring.doneCh
+}
+
+// localRestoreBusy reports whether this node's state is being replaced by a snapshot (a
+// follower's install, or a Restore on a node that no longer leads its term): it then refuses
+// entries, snapshots and TimeoutNow and starts no election.
+func (r *Raft) localRestoreBusy() bool {
+	return r.install != nil || r.restoring != nil && !r.leadsTerm(r.restoring.term)
+}
+
+// leadsTerm reports whether this node is the leader of term.
+func (r *Raft) leadsTerm(term uint64) bool {
+	return r.leaderState != nil && r.leaderState.term == term && r.getState() == Leader
+}
+
+// handleRestore starts a Restore on the leader's main loop; see Restore and leaderRestore.
+// Every path responds to f, here or once the restore's steps ended.
 func (r *Raft) handleRestore(f *restoreFuture) {
 	ls := r.leaderState
 	if ls.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}
-	if r.commitIndex.Load() < ls.commitment.startIndex {
+	if r.commitIndex.Load() < ls.commitment.startIndex || r.restoring != nil {
+		// Restore runs a barrier and retries: the barrier waits for the restore in progress.
 		f.respond(errRestoreNotReady)
 		return
 	}
@@ -151,22 +206,59 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		return
 	}
 	lastIndex, _ := r.lastLogIndexTerm()
-	index, term := max(lastIndex, f.meta.Index)+1, ls.term
-	config, configIndex := r.configurations.committed.Clone(), r.configurations.committedIndex
-	// Marked before the snapshot exists: a crash from here on restarts fenced.
-	if err := r.markUnconfirmedSnapshot(index, term); err != nil {
+	lr := &leaderRestore{f: f, index: max(lastIndex, f.meta.Index) + 1, term: ls.term,
+		config: r.configurations.committed.Clone(), configIndex: r.configurations.committedIndex,
+		doneCh: make(chan error, 1)}
+	// Marked before the snapshot exists: a crash from here on restarts fenced (or undone).
+	if err := r.markUnconfirmedSnapshot(lr.index, lr.term); err != nil {
 		r.fatal(err)
 		f.respond(err)
 		return
 	}
-	// Store the snapshot before anything changes: a bad reader leaves everything as it was.
-	id, err := r.storeRestoreSnapshot(f, index, term, config, configIndex)
-	if err != nil {
-		r.confirmSnapshot() // nothing was stored: drop the mark
-		ls.writer.kick()
-		f.respond(err)
+	r.restoring = lr
+	r.lease.Store(nil)
+	// Exits once the data is stored or refused: the user's reader bounds it, as it bounds
+	// Restore.
+	r.goFunc(func() {
+		id, err := r.storeRestoreSnapshot(lr)
+		lr.id = id
+		lr.doneCh <- err
+		if r.stopping() {
+			// The main loop may be gone: answer here, the reader is no longer used.
+			f.respond(ErrRaftShutdown)
+		}
+	})
+}
+
+// restoreStepDone takes the result of the restore step that just ended. Main loop.
+func (r *Raft) restoreStepDone(err error) {
+	lr := r.restoring
+	if lr.fsm {
+		r.restoring = nil
+		r.restoredFSM(lr, err)
 		return
 	}
+	if err != nil {
+		// Nothing was stored: drop the mark, and everything goes on as before.
+		r.restoring = nil
+		r.confirmSnapshot()
+		r.resumeAfterRestore(lr)
+		lr.f.respond(err)
+		return
+	}
+	if !r.leadsTerm(lr.term) {
+		// The term ended while the data streamed in. Nothing changed but the stored
+		// snapshot, which no follower was sent and this node never counted: undo it.
+		r.restoring = nil
+		if err := r.recordUndone(indexTerm{index: lr.index, term: lr.term}); err != nil {
+			r.fatal(err)
+		} else {
+			r.confirmSnapshot()
+		}
+		lr.f.respond(ErrLeadershipLost)
+		return
+	}
+	ls := r.leaderState
 	// The dispatched entries are dropped, written or not: the restore deletes the whole log.
 	for _, fut := range ls.inflight {
 		fut.respond(ErrAbortedByRestore)
@@ -179,70 +271,119 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		p.future.respond(ErrAbortedByRestore)
 		ls.promotion = nil
 	}
-	task := &restoreTask{id: id, index: index, term: term, configuration: config,
-		configurationIndex: configIndex, done: make(chan error, 1)}
-	if err := r.restoreFSM(task); err != nil {
-		f.respond(err)
-		return
-	}
-	if err := r.adoptRestoredSnapshot(index, term, config, configIndex); err != nil {
-		r.fatal(err)
-		f.respond(err)
-		return
-	}
-	r.logger.Info("restored user snapshot", "index", index, "term", term)
-	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
-	noop.deadline, noop.ctx = f.deadline, f.ctx
-	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
-	f.noop = noop
-	r.dispatchLogs([]*logFuture{noop})
-	f.respond(nil)
+	// From here on nothing more is handed to the FSM (applyCommitted), so the restore task
+	// follows exactly what was handed over before.
+	lr.fsm = true
+	task := &restoreTask{id: lr.id, index: lr.index, term: lr.term, configuration: lr.config,
+		configurationIndex: lr.configIndex}
+	// Exits once the FSM goroutine restored (after every apply queued before), or on
+	// shutdown, when it answers the caller itself.
+	r.goFunc(func() {
+		err := r.restoreFSMFrom(task)
+		if errors.Is(err, ErrRaftShutdown) && r.stopping() {
+			lr.f.respond(ErrRaftShutdown)
+			return
+		}
+		lr.doneCh <- err
+	})
 }
 
-// storeRestoreSnapshot streams the user's data into a new snapshot at index and term.
-func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config Configuration, configIndex uint64) (string, error) {
-	sink, err := r.snaps.Create(f.meta.Version, index, term, config, configIndex)
+// restoredFSM finishes a restore whose FSM step ended. A failed FSM restore stopped the node
+// (restoreFSMFrom). Otherwise the FSM holds the restored state: the leader adopts the snapshot
+// and appends the no-op after it; a node that lost its term meanwhile adopts it as a follower,
+// fenced by the unconfirmed mark until a leader settles it.
+func (r *Raft) restoredFSM(lr *leaderRestore, err error) {
 	if err != nil {
-		return "", fmt.Errorf("raft: creating snapshot to restore: %w", err)
+		lr.f.respond(err)
+		return
 	}
-	// One byte more than announced, to notice data longer than meta.Size.
-	n, err := io.Copy(sink, io.LimitReader(f.reader, f.meta.Size+1))
-	if err == nil && n != f.meta.Size {
-		err = fmt.Errorf("%w: read %d bytes of data, meta.Size is %d", ErrInvalidRestore, n, f.meta.Size)
-	}
-	if err != nil {
-		_ = sink.Cancel()
-		return "", fmt.Errorf("raft: reading snapshot to restore: %w", err)
-	}
-	if err := sink.Close(); err != nil {
-		return "", fmt.Errorf("raft: storing snapshot to restore: %w", err)
-	}
-	return sink.ID(), nil
-}
-
-// restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
-// before it. A failed restore may leave the FSM half replaced: the node stops.
-func (r *Raft) restoreFSM(task *restoreTask) error {
-	r.fsmq.push(fsmTask{restore: task})
-	select {
-	case err := <-task.done:
+	if !r.leadsTerm(lr.term) {
+		err := r.replaceLogWithSnapshot(lr.index, lr.term, lr.config, lr.configIndex)
 		if err != nil {
 			r.fatal(err)
+			lr.f.respond(err)
+			return
 		}
-		return err
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
+		r.logger.Warn("lost leadership while restoring a user snapshot; holding it unconfirmed", "index", lr.index, "term", lr.term)
+		lr.f.respond(ErrLeadershipLost)
+		return
 	}
+	if err := r.adoptRestoredSnapshot(lr.index, lr.term, lr.config, lr.configIndex); err != nil {
+		r.fatal(err)
+		lr.f.respond(err)
+		return
+	}
+	r.logger.Info("restored user snapshot", "index", lr.index, "term", lr.term)
+	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
+	noop.deadline, noop.ctx = lr.f.deadline, lr.f.ctx
+	lr.f.noop = noop
+	r.dispatchLogs([]*logFuture{noop})
+	r.resumeAfterRestore(lr)
+	lr.f.respond(nil)
 }
 
-// adoptRestoredSnapshot makes the restored snapshot the leader's latest, deletes its whole
-// log, and moves its log tail, FSM hand-off point and configuration to the snapshot.
+// resumeAfterRestore lets a leader that still leads the restore's term go on: its writer
+// takes entries again, its lease is published again, and membership changes held back start.
+func (r *Raft) resumeAfterRestore(lr *leaderRestore) {
+	if !r.leadsTerm(lr.term) {
+		return
+	}
+	r.leaderState.writer.kick()
+	r.publishLease()
+	r.maybeStartConfigChange()
+}
+
+// abandonRestore answers the caller of a restore in progress when the main loop exits on
+// shutdown: at once if its data was stored (the reader is no longer used), else only if the
+// storing goroutine is done with the reader (otherwise it answers itself, see handleRestore).
+func (r *Raft) abandonRestore() {
+	lr := r.restoring
+	if lr == nil {
+		return
+	}
+	if !lr.fsm {
+		select {
+		case <-lr.doneCh:
+		default:
+			return
+		}
+	}
+	lr.f.respond(ErrRaftShutdown)
+}
+
+// storeRestoreSnapshot streams the user's data into a new snapshot at the restore's index and
+// term. The reader ends by itself, so data longer than meta.Size is noticed. Runs on the
+// restore's storing goroutine.
+func (r *Raft) storeRestoreSnapshot(lr *leaderRestore) (string, error) {
+	at := &restoreTask{index: lr.index, term: lr.term, configuration: lr.config, configurationIndex: lr.configIndex}
+	src := snapshotSource{data: lr.f.reader, size: lr.f.meta.Size, ends: true, badSize: ErrInvalidRestore}
+	id, err := r.streamIntoSnapshot(lr.f.meta.Version, at, src)
+	if err != nil {
+		return "", fmt.Errorf("raft: storing snapshot to restore: %w", err)
+	}
+	return id, nil
+}
+
+// adoptRestoredSnapshot makes the restored snapshot the leader's latest (replaceLogWithSnapshot)
+// and counts the leader for it.
 func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
 	// Requests replication is building from the old log must not be sent.
 	r.leaderState.logVersion.Add(1)
-	r.snapshot.Store(&indexTerm{index: index, term: term})
+	if err := r.replaceLogWithSnapshot(index, term, config, configIndex); err != nil {
+		return err
+	}
+	r.startStopReplication()
+	// The snapshot is durable in the store: the leader holds everything up to index.
+	r.leaderState.commitment.match(r.localID, index)
+	return nil
+}
+
+// replaceLogWithSnapshot makes a restored snapshot the node's latest, deletes its whole log,
+// and moves its log tail, FSM hand-off point and configuration to the snapshot.
+func (r *Raft) replaceLogWithSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
+	r.snapshotMu.Lock()
+	defer r.snapshotMu.Unlock()
+	r.moveToSnapshot(index, term, config, configIndex)
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: reading first index: %w", err)
@@ -251,38 +392,52 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	if err != nil {
 		return fmt.Errorf("raft: reading last index: %w", err)
 	}
+	r.recent.truncateFrom(0)
 	if first != 0 {
 		if err := r.logs.DeleteRange(first, last); err != nil {
 			return fmt.Errorf("raft: deleting the log behind a restored snapshot: %w", err)
 		}
 	}
 	r.lastLog.Store(&indexTerm{index: index, term: term})
-	r.fsmQueuedIndex = index
-	r.configurations = configurations{committed: config.Clone(), committedIndex: configIndex,
-		latest: config.Clone(), latestIndex: configIndex}
-	r.publishConfigurations()
-	r.startStopReplication()
-	// The snapshot is durable in the store: the leader holds everything up to index.
-	r.leaderState.commitment.match(r.localID, index)
 	return nil
 }
 
 // An unconfirmed snapshot is one this node holds although the cluster may never have
 // committed it: the snapshot of a Restore until its no-op commits, or such a snapshot a
 // follower installed from its leader before the leader had committed it. A node restores its
-// FSM from a snapshot and drops its log behind it at once, so it cannot undo one; instead it
-// is fenced until it is settled (issue 10, bug 2):
+// FSM from a snapshot and drops its log behind it at once, so it cannot simply undo one; it
+// is fenced until a leader settles it (issue 10, bug 2):
 //   - It never acknowledges entries below the snapshot that it would only skip: an
-//     AppendEntries that ends below the snapshot is refused with an error wrapping
-//     ErrUncommittedRestore, so no leader counts this node for entries it does not hold.
-//   - A leader whose log reaches the snapshot's index settles it: the same term there
-//     confirms it (the leader has it, so it committed or will); a different term means the
-//     cluster went on without it, and the node stops with ErrUncommittedRestore
-//     (checkSnapshotAgrees) and must be wiped and added back.
-//   - A commit index at or past the snapshot confirms it too (a quorum holds it).
+//     AppendEntries that ends below the snapshot and says nothing about it is refused with an
+//     error wrapping ErrUncommittedRestore, so no leader counts this node for entries it
+//     does not hold.
+//   - A leader whose log holds the snapshot's index with the snapshot's term confirms it (only
+//     the leader of that term made entries of it, so the leader holds the restore, which is
+//     committed or will be through it). So does a commit index at or past the snapshot.
+//   - A leader whose log cannot hold the snapshot (unconfirmedConflicts: another term at its
+//     index, a later term before it, an earlier term after it) shows that the restore is not
+//     in the current leader's log. The node treats the snapshot like a conflicting log entry
+//     and replaces it, as a follower truncates a conflicting suffix; since it cannot rewind
+//     its FSM, it is reset from the leader. It answers every AppendEntries of that term with
+//     NeedSnapshot, naming its snapshot, and acknowledges and applies nothing; the leader
+//     sends a committed snapshot of its own that is newer (by term, then index) than the
+//     node's, taking one first if its latest is not; the node installs it although it lies
+//     below its commit index (startInstall, finishInstall), and its commit index moves back
+//     to that snapshot. An older leader snapshot, or one the leader has not committed itself,
+//     is refused.
+//
+// Why the reset is safe: the leader's snapshot holds only committed entries, and it is newer
+// than the discarded one in the order both of the snapshot stores and of the election rule
+// (last term, then index), so nothing the node vouched for is undercut: every candidate it
+// votes for afterwards is at least as up to date as the unconfirmed snapshot was. It is never
+// applied on top of: the FSM goes from the restored state straight to the leader's snapshot.
 //
 // The mark is durable, and written before the snapshot becomes visible, so a node that
 // crashes in the middle of its own Restore, or of such an install, restarts fenced as well.
+// A crash in the middle of a reset restarts either still fenced on the unconfirmed snapshot
+// (the leader's snapshot was not stored yet: the leader's next request starts the reset
+// over) or from the leader's snapshot, which every store lists first since it is newer; the
+// mark then names a snapshot the node does not start from and is dropped.
 
 // encodeIndexTerm and decodeIndexTerm store a log position in the StableStore.
 func encodeIndexTerm(it indexTerm) []byte {
@@ -314,13 +469,16 @@ func (r *Raft) markUnconfirmedSnapshot(index, term uint64) error {
 		return fmt.Errorf("raft: recording an unconfirmed snapshot at %d: %w", index, err)
 	}
 	r.unconfirmed = it
+	r.unconfirmedIndex.Store(index)
 	return nil
 }
 
 // confirmSnapshot drops the unconfirmed mark. A failure to persist it stops the node (it
-// would restart fenced by a settled snapshot and never acknowledge anything again).
+// would restart fenced by a settled snapshot and never acknowledge anything again). While a
+// Restore is in progress the mark names the restore's snapshot, which only the restore's
+// steps settle.
 func (r *Raft) confirmSnapshot() {
-	if r.unconfirmed.index == 0 {
+	if r.unconfirmed.index == 0 || r.restoring != nil {
 		return
 	}
 	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(indexTerm{})); err != nil {
@@ -329,6 +487,8 @@ func (r *Raft) confirmSnapshot() {
 	}
 	r.logger.Info("snapshot confirmed by the cluster", "index", r.unconfirmed.index)
 	r.unconfirmed = indexTerm{}
+	r.unconfirmedIndex.Store(0)
+	r.wakeAppliedWaiters() // reads held back by the mark may go on
 }
 
 // maybeConfirmSnapshot confirms the unconfirmed snapshot once the commit index reached it.
@@ -336,6 +496,84 @@ func (r *Raft) maybeConfirmSnapshot(commit uint64) {
 	if u := r.unconfirmed.index; u != 0 && commit >= u {
 		r.confirmSnapshot()
 	}
+}
+
+// unconfirmedConflicts reports whether the leader of a request cannot hold this node's
+// unconfirmed snapshot, judging by the positions the request names (its previous entry and
+// its entries): the leader's log has another term at the snapshot's index, a later term at an
+// index before it, or an earlier term at an index after it (terms never decrease along a log).
+// Such a request starts a reset (see the comment above encodeIndexTerm).
+func (r *Raft) unconfirmedConflicts(a *AppendEntriesRequest) bool {
+	u := r.unconfirmed
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); u.index == 0 || u.index != snapIndex || u.term != snapTerm {
+		return false
+	}
+	if a.PrevLogIndex != 0 && u.contradictedBy(a.PrevLogIndex, a.PrevLogTerm) {
+		return true
+	}
+	for _, e := range a.Entries {
+		if u.contradictedBy(e.Index, e.Term) {
+			return true
+		}
+	}
+	return false
+}
+
+// contradictedBy reports whether a log holding term at index cannot hold the entry it.
+func (it indexTerm) contradictedBy(index, term uint64) bool {
+	switch {
+	case index < it.index:
+		return term > it.term
+	case index == it.index:
+		return term != it.term
+	default:
+		return term < it.term
+	}
+}
+
+// newerThan orders snapshot positions as the snapshot stores and the election rule do: by
+// term, then index.
+func (it indexTerm) newerThan(o indexTerm) bool {
+	return it.term > o.term || it.term == o.term && it.index > o.index
+}
+
+// startReset begins resetting this node from its leader in the current term: from now on
+// every AppendEntries of the term is answered with NeedSnapshot (resetResponse).
+func (r *Raft) startReset() {
+	term := r.currentTerm.Load()
+	if r.resetTerm == term {
+		return
+	}
+	r.resetTerm = term
+	r.logger.Warn("the leader's log contradicts this node's unconfirmed snapshot: the restore was not committed; asking the leader for its snapshot to reset from",
+		"index", r.unconfirmed.index, "term", r.unconfirmed.term, "leader-term", term)
+}
+
+// resetting reports whether this node waits, in its current term, for its leader's snapshot
+// to replace its unconfirmed one.
+func (r *Raft) resetting() bool {
+	return r.resetTerm != 0 && r.resetTerm == r.currentTerm.Load() && r.unconfirmed.index != 0
+}
+
+// resetResponse fills resp to ask the leader for a snapshot newer than the unconfirmed one.
+func (r *Raft) resetResponse(resp *AppendEntriesResponse) {
+	resp.Success = false
+	resp.NeedSnapshot = true
+	resp.SnapshotIndex, resp.SnapshotTerm = r.unconfirmed.index, r.unconfirmed.term
+}
+
+// resetSnapshotRefused returns why an InstallSnapshot cannot reset this node, or nil: the
+// snapshot must be newer than the unconfirmed one and committed by its leader.
+func (r *Raft) resetSnapshotRefused(req *InstallSnapshotRequest) error {
+	if !(indexTerm{index: req.LastLogIndex, term: req.LastLogTerm}).newerThan(r.unconfirmed) {
+		return fmt.Errorf("%w: a snapshot at index %d term %d cannot replace this node's unconfirmed one at index %d term %d",
+			ErrUncommittedRestore, req.LastLogIndex, req.LastLogTerm, r.unconfirmed.index, r.unconfirmed.term)
+	}
+	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
+		return fmt.Errorf("%w: the leader's snapshot at index %d is not committed yet (commit index %d)",
+			ErrUncommittedRestore, req.LastLogIndex, req.LeaderCommitIndex)
+	}
+	return nil
 }
 
 // fencedByUnconfirmedSnapshot reports the error to answer an AppendEntries with when the
@@ -352,18 +590,68 @@ func (r *Raft) fencedByUnconfirmedSnapshot(a *AppendEntriesRequest, snapIndex ui
 // loadSnapshotMarks reads the unconfirmed and undone snapshot marks at start-up, before the
 // snapshot to start from is chosen.
 func (r *Raft) loadSnapshotMarks() error {
-	for _, m := range []struct {
-		key []byte
-		to  *indexTerm
-	}{{keyUnconfirmedSnapshot, &r.unconfirmed}, {keyUndoneSnapshot, &r.undone}} {
-		b, err := r.stable.Get(m.key)
+	b, err := r.stable.Get(keyUnconfirmedSnapshot)
+	if err != nil {
+		return fmt.Errorf("raft: reading %s: %w", keyUnconfirmedSnapshot, err)
+	}
+	if r.unconfirmed, err = decodeIndexTerm(b); err != nil {
+		return err
+	}
+	if b, err = r.stable.Get(keyUndoneSnapshot); err != nil {
+		return fmt.Errorf("raft: reading %s: %w", keyUndoneSnapshot, err)
+	}
+	undone, err := decodeIndexTerms(b)
+	if err != nil {
+		return err
+	}
+	r.undone.Store(&undone)
+	return nil
+}
+
+// decodeIndexTerms reads a list of log positions, each stored as encodeIndexTerm does.
+func decodeIndexTerms(b []byte) ([]indexTerm, error) {
+	if len(b)%16 != 0 {
+		return nil, fmt.Errorf("raft: stored undone snapshots are %d bytes, want a multiple of 16", len(b))
+	}
+	var out []indexTerm
+	for ; len(b) > 0; b = b[16:] {
+		it, err := decodeIndexTerm(b[:16])
 		if err != nil {
-			return fmt.Errorf("raft: reading %s: %w", m.key, err)
+			return nil, err
 		}
-		if *m.to, err = decodeIndexTerm(b); err != nil {
-			return err
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// isUndone reports whether a stored snapshot was undone (listSnapshots hides it).
+func (r *Raft) isUndone(it indexTerm) bool {
+	u := r.undone.Load()
+	return u != nil && slices.Contains(*u, it)
+}
+
+// recordUndone durably records that the stored snapshot at it is undone: no node can hold it
+// or have counted on it, and this node never starts from it or sends it again. Snapshots the
+// store no longer lists are dropped from the record, which so stays as short as the store.
+// Main loop, or start-up.
+func (r *Raft) recordUndone(it indexTerm) error {
+	metas, err := r.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft: listing snapshots to record an undone one: %w", err)
+	}
+	var kept []indexTerm
+	var buf []byte
+	for _, m := range metas {
+		if m := (indexTerm{index: m.Index, term: m.Term}); m == it || r.isUndone(m) {
+			kept = append(kept, m)
+			buf = append(buf, encodeIndexTerm(m)...)
 		}
 	}
+	if err := r.stable.Set(keyUndoneSnapshot, buf); err != nil {
+		return fmt.Errorf("raft: recording an undone snapshot: %w", err)
+	}
+	r.undone.Store(&kept)
+	r.logger.Warn("undid a restored snapshot the cluster never committed", "index", it.index, "term", it.term)
 	return nil
 }
 
@@ -375,29 +663,25 @@ func (r *Raft) loadSnapshotMarks() error {
 // snapshot and log instead, as if the Restore or install never happened. The snapshot cannot
 // be deleted from the store (SnapshotStore has no delete), so it is recorded as undone, and
 // listSnapshots hides it from now on. A snapshot whose log was already dropped stays, fenced
-// (see markUnconfirmedSnapshot).
+// (see markUnconfirmedSnapshot). A Restore whose leader lost its term while the data streamed
+// in is undone the same way at run time (restoreStepDone).
 func (r *Raft) undoUnconfirmedSnapshot(b logBounds) error {
 	u := r.unconfirmed
 	if u.index == 0 || b.last == 0 || b.last >= u.index {
 		return nil
 	}
-	if err := r.stable.Set(keyUndoneSnapshot, encodeIndexTerm(u)); err != nil {
-		return fmt.Errorf("raft: recording an undone snapshot: %w", err)
-	}
-	r.undone = u
-	r.logger.Warn("undoing a restored snapshot the cluster never committed; starting from the log before it", "index", u.index)
-	return nil
+	return r.recordUndone(u)
 }
 
-// listSnapshots lists the stored snapshots, newest first, without one start-up undid.
+// listSnapshots lists the stored snapshots, newest first, without undone ones.
 func (r *Raft) listSnapshots() ([]*SnapshotMeta, error) {
 	metas, err := r.snaps.List()
-	if err != nil || r.undone.index == 0 {
+	if u := r.undone.Load(); err != nil || u == nil || len(*u) == 0 {
 		return metas, err
 	}
 	kept := metas[:0:0]
 	for _, m := range metas {
-		if m.Index != r.undone.index || m.Term != r.undone.term {
+		if !r.isUndone(indexTerm{index: m.Index, term: m.Term}) {
 			kept = append(kept, m)
 		}
 	}
@@ -412,7 +696,7 @@ func (r *Raft) loadUnconfirmedSnapshot() error {
 	if it.index == 0 {
 		return nil
 	}
-	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term && r.undone != it {
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term && !r.isUndone(it) {
 		r.logger.Warn("starting from a snapshot the cluster may not have committed; acknowledging nothing below it until a leader settles it", "index", it.index)
 		return nil
 	}

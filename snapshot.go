@@ -79,10 +79,7 @@ func (r *Raft) SnapshotContext(ctx context.Context) SnapshotFuture { return r.sn
 
 func (r *Raft) snapshotRequest(ctx context.Context) SnapshotFuture {
 	f := &userSnapshotFuture{r: r}
-	f.init()
-	f.shutdownCh = r.shutdownCh
-	f.ctx = ctx
-	f.enqueued.Store(true)
+	f.init(r.shutdownCh, time.Time{}, ctx)
 	if err := handOff(r.userSnapshotCh, f, time.Time{}, ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}
@@ -181,328 +178,72 @@ func (r *Raft) compactLogs(snapIndex uint64) error {
 	return nil
 }
 
-// adoptSnapshot makes a restored snapshot the node's starting point.
-func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
-	it := &indexTerm{index: meta.Index, term: meta.Term}
-	r.snapshot.Store(it)
-	r.applied.Store(it)
-	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
-	r.commitIndex.Store(meta.Index)
-	r.fsmQueuedIndex = meta.Index
-	r.configurations = configurations{
-		committed: meta.Configuration.Clone(), committedIndex: meta.ConfigurationIndex,
-		latest: meta.Configuration.Clone(), latestIndex: meta.ConfigurationIndex,
-	}
+// The pieces every way of taking on a snapshot shares: a follower's install, the leader's
+// Restore and start-up.
+
+// snapshotSource is data to store as a new snapshot: size bytes read from data. A reader that
+// ends by itself (ends) is read one byte further, to notice data longer than size; a stream
+// that goes on after the snapshot (an RPC's) is read for exactly size bytes. badSize, if set,
+// is wrapped by the error of data of another length.
+type snapshotSource struct {
+	data    io.Reader
+	size    int64
+	ends    bool
+	badSize error
 }
 
-// handleInstallSnapshot receives a snapshot from the leader, restores the FSM from it and
-// makes the log consistent with it (Raft paper, Figure 13).
-func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
-	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	// Validate before the term is looked at, as for AppendEntries.
-	config, err := validateInstallSnapshot(req)
+// streamIntoSnapshot streams src into a new snapshot of the store at the position and
+// configuration of at, never holding it whole in memory, and returns its ID once its sink
+// closed. Data of another length than src.size, or a failed read, cancels the sink, leaving
+// nothing behind.
+func (r *Raft) streamIntoSnapshot(version int, at *restoreTask, src snapshotSource) (string, error) {
+	sink, err := r.snaps.Create(version, at.index, at.term, at.configuration, at.configurationIndex)
 	if err != nil {
-		rpc.Respond(nil, err)
-		return
+		return "", fmt.Errorf("raft: creating snapshot: %w", err)
 	}
-	if req.Term < r.currentTerm.Load() {
-		rpc.Respond(resp, nil)
-		return
+	limit := src.size
+	if src.ends {
+		limit++
 	}
-	if err := r.acceptLeader(req.RPCHeader, req.Term); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	resp.Term = req.Term
-	if r.install != nil {
-		rpc.Respond(nil, ErrInstallInProgress)
-		return
-	}
-	if req.LastLogIndex <= r.commitIndex.Load() {
-		// We already hold everything it covers, committed.
-		resp.Success = true
-		rpc.Respond(resp, nil)
-		return
-	}
-	if rpc.Reader == nil {
-		rpc.Respond(nil, fmt.Errorf("%w: snapshot without data", ErrBadRequest))
-		return
-	}
-	r.startInstall(rpc, req, config)
-}
-
-// installState is a snapshot install in progress on a follower. Main loop only.
-type installState struct {
-	rpc    RPC
-	req    *InstallSnapshotRequest
-	config Configuration
-	start  time.Time
-	doneCh chan error // buffer 1: the receiving goroutine never blocks on it
-}
-
-// installDone is the channel of the install in progress, or nil.
-func (r *Raft) installDone() <-chan error {
-	if r.install == nil {
-		return nil
-	}
-	return r.install.doneCh
-}
-
-// startInstall receives the snapshot and restores the FSM from it on a goroutine, so the
-// main loop keeps answering heartbeats for the whole transfer and restore; finishInstall
-// makes the log fit the snapshot and answers the leader. Until then the node refuses
-// entries, commit indexes and other snapshots (ErrInstallInProgress), hands nothing more to
-// the FSM, and starts no election.
-func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration) {
-	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), doneCh: make(chan error, 1)}
-	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
-		// The leader's uncommitted Restore: fenced until settled, marked before the snapshot
-		// becomes visible.
-		if err := r.markUnconfirmedSnapshot(req.LastLogIndex, req.LastLogTerm); err != nil {
-			r.fatal(err)
-			rpc.Respond(nil, err)
-			return
+	n, err := io.Copy(sink, io.LimitReader(src.data, limit))
+	if err == nil && n != src.size {
+		err = fmt.Errorf("read %d bytes of snapshot data, want %d", n, src.size)
+		if src.badSize != nil {
+			err = fmt.Errorf("%w: %w", src.badSize, err)
 		}
-	}
-	r.install = st
-	// Exits once the transfer and the FSM restore ended, or on shutdown.
-	r.goFunc(func() { st.doneCh <- r.receiveSnapshot(st) })
-}
-
-// receiveSnapshot stores the streamed snapshot and restores the FSM from it, through the FSM
-// goroutine after everything handed to it before. The data is streamed into the store, never
-// held whole in memory; an interrupted transfer cancels the sink, leaving nothing behind.
-// Runs on the install goroutine.
-func (r *Raft) receiveSnapshot(st *installState) error {
-	req := st.req
-	sink, err := r.snaps.Create(req.SnapshotVersion, req.LastLogIndex, req.LastLogTerm, st.config, req.ConfigurationIndex)
-	if err != nil {
-		return fmt.Errorf("raft: creating snapshot: %w", err)
-	}
-	n, err := io.Copy(sink, io.LimitReader(st.rpc.Reader, req.Size))
-	if err == nil && n != req.Size {
-		err = fmt.Errorf("raft: snapshot stream ended after %d of %d bytes", n, req.Size)
 	}
 	if err != nil {
 		_ = sink.Cancel()
-		return fmt.Errorf("raft: receiving snapshot: %w", err)
+		return "", fmt.Errorf("raft: reading snapshot data: %w", err)
 	}
 	if err := sink.Close(); err != nil {
-		return fmt.Errorf("raft: closing snapshot: %w", err)
+		return "", fmt.Errorf("raft: closing snapshot: %w", err)
 	}
-	task := &restoreTask{id: sink.ID(), index: req.LastLogIndex, term: req.LastLogTerm,
-		configuration: st.config, configurationIndex: req.ConfigurationIndex, done: make(chan error, 1)}
+	return sink.ID(), nil
+}
+
+// restoreFSMFrom hands the FSM goroutine the restore task (its snapshot stored under task.id),
+// after every task queued before it, and waits for it; ErrRaftShutdown if the node stops
+// first. A failed restore may have left the FSM half replaced: the node stops.
+func (r *Raft) restoreFSMFrom(task *restoreTask) error {
+	task.done = make(chan error, 1)
 	r.fsmq.push(fsmTask{restore: task})
 	select {
-	case err = <-task.done:
+	case err := <-task.done:
+		if err != nil {
+			r.fatal(err)
+		}
+		return err
 	case <-r.shutdownCh:
 		return ErrRaftShutdown
 	}
-	if err != nil {
-		// The FSM may be half restored: this node cannot go on.
-		r.fatal(err)
-		return err
-	}
-	return nil
 }
 
-// finishInstall ends the install in progress on the main loop: after a successful restore it
-// makes the log consistent with the snapshot, then answers the leader.
-func (r *Raft) finishInstall(err error) {
-	st := r.install
-	r.install = nil
-	if err == nil {
-		err = r.installSnapshot(st.req, st.config)
-	}
-	if err != nil {
-		r.logger.Error("installing snapshot failed", "index", st.req.LastLogIndex, "error", err)
-		if snapIndex, _ := r.snapshotIndexTerm(); r.unconfirmed.index != 0 && r.unconfirmed.index != snapIndex && !r.stopping() {
-			r.confirmSnapshot() // the marked snapshot was never adopted: drop the mark
-		}
-		st.rpc.Respond(nil, err)
-		return
-	}
-	if r.unconfirmed.index != st.req.LastLogIndex {
-		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
-	}
-	snapshotInstallMetric(st.start)
-	r.touchContact()
-	// The snapshot holds the leader's log through its index.
-	if !r.learnCatchUpTarget(st.req.LastLogIndex, 0) || !r.liftCatchUpFence(st.req.LastLogIndex) {
-		st.rpc.Respond(nil, ErrRaftShutdown)
-		return
-	}
-	st.rpc.Respond(&InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load(), Success: true}, nil)
-}
-
-func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error) {
-	switch {
-	case req.Size < 0:
-		return Configuration{}, fmt.Errorf("%w: negative snapshot size %d", ErrBadRequest, req.Size)
-	case req.LastLogIndex == 0 || req.LastLogTerm == 0 || req.LastLogTerm > req.Term:
-		return Configuration{}, fmt.Errorf("%w: snapshot at index %d term %d", ErrBadRequest, req.LastLogIndex, req.LastLogTerm)
-	case req.SnapshotVersion != SnapshotVersion:
-		return Configuration{}, fmt.Errorf("%w: snapshot version %d", ErrBadRequest, req.SnapshotVersion)
-	case req.ConfigurationIndex > req.LastLogIndex:
-		return Configuration{}, fmt.Errorf("%w: configuration index %d past the snapshot", ErrBadRequest, req.ConfigurationIndex)
-	}
-	c, err := DecodeConfiguration(req.Configuration)
-	if err != nil {
-		return Configuration{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
-	}
-	return c, nil
-}
-
-// installSnapshot makes the log, the commit index and the configuration consistent with a
-// snapshot the FSM was just restored from. Main loop only.
-func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
-	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
-		r.fatal(err)
-		return err
-	}
-	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
-	r.fsmQueuedIndex = req.LastLogIndex
-	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
-		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
-	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))
-	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
-		r.fatal(err)
-		return err
-	}
-	r.logger.Info("installed snapshot", "index", req.LastLogIndex, "term", req.LastLogTerm)
-	return nil
-}
-
-// discardLogBehind keeps the entries after the snapshot only when the log holds the
-// snapshot's last entry with the same term; otherwise the whole log goes (Raft paper, Figure
-// 13, steps 6 and 7), so the node can never fall back into asking for the same snapshot.
-func (r *Raft) discardLogBehind(index, term uint64) error {
-	first, err := r.logs.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("raft: reading first index: %w", err)
-	}
-	lastIndex, _ := r.lastLogIndexTerm()
-	keep := false
-	if index < lastIndex {
-		var l Log
-		if err := r.logs.GetLog(index, &l); err == nil && l.Term == term {
-			keep = true
-		}
-	}
-	if first == 0 {
-		r.lastLog.Store(&indexTerm{index: index, term: term})
-		return nil
-	}
-	if keep {
-		return r.logs.DeleteRange(first, index)
-	}
-	r.recent.truncateFrom(0)
-	if err := r.logs.DeleteRange(first, max(lastIndex, first)); err != nil {
-		return fmt.Errorf("raft: discarding log: %w", err)
-	}
-	r.lastLog.Store(&indexTerm{index: index, term: term})
-	return nil
-}
-
-// rescanConfigurations makes the latest configuration entry at or after from, if any, the
-// latest configuration.
-func (r *Raft) rescanConfigurations(from uint64) error {
-	last, _ := r.lastLogIndexTerm()
-	for i := from; i <= last; i++ {
-		var l Log
-		if err := r.logs.GetLog(i, &l); err != nil {
-			return fmt.Errorf("raft: reading log entry %d: %w", i, err)
-		}
-		if l.Type != LogConfiguration {
-			continue
-		}
-		c, err := DecodeConfiguration(l.Data)
-		if err != nil {
-			return fmt.Errorf("raft: log entry %d: %w", i, err)
-		}
-		r.configurations.latest, r.configurations.latestIndex = c, i
-	}
-	r.publishConfigurations()
-	return nil
-}
-
-// snapshotWarnInterval spaces the WARN lines of a peer that keeps refusing or failing
-// snapshots; the retries in between log at DEBUG.
-const snapshotWarnInterval = 30 * time.Second
-
-// logSnapshotFailure logs a failed snapshot send at WARN at most once per
-// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
-func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
-	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
-		s.snapshotWarned = now
-		return
-	}
-	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
-}
-
-// sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
-// stop or back off.
-func (s *replicator) sendLatestSnapshot() bool {
-	peer := s.peer.Load()
-	version := s.ls.logVersion.Load()
-	metas, err := s.r.listSnapshots()
-	if err != nil || len(metas) == 0 {
-		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	meta, rc, err := s.r.snaps.Open(metas[0].ID)
-	if err != nil {
-		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	defer rc.Close()
-	if s.ls.logVersion.Load() != version {
-		// The node left its term (it may have installed another leader's snapshot since)
-		// or restored one: what was opened is not this term's view.
-		return !s.stopped()
-	}
-	req := &InstallSnapshotRequest{
-		RPCHeader:          s.r.header(),
-		SnapshotVersion:    meta.Version,
-		Term:               s.ls.term,
-		LastLogIndex:       meta.Index,
-		LastLogTerm:        meta.Term,
-		Configuration:      EncodeConfiguration(meta.Configuration),
-		ConfigurationIndex: meta.ConfigurationIndex,
-		Size:               meta.Size,
-		LeaderCommitIndex:  s.r.commitIndex.Load(),
-	}
-	var resp InstallSnapshotResponse
-	start := time.Now()
-	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
-	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.failures++
-		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
-		return s.wait(s.backoff())
-	}
-	rpcMetric("install_snapshot", peer.ID, start)
-	if resp.Term > s.ls.term {
-		s.notifyStepDown(resp.Term)
-		return false
-	}
-	s.setContact()
-	if !resp.Success {
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	s.noteSuccess()
-	s.snapshotWarned = time.Time{}
-	s.advanceMatch(meta.Index)
-	s.nextIndex = meta.Index + 1
-	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)
-	return true
+// moveToSnapshot makes a snapshot the node's latest: its position, the point up to which
+// entries count as handed to the FSM, and both configurations. Log, commit index and applied
+// index are the caller's.
+func (r *Raft) moveToSnapshot(index, term uint64, config Configuration, configIndex uint64) {
+	r.snapshot.Store(&indexTerm{index: index, term: term})
+	r.fsmQueuedIndex = index
+	r.setConfigurations(snapshotConfigurations(config, configIndex))
 }

@@ -135,6 +135,12 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 		Config: func(c *raft.Config) {
 			c.TrailingLogs = 2
 			c.SnapshotThreshold = 1 << 40
+			// Real time on a loaded machine: raftest's 100ms timeouts let leaders step down
+			// every half second while 50 MiB stream under -race, and each new leader starts
+			// the transfer over (seen: no install in 3 minutes). Elections are not the subject.
+			c.HeartbeatTimeout = time.Second
+			c.ElectionTimeout = time.Second
+			c.LeaderLeaseTimeout = time.Second
 		},
 	}
 	opts, _ = fileSnapshotStores(t, opts)

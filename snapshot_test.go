@@ -2,6 +2,7 @@ package raft_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,13 +12,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
 )
 
-// Snapshot tests: scenario S1 (docs/design.md, section 12) and the behaviour of issue 3.
+// Snapshot tests (docs/design.md, section 8; scenario S1 of section 12, and docs/snapshots.md).
 // Each checks that a snapshot really was taken or installed (Stats, the log's first index,
 // the FSM's restore count) rather than assuming it.
 
@@ -29,6 +31,9 @@ type snapFSM struct {
 	// persistGate, if set, is called at the start of every Persist (on the snapshot
 	// goroutine); it returns when Persist may go on.
 	persistGate func()
+	// restoreDelay is how long the next Restore sleeps first (a slow FSM; virtual time in a
+	// bubble).
+	restoreDelay atomic.Int64
 }
 
 func newSnapFSM(gate func()) *snapFSM {
@@ -38,6 +43,7 @@ func newSnapFSM(gate func()) *snapFSM {
 // Restore implements raft.FSM.
 func (f *snapFSM) Restore(rc io.ReadCloser) error {
 	f.restores.Add(1)
+	time.Sleep(time.Duration(f.restoreDelay.Swap(0)))
 	return f.RecordingFSM.Restore(rc)
 }
 
@@ -163,7 +169,9 @@ func applyUntilAllCompacted(t *testing.T, c *raftest.Cluster, n int) {
 	})
 }
 
-func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
+// TestSnapshot_CompactsTheLog: snapshots compact the log (scenario S1, docs/design.md
+// sections 8 and 12).
+func TestSnapshot_CompactsTheLog(t *testing.T) {
 	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
 		applyUntilAllCompacted(t, c, 100)
 		for i := range c.Nodes() {
@@ -176,7 +184,9 @@ func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
 	})
 }
 
-func TestScenarioS1_FarBehindFollowerReceivesInstallSnapshot(t *testing.T) {
+// TestSnapshot_FarBehindFollowerReceivesInstallSnapshot: a follower behind the compaction
+// receives InstallSnapshot (scenario S1, docs/design.md sections 8 and 12).
+func TestSnapshot_FarBehindFollowerReceivesInstallSnapshot(t *testing.T) {
 	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		behind := others(c, leader)[0]
@@ -212,7 +222,9 @@ func manualSnapshots(opts raftest.Options) raftest.Options {
 	return opts
 }
 
-func TestScenarioS1_NodeRestartsFromSnapshotAndLog(t *testing.T) {
+// TestSnapshot_NodeRestartsFromSnapshotAndLog: a node restarts from its snapshot plus the log
+// tail (scenario S1, docs/design.md sections 8 and 12).
+func TestSnapshot_NodeRestartsFromSnapshotAndLog(t *testing.T) {
 	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		node := others(c, leader)[0]
@@ -447,5 +459,103 @@ func TestSnapshot_PersistDoesNotStallApplies(t *testing.T) {
 		c.WaitApplied(last, waitLong)
 		sameFSMs(t, c, leader)
 		c.CheckSafety()
+	})
+}
+
+// gatedRestoreFSM is a RecordingFSM whose Restore waits, once armed, until the test releases
+// it: a slow restore landing exactly where the test needs it.
+type gatedRestoreFSM struct {
+	*raftest.RecordingFSM
+	entered chan struct{} // closed when Restore started
+	release chan struct{} // closed by the test
+}
+
+func (f *gatedRestoreFSM) Restore(rc io.ReadCloser) error {
+	close(f.entered)
+	<-f.release
+	return f.RecordingFSM.Restore(rc)
+}
+
+// blockingReader hands out data only once released: a snapshot transfer that stalls.
+type blockingReader struct {
+	release chan struct{}
+	data    io.Reader
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	<-b.release
+	return b.data.Read(p)
+}
+
+// A follower receiving a snapshot keeps answering heartbeats for the whole transfer and the
+// FSM restore. Before the fix both ran on its main loop: a stalled transfer or a slow restore
+// left the leader's heartbeats unanswered until the follower's election timer fired.
+func TestInstallSnapshot_HeartbeatsAnsweredDuringTransferAndRestore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fsm := &gatedRestoreFSM{RecordingFSM: raftest.NewRecordingFSM(), entered: make(chan struct{}), release: make(chan struct{})}
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) {
+			if !p.ackHeartbeat(rpc) {
+				rpc.Respond(nil, errors.New("scripted peer is quiet"))
+			}
+		}
+		c := newScriptedClusterFSM(t, fsm, store, store, quiet, quiet)
+		transfer := &blockingReader{release: make(chan struct{})}
+		var releaseTransfer, releaseRestore sync.Once
+		// Runs before the node's shutdown (cleanups run last first): a failed check must not
+		// leave the shutdown waiting on a held transfer or restore.
+		t.Cleanup(func() {
+			releaseTransfer.Do(func() { close(transfer.release) })
+			releaseRestore.Do(func() { close(fsm.release) })
+		})
+		heartbeat := func(what string) {
+			t.Helper()
+			var resp *raft.AppendEntriesResponse
+			var err error
+			if !within(10*time.Millisecond, func() { resp, err = c.f.send(&raft.AppendEntriesRequest{Term: 2}) }) {
+				t.Fatalf("heartbeat %s not answered within 10ms", what)
+			}
+			if err != nil || !resp.Success {
+				t.Fatalf("heartbeat %s: %+v, %v", what, resp, err)
+			}
+		}
+		heartbeat("before the install")
+		data := []byte("[]\n") // an empty RecordingFSM
+		cfg := raft.EncodeConfiguration(c.config)
+		transfer.data = bytes.NewReader(data)
+		installed := make(chan error, 1)
+		go func() {
+			req := &raft.InstallSnapshotRequest{RPCHeader: c.f.header(), SnapshotVersion: raft.SnapshotVersion, Term: 2,
+				LastLogIndex: 10, LastLogTerm: 2, Configuration: cfg, ConfigurationIndex: 1, Size: int64(len(data))}
+			var resp raft.InstallSnapshotResponse
+			err := c.f.trans.InstallSnapshot("n1", "addr-n1", req, &resp, transfer)
+			if err == nil && !resp.Success {
+				err = fmt.Errorf("install refused: %+v", resp)
+			}
+			installed <- err
+		}()
+		synctest.Wait() // the transfer has started and stalls
+		heartbeat("during the transfer")
+		releaseTransfer.Do(func() { close(transfer.release) })
+		<-fsm.entered
+		heartbeat("during the FSM restore")
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 10,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("too early")}}}); err == nil {
+			t.Fatalf("entries accepted while the snapshot is restored: %+v", resp)
+		}
+		releaseRestore.Do(func() { close(fsm.release) })
+		if err := <-installed; err != nil {
+			t.Fatalf("install: %v", err)
+		}
+		if got := c.r.Stats()["last_snapshot_index"]; got != "10" {
+			t.Fatalf("snapshot index %s after the install, want 10", got)
+		}
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 11,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("after")}}}); err != nil || !resp.Success {
+			t.Fatalf("append after the install: %+v, %v", resp, err)
+		}
+		if !raftest.Eventually(time.Second, func() bool { return c.r.AppliedIndex() == 11 }) {
+			t.Fatalf("applied %d, want 11", c.r.AppliedIndex())
+		}
 	})
 }
