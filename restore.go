@@ -238,11 +238,9 @@ func (r *Raft) restoreFSM(task *restoreTask) error {
 // adoptRestoredSnapshot makes the restored snapshot the leader's latest, deletes its whole
 // log, and moves its log tail, FSM hand-off point and configuration to the snapshot.
 func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
 	// Requests replication is building from the old log must not be sent.
 	r.leaderState.logVersion.Add(1)
-	r.snapshot.Store(&indexTerm{index: index, term: term})
+	r.raiseSnapshot(index, term) // no lock against a concurrent compaction: see compactLogs
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: reading first index: %w", err)

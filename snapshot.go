@@ -149,28 +149,59 @@ func (r *Raft) takeSnapshot() (string, error) {
 	snapshotPersistMetric(start)
 	r.logger.Info("snapshot complete", "index", res.index, "term", res.term)
 
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
-	if cur, _ := r.snapshotIndexTerm(); res.index > cur {
-		r.snapshot.Store(&indexTerm{index: res.index, term: res.term})
-	}
+	r.raiseSnapshot(res.index, res.term)
 	if err := r.compactLogs(res.index); err != nil {
 		return sink.ID(), err
 	}
 	return sink.ID(), nil
 }
 
+// raiseSnapshot publishes index and term as the node's latest snapshot unless it already has
+// one at index or later: the pointer only ever moves up, whichever of the snapshot goroutine
+// (a snapshot it took) and the main loop (an installed or restored one) gets there first.
+func (r *Raft) raiseSnapshot(index, term uint64) {
+	next := &indexTerm{index: index, term: term}
+	for {
+		cur := r.snapshot.Load()
+		if cur.index >= index || r.snapshot.CompareAndSwap(cur, next) {
+			return
+		}
+	}
+}
+
 // compactLogs deletes the log up to snapIndex, keeping TrailingLogs entries behind it so
-// slightly lagging followers still catch up from the log. Called with snapshotMu held.
+// slightly lagging followers still catch up from the log. Runs on the snapshot goroutine.
+//
+// It takes no lock against the main loop, which may replace the whole log meanwhile (a
+// follower installing a snapshot, a leader's Restore; see installSnapshot and
+// adoptRestoredSnapshot): the main loop never waits for a compaction, whose DeleteRange can
+// take long on a slow disk. This is safe because the two never touch the same entries:
+//   - Compaction deletes at or below upTo = min(snapIndex, commit index) - TrailingLogs,
+//     with the commit index read after the snapshot was taken.
+//   - A replacement puts a snapshot at S above the commit index (an install is accepted only
+//     past it; a Restore goes past the last index), and the commit index stays below S
+//     until the replacement is done. So if the commit index read here is older than the
+//     replacement, upTo < S; if it is newer, the replacement is over and this compaction
+//     is an ordinary one of the new log. Either way compaction never deletes entry S, which
+//     an install reads to decide whether to keep the entries after it, nor any entry the
+//     replacement keeps or writes (all above S). The min matters while an install is under
+//     way: the FSM is then already restored to S, so this snapshot may be at S itself.
+//   - The first index read here may be stale by then (the main loop deleted the old log):
+//     DeleteRange ignores the part of a range that lies outside the log (see LogStore), so
+//     the late call deletes what is left of the old log below upTo, or nothing.
+//
+// The snapshot pointer is raised with a compare-and-swap (raiseSnapshot), so a compaction
+// that finishes after an install never moves it back below the installed snapshot.
 func (r *Raft) compactLogs(snapIndex uint64) error {
-	if snapIndex <= r.conf.TrailingLogs {
+	limit := min(snapIndex, r.commitIndex.Load())
+	if limit <= r.conf.TrailingLogs {
 		return nil
 	}
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: compaction: reading first index: %w", err)
 	}
-	upTo := snapIndex - r.conf.TrailingLogs
+	upTo := limit - r.conf.TrailingLogs
 	if first == 0 || upTo < first {
 		return nil
 	}
@@ -355,13 +386,12 @@ func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error)
 // installSnapshot makes the log, the commit index and the configuration consistent with a
 // snapshot the FSM was just restored from. Main loop only.
 func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
+	// No lock against a concurrent compaction: see compactLogs.
 	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
 		r.fatal(err)
 		return err
 	}
-	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
+	r.raiseSnapshot(req.LastLogIndex, req.LastLogTerm)
 	r.fsmQueuedIndex = req.LastLogIndex
 	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
 		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
