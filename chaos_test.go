@@ -25,14 +25,6 @@ var (
 // knownBugs reports whether tests of open bugs run (RAFTKIT_KNOWN_BUGS=1).
 func knownBugs() bool { return os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" }
 
-// knownBug skips a test that fails on a known, open bug unless RAFTKIT_KNOWN_BUGS=1.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if !knownBugs() {
-		t.Skipf("known bug, not fixed on main yet: %s (run with RAFTKIT_KNOWN_BUGS=1)", bug)
-	}
-}
-
 // chaosCrashPoints are the crash points randomized runs arm: all of them. (While an open bug
 // made one fail, it was armed only with RAFTKIT_KNOWN_BUGS=1, so CI stayed green until the fix
 // was on main: FSM.Restore and InstallSnapshot waited for issue 10 bug 3.)

@@ -126,6 +126,63 @@ func (c configurations) clone() configurations {
 	}
 }
 
+// withLatest is c with conf, from the entry at index, as the latest configuration.
+func (c configurations) withLatest(conf Configuration, index uint64) configurations {
+	c.latest, c.latestIndex = conf, index
+	return c
+}
+
+// withCommitted is c with conf, from the entry at index, as the committed configuration.
+func (c configurations) withCommitted(conf Configuration, index uint64) configurations {
+	c.committed, c.committedIndex = conf, index
+	return c
+}
+
+// snapshotConfigurations is the pair right after a snapshot: its configuration is both the
+// latest and the committed one.
+func snapshotConfigurations(conf Configuration, index uint64) configurations {
+	return configurations{committed: conf, committedIndex: index, latest: conf, latestIndex: index}
+}
+
+// setConfigurations is the one place the configurations change: the main loop's copy (or,
+// before the loop starts, NewRaft's) and the published one GetConfiguration and Stats read
+// without waiting on the main loop. It keeps a deep copy that is never modified afterwards,
+// so both views, and the FSM batches that carry the committed configuration, share it.
+func (r *Raft) setConfigurations(c configurations) {
+	c = c.clone()
+	r.configurations = c
+	r.configs.Store(&c)
+}
+
+// decodeConfigurationEntry is the one decoder of LogConfiguration entries; errors name the
+// entry and wrap ErrInvalidConfiguration.
+func decodeConfigurationEntry(l *Log) (Configuration, error) {
+	c, err := DecodeConfiguration(l.Data)
+	if err != nil {
+		return Configuration{}, fmt.Errorf("configuration entry %d: %w", l.Index, err)
+	}
+	return c, nil
+}
+
+// newestConfigurationIn returns the newest configuration entry in the log range [lo, hi],
+// reading back from hi; found is false when the range holds none.
+func (r *Raft) newestConfigurationIn(lo, hi uint64) (c Configuration, index uint64, found bool, err error) {
+	for i := hi; i >= lo && i > 0; i-- {
+		var l Log
+		if err := r.logs.GetLog(i, &l); err != nil {
+			return Configuration{}, 0, false, fmt.Errorf("raft: reading log entry %d: %w", i, err)
+		}
+		if l.Type != LogConfiguration {
+			continue
+		}
+		if c, err = decodeConfigurationEntry(&l); err != nil {
+			return Configuration{}, 0, false, fmt.Errorf("raft: %w", err)
+		}
+		return c, i, true, nil
+	}
+	return Configuration{}, 0, false, nil
+}
+
 // msgpackHandle is the one codec configuration for everything raftkit encodes with msgpack.
 // A codec.Handle is safe for concurrent use once configured, and nothing writes to it after
 // package initialization.
@@ -155,4 +212,37 @@ func DecodeConfiguration(data []byte) (Configuration, error) {
 		return Configuration{}, err
 	}
 	return c, nil
+}
+
+// configurationBefore returns the newest configuration whose entry lies below index: from
+// the log entries after the committed configuration, or else the committed configuration,
+// which is the newest at or below the commit index (applyCommitted keeps it so).
+func (r *Raft) configurationBefore(index uint64) (Configuration, uint64, error) {
+	first, err := r.logs.FirstIndex()
+	if err != nil {
+		return Configuration{}, 0, fmt.Errorf("raft: reading first index: %w", err)
+	}
+	snapIndex, _ := r.snapshotIndexTerm()
+	lo := max(r.configurations.committedIndex+1, snapIndex+1, first)
+	c, i, found, err := r.newestConfigurationIn(lo, index-1)
+	if err != nil || found {
+		return c, i, err
+	}
+	return r.configurations.committed, r.configurations.committedIndex, nil
+}
+
+// rescanConfigurations makes the newest configuration entry at or after from, if any, the
+// latest configuration.
+func (r *Raft) rescanConfigurations(from uint64) error {
+	last, _ := r.lastLogIndexTerm()
+	c, i, found, err := r.newestConfigurationIn(from, last)
+	if err != nil {
+		return err
+	}
+	next := r.configurations
+	if found {
+		next = next.withLatest(c, i)
+	}
+	r.setConfigurations(next)
+	return nil
 }

@@ -42,9 +42,13 @@ var (
 	// FSM's state is then unknown, so the node applies nothing more.
 	ErrFSMContract = errors.New("raft: FSM broke its contract")
 
-	// ErrUncommittedRestore is the cause a node stops with when it finds that a snapshot it
-	// restored as leader (Restore) was never committed: the cluster went on without it, and
-	// its FSM holds a state no one else has. Wipe the node and add it back.
+	// ErrUncommittedRestore is wrapped by the errors of a node holding a snapshot the cluster
+	// may not have committed (the leader's own Restore, or such a snapshot installed from it):
+	// it refuses AppendEntries it could only acknowledge by skipping entries, and snapshots
+	// that cannot reset it. Such a node heals itself: once a leader's log contradicts the
+	// snapshot, it is reset from the leader's snapshot. It is also the cause a node stops with
+	// when a snapshot not marked unconfirmed disagrees with its leader's log, which only broken
+	// storage or a broken peer can produce.
 	ErrUncommittedRestore = errors.New("raft: restored snapshot was never committed by the cluster")
 
 	// ErrSnapshotCorrupt is wrapped by the error of a snapshot whose metadata cannot be read

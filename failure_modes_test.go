@@ -17,11 +17,7 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// Failure modes seen in other Go Raft libraries, one named test each: a heartbeat path that
-// changes state outside the main loop, an apply timeout that bounds only part of the wait, a
-// panic on peer input, a leader that keeps leading over a hung disk, and status calls that
-// wait on the disk.
-
+// fakeAddr is the address of the fake leader that soloNode's tests send requests as.
 const fakeAddr = raft.ServerAddress("addr-fake")
 
 // gatedStable is a StableStore whose writes of the current term wait, once armed, until the
@@ -129,7 +125,10 @@ func (n *soloNode) storedTerm(t *testing.T) uint64 {
 	return term
 }
 
-func TestFailureMode_HigherTermAppendPersistsTermBeforeResponding(t *testing.T) {
+// TestAppendEntries_HigherTermPersistsTermBeforeResponding: a heartbeat or an append of a
+// higher term makes the follower persist the new term before it answers (docs/design.md,
+// section 6).
+func TestAppendEntries_HigherTermPersistsTermBeforeResponding(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSoloNode(t)
 		cases := []struct {
@@ -225,7 +224,11 @@ func appendWindows(n *soloNode, canon []*raft.Log, term *atomic.Uint64, rng *ran
 	return n.r.LastIndex() >= last
 }
 
-func TestFailureMode_ConcurrentHeartbeatsAndAppendsKeepLogIntact(t *testing.T) {
+// TestAppendEntries_ConcurrentHeartbeatsAndAppendsKeepLogIntact: heartbeats (one of which
+// raises the term) racing with appends of overlapping windows of one log leave the follower
+// with exactly that log, applied in order, and the new term stored (docs/design.md,
+// section 3).
+func TestAppendEntries_ConcurrentHeartbeatsAndAppendsKeepLogIntact(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSoloNode(t)
 		seed := testSeed(t)
@@ -344,7 +347,9 @@ func requireElapsed(t *testing.T, what string, d, want time.Duration) {
 	}
 }
 
-func TestFailureMode_ApplyTimeoutBoundsTheWholeWait(t *testing.T) {
+// TestApply_TimeoutBoundsTheWholeWait: an Apply's timeout bounds the whole wait, commit
+// included, not only the hand-over to the main loop (docs/design.md, section 3).
+func TestApply_TimeoutBoundsTheWholeWait(t *testing.T) {
 	raftest.Run(t, slowLeaseOptions(), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(time.Minute)
 		r := c.Node(leader).Raft()
@@ -427,7 +432,10 @@ func fillApplyQueue(t *testing.T, c *raftest.Cluster, leader int) string {
 	return ""
 }
 
-func TestFailureMode_ApplyThatCannotEnqueueReportsEnqueueTimeout(t *testing.T) {
+// TestApply_CannotEnqueueReportsEnqueueTimeout: an Apply that cannot even be handed to a
+// leader whose queue is full fails with ErrEnqueueTimeout, and the node serves again once the
+// disk is back (docs/design.md, sections 3 and 4).
+func TestApply_CannotEnqueueReportsEnqueueTimeout(t *testing.T) {
 	raftest.Run(t, backpressureOptions(100*time.Millisecond), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		r := c.Node(leader).Raft()
@@ -553,7 +561,10 @@ func sendMalformed(t *testing.T, evil *raft.InmemTransport, target raft.ServerAd
 	expectBad("an unknown request type", raft.SendBogusRPC(evil, target))
 }
 
-func TestFailureMode_MalformedPeerInputGetsErrorsNotPanics(t *testing.T) {
+// TestPeerInput_MalformedGetsErrorsNotPanics: malformed requests from a peer get errors,
+// never a panic, on the leader and on followers: no node stops, changes term or leader, and
+// the log holds only the real writes (docs/design.md, section 10).
+func TestPeerInput_MalformedGetsErrorsNotPanics(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		mustApply(t, c, "before")
@@ -605,7 +616,10 @@ func TestFailureMode_MalformedPeerInputGetsErrorsNotPanics(t *testing.T) {
 	})
 }
 
-func TestFailureMode_LeaderWithHungLogStoreStepsDown(t *testing.T) {
+// TestDiskFailure_LeaderWithHungLogStoreStepsDown: a leader whose log store hangs longer than
+// LogStoreTimeout steps down instead of leading over a dead disk (docs/design.md, sections 3
+// and 11).
+func TestDiskFailure_LeaderWithHungLogStoreStepsDown(t *testing.T) {
 	const lease = time.Second
 	opts := withHangingStores(raftest.Options{Nodes: 3, Config: func(c *raft.Config) {
 		// A lease far longer than the store timeout: only the hung disk can end leadership
@@ -653,7 +667,9 @@ func TestFailureMode_LeaderWithHungLogStoreStepsDown(t *testing.T) {
 	})
 }
 
-func TestFailureMode_StatusGettersNeverWaitOnDisk(t *testing.T) {
+// TestDiskFailure_StatusGettersNeverWaitOnDisk: the status getters of a node whose main loop
+// is blocked in a hung store answer at once (docs/design.md, section 2).
+func TestDiskFailure_StatusGettersNeverWaitOnDisk(t *testing.T) {
 	raftest.Run(t, withHangingStores(raftest.Options{Nodes: 3}), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		warm := mustApply(t, c, "warm-up")
@@ -698,7 +714,9 @@ func TestFailureMode_StatusGettersNeverWaitOnDisk(t *testing.T) {
 	})
 }
 
-func TestFailureMode_ApplyTimeoutCountsTimeSpentQueueing(t *testing.T) {
+// TestApply_TimeoutCountsTimeSpentQueueing: an Apply's timeout runs from the call, so time
+// spent waiting to be queued counts (docs/design.md, section 3).
+func TestApply_TimeoutCountsTimeSpentQueueing(t *testing.T) {
 	raftest.Run(t, backpressureOptions(5*time.Second), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(time.Minute)
 		r := c.Node(leader).Raft()
@@ -738,9 +756,10 @@ func (s *failingStore) StoreLogs(logs []*raft.Log) error {
 
 func (s *failingStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
-// A leader whose disk starts failing stops the node (its on-disk log is in an unknown state),
-// reports the cause, fails its waiting clients, and the others carry on.
-func TestFailureMode_LeaderWriteErrorStopsTheNode(t *testing.T) {
+// TestDiskFailure_LeaderWriteErrorStopsTheNode: a leader whose disk starts failing stops the
+// node (its on-disk log is in an unknown state), reports the cause, fails its waiting
+// clients, and the others carry on (docs/design.md, sections 3 and 11).
+func TestDiskFailure_LeaderWriteErrorStopsTheNode(t *testing.T) {
 	stores := make(map[raft.ServerID]*failingStore)
 	var mu sync.Mutex
 	opts := raftest.Options{Nodes: 3, NewStores: func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore) {

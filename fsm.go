@@ -62,7 +62,11 @@ type commitTuple struct {
 // entries, or a snapshot restore.
 type fsmTask struct {
 	commits []commitTuple
-	restore *restoreTask
+	// configuration is the committed configuration as of the batch's last entry, from
+	// configurationIndex; the main loop knows it, and snapshots of the FSM record it.
+	configuration      Configuration
+	configurationIndex uint64
+	restore            *restoreTask
 }
 
 // restoreTask asks the FSM goroutine to replace the FSM state with a stored snapshot.
@@ -98,6 +102,9 @@ func (r *Raft) runFSM() {
 			t, ok := r.fsmq.next()
 			if !ok {
 				continue
+			}
+			if t.restore == nil {
+				r.fsmConfig, r.fsmConfigIndex = t.configuration, t.configurationIndex
 			}
 			switch {
 			case t.restore != nil:
@@ -175,16 +182,6 @@ func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) bool {
 // finishApply publishes the applied index, then resolves the futures: a client never hears
 // of success before its entry was applied.
 func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
-	for _, c := range commits {
-		if c.log.Type != LogConfiguration {
-			continue
-		}
-		if conf, err := DecodeConfiguration(c.log.Data); err == nil {
-			r.fsmConfig, r.fsmConfigIndex = conf, c.log.Index
-		} else {
-			r.logger.Error("committed configuration entry does not decode", "index", c.log.Index, "error", err)
-		}
-	}
 	last := commits[len(commits)-1].log
 	r.publishApplied(last.Index, last.Term)
 	fsmApplyMetric(start, len(commits))

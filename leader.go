@@ -475,9 +475,7 @@ func (r *Raft) leaderCleanup(err error) {
 		return
 	}
 	if last, _ := r.lastLogIndexTerm(); r.configurations.latestIndex > last {
-		r.configurations.latest = r.configurations.committed.Clone()
-		r.configurations.latestIndex = r.configurations.committedIndex
-		r.publishConfigurations()
+		r.setConfigurations(r.configurations.withLatest(r.configurations.committed, r.configurations.committedIndex))
 	}
 }
 
@@ -522,7 +520,7 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
 			c = commitTuple{log: l}
 		}
 		if !budget.admit(entryBytes(c.log)) {
-			r.fsmq.push(fsmTask{commits: batch})
+			r.fsmq.push(r.commitTask(batch))
 			batch, budget = nil, newBudget()
 			if r.fsmq.full() {
 				break // c is not taken: it goes once there is room
@@ -537,10 +535,17 @@ func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
 		r.fsmQueuedIndex = idx
 	}
 	if len(batch) > 0 {
-		r.fsmq.push(fsmTask{commits: batch})
+		r.fsmq.push(r.commitTask(batch))
 	}
 	r.recent.dropThrough(r.fsmQueuedIndex)
 	return used
+}
+
+// commitTask is a batch of committed entries for the FSM goroutine, with the committed
+// configuration as of its last entry: noteCommittedConfiguration tracked every entry of the
+// batch already.
+func (r *Raft) commitTask(batch []commitTuple) fsmTask {
+	return fsmTask{commits: batch, configuration: r.configurations.committed, configurationIndex: r.configurations.committedIndex}
 }
 
 // committedEntry returns a committed entry for the FSM: a follower's from the entries it just
@@ -568,16 +573,15 @@ func (r *Raft) noteCommittedConfiguration(l *Log) {
 	if l.Type != LogConfiguration || l.Index <= r.configurations.committedIndex {
 		return
 	}
-	c := r.configurations.latest.Clone()
+	c := r.configurations.latest
 	if l.Index != r.configurations.latestIndex {
 		var err error
-		if c, err = DecodeConfiguration(l.Data); err != nil {
-			r.logger.Error("committed configuration entry does not decode", "index", l.Index, "error", err)
+		if c, err = decodeConfigurationEntry(l); err != nil {
+			r.logger.Error("committed configuration entry does not decode", "error", err)
 			return
 		}
 	}
-	r.configurations.committed, r.configurations.committedIndex = c, l.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withCommitted(c, l.Index))
 }
 
 // getLog reads an entry: while leading, through the term's cache. Main loop only.

@@ -220,8 +220,7 @@ func (r *Raft) maybePromote() {
 func (r *Raft) dispatchConfiguration(f *logFuture, c Configuration) {
 	f.log = Log{Type: LogConfiguration, Data: EncodeConfiguration(c)}
 	r.dispatchLogs([]*logFuture{f})
-	r.configurations.latest, r.configurations.latestIndex = c.Clone(), f.log.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withLatest(c, f.log.Index))
 	r.startStopReplication()
 	r.logger.Info("configuration changed", "index", f.log.Index, "servers", fmt.Sprintf("%+v", c.Servers))
 }

@@ -99,6 +99,10 @@ type Raft struct {
 	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
 	// Set by NewRaft, read-only afterwards (replication goroutines read it).
 	undone indexTerm
+	// resetTerm is the term in which this node found that its leader's log contradicts its
+	// unconfirmed snapshot and asked to be reset from the leader's snapshot (see resetting);
+	// zero if none. Main loop only.
+	resetTerm uint64
 
 	// install is the snapshot this follower is receiving and restoring, or nil. Main loop
 	// only.
@@ -131,7 +135,7 @@ type Raft struct {
 	userSnapshotCh chan *userSnapshotFuture
 
 	// Owned by the FSM goroutine (set before it starts): the configuration as of the last
-	// applied entry, recorded in snapshots.
+	// applied entry, recorded in snapshots; each batch of committed entries carries it.
 	fsmConfig      Configuration
 	fsmConfigIndex uint64
 
@@ -290,11 +294,6 @@ func (r *Raft) loadConfigurations() error {
 		start = last + 1
 	}
 	return r.rescanConfigurations(start)
-}
-
-func (r *Raft) publishConfigurations() {
-	c := r.configurations.clone()
-	r.configs.Store(&c)
 }
 
 // run is the main loop: it runs the loop of the current role until shutdown.
@@ -492,8 +491,7 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 	}
 	r.currentTerm.Store(1)
 	r.lastLog.Store(&indexTerm{index: entry.Index, term: entry.Term})
-	r.configurations.latest, r.configurations.latestIndex = b.configuration.Clone(), entry.Index
-	r.publishConfigurations()
+	r.setConfigurations(r.configurations.withLatest(b.configuration, entry.Index))
 	// Start the election clock afresh so a bootstrapped single node elects itself promptly
 	// but the nodes of a larger cluster do not all fire at once.
 	r.lastContact.Store(int64(r.monoNow() - r.conf.HeartbeatTimeout))

@@ -9,9 +9,10 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// TestScenarioR1_ReplicatedEntryCommitsAppliesAndAnswers is scenario R1 (docs/design.md,
-// section 12); the other scenarios are in scenario_test.go and snapshot_test.go.
-func TestScenarioR1_ReplicatedEntryCommitsAppliesAndAnswers(t *testing.T) {
+// TestReplication_ReplicatedEntryCommitsAppliesAndAnswers: an entry replicated to all nodes
+// commits, is applied everywhere, and the client gets the FSM's response (scenario R1,
+// docs/design.md sections 3 and 12).
+func TestReplication_ReplicatedEntryCommitsAppliesAndAnswers(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(5 * time.Second)
 		r := c.Node(leader).Raft()

@@ -24,6 +24,9 @@ type replicator struct {
 	failureCause string // errorShape of the last failure
 	// snapshotWarned is when a failed snapshot send was last logged at WARN (rate limit).
 	snapshotWarned time.Time
+	// resetAbove is the peer's unconfirmed snapshot when it asked to be reset (NeedSnapshot):
+	// it gets a snapshot newer than that before anything else. Zero otherwise.
+	resetAbove indexTerm
 
 	// matchIndex is written by the run goroutine, or by the pipeline receiver while the run
 	// goroutine waits for it.
@@ -149,6 +152,12 @@ func (s *replicator) run() {
 // returns true when the peer is caught up.
 func (s *replicator) replicate() bool {
 	for !s.stopped() {
+		if s.resetAbove.index != 0 {
+			if !s.sendLatestSnapshot() {
+				return false
+			}
+			continue
+		}
 		req, lastIndex, err := s.buildRequest(s.nextIndex, true)
 		if errors.Is(err, errLogViewChanged) {
 			continue // the loop condition ends a finished term; a restore rebuilds
@@ -197,6 +206,10 @@ func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntri
 	}
 	s.noteSuccess()
 	s.setContact()
+	if resp.NeedSnapshot && !resp.Success {
+		s.resetAbove = indexTerm{index: resp.SnapshotIndex, term: resp.SnapshotTerm}
+		return true
+	}
 	if resp.Success {
 		last := req.PrevLogIndex + uint64(len(req.Entries))
 		s.advanceMatch(last)

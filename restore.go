@@ -256,9 +256,7 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	}
 	r.lastLog.Store(&indexTerm{index: index, term: term})
 	r.fsmQueuedIndex = index
-	r.configurations = configurations{committed: config.Clone(), committedIndex: configIndex,
-		latest: config.Clone(), latestIndex: configIndex}
-	r.publishConfigurations()
+	r.setConfigurations(snapshotConfigurations(config, configIndex))
 	r.startStopReplication()
 	// The snapshot is durable in the store: the leader holds everything up to index.
 	r.leaderState.commitment.match(r.localID, index)
@@ -268,19 +266,39 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 // An unconfirmed snapshot is one this node holds although the cluster may never have
 // committed it: the snapshot of a Restore until its no-op commits, or such a snapshot a
 // follower installed from its leader before the leader had committed it. A node restores its
-// FSM from a snapshot and drops its log behind it at once, so it cannot undo one; instead it
-// is fenced until it is settled (issue 10, bug 2):
+// FSM from a snapshot and drops its log behind it at once, so it cannot simply undo one; it
+// is fenced until a leader settles it (issue 10, bug 2):
 //   - It never acknowledges entries below the snapshot that it would only skip: an
-//     AppendEntries that ends below the snapshot is refused with an error wrapping
-//     ErrUncommittedRestore, so no leader counts this node for entries it does not hold.
-//   - A leader whose log reaches the snapshot's index settles it: the same term there
-//     confirms it (the leader has it, so it committed or will); a different term means the
-//     cluster went on without it, and the node stops with ErrUncommittedRestore
-//     (checkSnapshotAgrees) and must be wiped and added back.
-//   - A commit index at or past the snapshot confirms it too (a quorum holds it).
+//     AppendEntries that ends below the snapshot and says nothing about it is refused with an
+//     error wrapping ErrUncommittedRestore, so no leader counts this node for entries it
+//     does not hold.
+//   - A leader whose log holds the snapshot's index with the snapshot's term confirms it (only
+//     the leader of that term made entries of it, so the leader holds the restore, which is
+//     committed or will be through it). So does a commit index at or past the snapshot.
+//   - A leader whose log cannot hold the snapshot (unconfirmedConflicts: another term at its
+//     index, a later term before it, an earlier term after it) shows that the restore is not
+//     in the current leader's log. The node treats the snapshot like a conflicting log entry
+//     and replaces it, as a follower truncates a conflicting suffix; since it cannot rewind
+//     its FSM, it is reset from the leader. It answers every AppendEntries of that term with
+//     NeedSnapshot, naming its snapshot, and acknowledges and applies nothing; the leader
+//     sends a committed snapshot of its own that is newer (by term, then index) than the
+//     node's, taking one first if its latest is not; the node installs it although it lies
+//     below its commit index (startInstall, finishInstall), and its commit index moves back
+//     to that snapshot. An older leader snapshot, or one the leader has not committed itself,
+//     is refused.
+//
+// Why the reset is safe: the leader's snapshot holds only committed entries, and it is newer
+// than the discarded one in the order both of the snapshot stores and of the election rule
+// (last term, then index), so nothing the node vouched for is undercut: every candidate it
+// votes for afterwards is at least as up to date as the unconfirmed snapshot was. It is never
+// applied on top of: the FSM goes from the restored state straight to the leader's snapshot.
 //
 // The mark is durable, and written before the snapshot becomes visible, so a node that
 // crashes in the middle of its own Restore, or of such an install, restarts fenced as well.
+// A crash in the middle of a reset restarts either still fenced on the unconfirmed snapshot
+// (the leader's snapshot was not stored yet: the leader's next request starts the reset
+// over) or from the leader's snapshot, which every store lists first since it is newer; the
+// mark then names a snapshot the node does not start from and is dropped.
 
 // encodeIndexTerm and decodeIndexTerm store a log position in the StableStore.
 func encodeIndexTerm(it indexTerm) []byte {
@@ -334,6 +352,84 @@ func (r *Raft) maybeConfirmSnapshot(commit uint64) {
 	if u := r.unconfirmed.index; u != 0 && commit >= u {
 		r.confirmSnapshot()
 	}
+}
+
+// unconfirmedConflicts reports whether the leader of a request cannot hold this node's
+// unconfirmed snapshot, judging by the positions the request names (its previous entry and
+// its entries): the leader's log has another term at the snapshot's index, a later term at an
+// index before it, or an earlier term at an index after it (terms never decrease along a log).
+// Such a request starts a reset (see the comment above encodeIndexTerm).
+func (r *Raft) unconfirmedConflicts(a *AppendEntriesRequest) bool {
+	u := r.unconfirmed
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); u.index == 0 || u.index != snapIndex || u.term != snapTerm {
+		return false
+	}
+	if a.PrevLogIndex != 0 && u.contradictedBy(a.PrevLogIndex, a.PrevLogTerm) {
+		return true
+	}
+	for _, e := range a.Entries {
+		if u.contradictedBy(e.Index, e.Term) {
+			return true
+		}
+	}
+	return false
+}
+
+// contradictedBy reports whether a log holding term at index cannot hold the entry it.
+func (it indexTerm) contradictedBy(index, term uint64) bool {
+	switch {
+	case index < it.index:
+		return term > it.term
+	case index == it.index:
+		return term != it.term
+	default:
+		return term < it.term
+	}
+}
+
+// newerThan orders snapshot positions as the snapshot stores and the election rule do: by
+// term, then index.
+func (it indexTerm) newerThan(o indexTerm) bool {
+	return it.term > o.term || it.term == o.term && it.index > o.index
+}
+
+// startReset begins resetting this node from its leader in the current term: from now on
+// every AppendEntries of the term is answered with NeedSnapshot (resetResponse).
+func (r *Raft) startReset() {
+	term := r.currentTerm.Load()
+	if r.resetTerm == term {
+		return
+	}
+	r.resetTerm = term
+	r.logger.Warn("the leader's log contradicts this node's unconfirmed snapshot: the restore was not committed; asking the leader for its snapshot to reset from",
+		"index", r.unconfirmed.index, "term", r.unconfirmed.term, "leader-term", term)
+}
+
+// resetting reports whether this node waits, in its current term, for its leader's snapshot
+// to replace its unconfirmed one.
+func (r *Raft) resetting() bool {
+	return r.resetTerm != 0 && r.resetTerm == r.currentTerm.Load() && r.unconfirmed.index != 0
+}
+
+// resetResponse fills resp to ask the leader for a snapshot newer than the unconfirmed one.
+func (r *Raft) resetResponse(resp *AppendEntriesResponse) {
+	resp.Success = false
+	resp.NeedSnapshot = true
+	resp.SnapshotIndex, resp.SnapshotTerm = r.unconfirmed.index, r.unconfirmed.term
+}
+
+// resetSnapshotRefused returns why an InstallSnapshot cannot reset this node, or nil: the
+// snapshot must be newer than the unconfirmed one and committed by its leader.
+func (r *Raft) resetSnapshotRefused(req *InstallSnapshotRequest) error {
+	if !(indexTerm{index: req.LastLogIndex, term: req.LastLogTerm}).newerThan(r.unconfirmed) {
+		return fmt.Errorf("%w: a snapshot at index %d term %d cannot replace this node's unconfirmed one at index %d term %d",
+			ErrUncommittedRestore, req.LastLogIndex, req.LastLogTerm, r.unconfirmed.index, r.unconfirmed.term)
+	}
+	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
+		return fmt.Errorf("%w: the leader's snapshot at index %d is not committed yet (commit index %d)",
+			ErrUncommittedRestore, req.LastLogIndex, req.LeaderCommitIndex)
+	}
+	return nil
 }
 
 // fencedByUnconfirmedSnapshot reports the error to answer an AppendEntries with when the

@@ -183,9 +183,23 @@ func TestRestore_RefusesFollowersAndBadInputWithoutChangingAnything(t *testing.T
 }
 
 // A leader that restores a backup and loses its quorum before the restore commits holds a
-// state the cluster never agreed on. When it meets the new leader's log it must stop, not
-// silently go on diverging.
-func TestRestore_InterruptedRestoreStopsTheOldLeaderInsteadOfDiverging(t *testing.T) {
+// state the cluster never agreed on. When it meets the new leader's log, which contradicts
+// the restore, it must neither stop (it used to, with ErrUncommittedRestore, and needed a
+// wipe) nor go on diverging: it is reset from the new leader's snapshot and ends with exactly
+// the cluster's commands. With a crash point, the old leader also crashes in the middle of
+// that reset (receiving the snapshot, or restoring its FSM from it) and must heal after its
+// restart all the same.
+func TestRestore_InterruptedRestoreResetsTheOldLeaderFromTheNewOne(t *testing.T) {
+	for _, p := range []raftest.CrashPoint{0, raftest.CrashInInstallSnapshot, raftest.CrashInFSMRestore, raftest.CrashInSnapshotClose} {
+		name := "no crash"
+		if p != 0 {
+			name = "crash in " + p.String()
+		}
+		t.Run(name, func(t *testing.T) { testInterruptedRestoreResets(t, p) })
+	}
+}
+
+func testInterruptedRestoreResets(t *testing.T, p raftest.CrashPoint) {
 	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
 		leader, meta, data := keptAndBackedUp(t, c, 5)
 		applyN(t, c, "later", 3)
@@ -194,19 +208,39 @@ func TestRestore_InterruptedRestoreStopsTheOldLeaderInsteadOfDiverging(t *testin
 		if err := r.Restore(meta, bytes.NewReader(data), 200*time.Millisecond); err == nil {
 			t.Fatal("a restore committed without a quorum")
 		}
+		restoredAt := statU(t, c, leader, "last_snapshot_index")
 		c.WaitFor(waitLong, "a new leader among the others", func() bool {
 			l := c.Leader()
 			return l >= 0 && l != leader
 		})
-		applyN(t, c, "after", 5)
+		f := applyN(t, c, "after", 5)
+		restores := fsmOf(c, leader).restores.Load()
+		if p != 0 {
+			c.CrashAt(leader, p, 0)
+		}
 		c.Heal()
-		select {
-		case <-r.Stopped():
-		case <-time.After(waitLong):
-			t.Fatalf("the old leader went on with a restore the cluster never committed; it holds %v", commands(c, leader))
+		if p != 0 {
+			c.WaitFor(waitLong, "the old leader to crash inside its reset", func() bool { return !c.Node(leader).Running() })
+			c.Start(leader)
 		}
-		if cause := r.ShutdownCause(); !errors.Is(cause, raft.ErrUncommittedRestore) {
-			t.Fatalf("stopped with %v, want ErrUncommittedRestore", cause)
+		got := c.WaitSameCommands(f, waitLong)
+		want := []string{"kept-0", "kept-1", "kept-2", "kept-3", "kept-4", "later-0", "later-1", "later-2",
+			"after-0", "after-1", "after-2", "after-3", "after-4"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("the cluster holds %v, want %v", got, want)
 		}
+		r = c.Node(leader).Raft()
+		if isStopped(r) {
+			t.Fatalf("the old leader stopped: %v", r.ShutdownCause())
+		}
+		if p == 0 && fsmOf(c, leader).restores.Load() == restores {
+			t.Fatal("the old leader's FSM was never restored from the new leader's snapshot")
+		}
+		if got := statU(t, c, leader, "last_snapshot_index"); got == restoredAt {
+			t.Fatalf("the old leader still starts from the uncommitted snapshot at %d", got)
+		}
+		g := mustApply(t, c, "last")
+		c.WaitSameCommands(g.Index(), waitLong)
+		c.CheckSafety()
 	})
 }

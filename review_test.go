@@ -12,8 +12,6 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// Regression tests for bugs found in a review of the core, one per bug.
-
 // soloBaseConfiguration is the configuration newSoloNode bootstraps at index 1.
 func soloBaseConfiguration() raft.Configuration {
 	return raft.Configuration{Servers: []raft.Server{
@@ -34,17 +32,19 @@ func configEntry(index, term uint64, c raft.Configuration) *raft.Log {
 	return &raft.Log{Index: index, Term: term, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(c)}
 }
 
-// A follower holds two configuration entries past its committed configuration: C1 (index 2,
-// committed by the leader) and C2 (index 3, uncommitted). A new leader cuts C2 away. The
+// TestConfiguration_TruncationRevertsToNewestRemainingConfiguration (docs/design.md, section
+// 7): a follower holds two configuration entries past its committed configuration: C1 (index
+// 2, committed by the leader) and C2 (index 3, uncommitted). A new leader cuts C2 away. The
 // follower's latest configuration must become C1, the newest entry left in its log, not the
 // older configuration it last saw committed.
-func TestReview_TruncationRevertsToNewestRemainingConfiguration(t *testing.T) {
+func TestConfiguration_TruncationRevertsToNewestRemainingConfiguration(t *testing.T) {
 	testTruncationRevert(t, false)
 }
 
-// As above, with C1 compacted into a snapshot before the truncation: the node must know C1
-// is committed, since the log no longer holds it.
-func TestReview_TruncationRevertsToCompactedCommittedConfiguration(t *testing.T) {
+// TestConfiguration_TruncationRevertsToCompactedCommittedConfiguration: as above, with C1
+// compacted into a snapshot before the truncation: the node must know C1 is committed, since
+// the log no longer holds it.
+func TestConfiguration_TruncationRevertsToCompactedCommittedConfiguration(t *testing.T) {
 	testTruncationRevert(t, true)
 }
 
@@ -124,11 +124,12 @@ func serveFakeVoter(fake *raft.InmemTransport, accept *atomic.Bool, stop <-chan 
 	}
 }
 
-// A new leader must not append a configuration entry before an entry of its own term
+// TestMembership_ConfigChangeWaitsForCommitInLeaderTerm (docs/design.md, section 7): a new
+// leader must not append a configuration entry before an entry of its own term
 // committed (the single-server membership change bug, Ongaro, raft-dev 2015): until then its
 // idea of the committed configuration may be stale, and two configurations that each differ
 // by one server from different bases can have disjoint majorities.
-func TestReview_ConfigChangeWaitsForCommitInLeaderTerm(t *testing.T) {
+func TestMembership_ConfigChangeWaitsForCommitInLeaderTerm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSoloNode(t)
 		// A leader of term 2 tells n1 that the bootstrap configuration is committed, so n1's

@@ -87,6 +87,16 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}
+	if r.unconfirmedConflicts(a) {
+		r.startReset()
+	}
+	if r.resetting() {
+		// Nothing is acknowledged or applied until the leader's snapshot replaced ours.
+		resp.LastLogIndex, _ = r.lastLogIndexTerm()
+		r.resetResponse(resp)
+		rpc.Respond(resp, nil)
+		return
+	}
 
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
@@ -148,8 +158,8 @@ func validateEntries(a *AppendEntriesRequest) error {
 			return fmt.Errorf("%w: entry %d has term %d out of order", ErrBadRequest, e.Index, e.Term)
 		}
 		if e.Type == LogConfiguration {
-			if _, err := DecodeConfiguration(e.Data); err != nil {
-				return fmt.Errorf("%w: entry %d: %v", ErrBadRequest, e.Index, err)
+			if _, err := decodeConfigurationEntry(e); err != nil {
+				return fmt.Errorf("%w: %v", ErrBadRequest, err)
 			}
 		}
 		prevTerm = e.Term
@@ -231,10 +241,10 @@ func (r *Raft) appendFollowerEntries(a *AppendEntriesRequest, resp *AppendEntrie
 
 // checkSnapshotAgrees stops the node if the leader's log holds a different entry at our
 // snapshot's index. A snapshot made from applied entries covers only committed ones, which
-// every leader holds with the same term, so this happens only to a node that restored a
-// backup (Restore) as leader and lost leadership before the restore committed: its FSM holds a
-// state the cluster never agreed on. Going on would silently diverge from the cluster; the
-// node stops instead, and must be wiped and added back.
+// every leader holds with the same term; a Restore the cluster may not have committed is
+// marked unconfirmed and reset from the leader instead (unconfirmedConflicts, which runs
+// first). So this happens only when the node's storage or a peer is broken: going on would
+// silently diverge from the cluster, and the node stops with ErrUncommittedRestore.
 func (r *Raft) checkSnapshotAgrees(a *AppendEntriesRequest, snapIndex, snapTerm uint64) error {
 	if snapIndex == 0 {
 		return nil
@@ -286,37 +296,9 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 		// over. That is not necessarily the committed one: this node may hold several
 		// configuration entries past the last one it saw committed (several leaders
 		// each appended one, or it restarted and knows of no commit).
-		r.configurations.latest, r.configurations.latestIndex = prevConfig, prevConfigIndex
-		r.publishConfigurations()
+		r.setConfigurations(r.configurations.withLatest(prevConfig, prevConfigIndex))
 	}
 	return nil
-}
-
-// configurationBefore returns the newest configuration whose entry lies below index: from
-// the log entries after the committed configuration, or else the committed configuration,
-// which is the newest at or below the commit index (applyCommitted keeps it so).
-func (r *Raft) configurationBefore(index uint64) (Configuration, uint64, error) {
-	first, err := r.logs.FirstIndex()
-	if err != nil {
-		return Configuration{}, 0, fmt.Errorf("raft: reading first index: %w", err)
-	}
-	snapIndex, _ := r.snapshotIndexTerm()
-	lo := max(r.configurations.committedIndex+1, snapIndex+1, first)
-	for i := index; i > lo; i-- {
-		var l Log
-		if err := r.logs.GetLog(i-1, &l); err != nil {
-			return Configuration{}, 0, fmt.Errorf("raft: reading log entry %d: %w", i-1, err)
-		}
-		if l.Type != LogConfiguration {
-			continue
-		}
-		c, err := DecodeConfiguration(l.Data)
-		if err != nil {
-			return Configuration{}, 0, fmt.Errorf("raft: log entry %d: %w", i-1, err)
-		}
-		return c, i - 1, nil
-	}
-	return r.configurations.committed.Clone(), r.configurations.committedIndex, nil
 }
 
 // termAt returns the term of the entry at index, from the snapshot or the log. An entry that
@@ -363,23 +345,21 @@ func (r *Raft) firstIndexOfTerm(term, index uint64) uint64 {
 	return lo
 }
 
-// noteConfigurationEntries makes a configuration take effect as soon as it is appended.
+// noteConfigurationEntries makes the newest configuration among appended entries take effect
+// at once.
 func (r *Raft) noteConfigurationEntries(entries []*Log) {
-	changed := false
-	for _, e := range entries {
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
 		if e.Type != LogConfiguration {
 			continue
 		}
-		c, err := DecodeConfiguration(e.Data)
+		c, err := decodeConfigurationEntry(e)
 		if err != nil {
 			// validateEntries decoded it already; an error here is a broken invariant.
-			panic(fmt.Sprintf("raft: configuration entry %d no longer decodes: %v", e.Index, err))
+			panic(fmt.Sprintf("raft: %v", err))
 		}
-		r.configurations.latest, r.configurations.latestIndex = c, e.Index
-		changed = true
-	}
-	if changed {
-		r.publishConfigurations()
+		r.setConfigurations(r.configurations.withLatest(c, e.Index))
+		return
 	}
 }
 

@@ -12,12 +12,7 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// The scenario tests (E1-E4, R2, R3, F8, N1, T1, C1; R1 is in raft_test.go, S1 in
-// snapshot_test.go), each driven through raftest with faults from the in-memory network;
-// docs/design.md, section 12, says what each code checks. Every cluster checks
-// at-most-one-leader-per-term and applied-entry agreement for its whole life; tests call
-// CheckSafety for log matching once the cluster is quiet.
-
+// waitLong bounds the waits of cluster tests: generous, since most run in virtual time.
 const waitLong = 10 * time.Second
 
 // recorded returns the commands node i applied, as strings.
@@ -76,7 +71,10 @@ func waitCandidateRounds(t *testing.T, c *raftest.Cluster, i, rounds int) {
 	})
 }
 
-func TestScenarioE1_WithoutPreVoteIsolatedTermRises(t *testing.T) {
+// TestElection_WithoutPreVoteIsolatedTermRises: without pre-vote, an isolated node's term
+// keeps rising with every election round it runs alone (scenario E1 of docs/design.md,
+// section 12; pre-vote is in section 6).
+func TestElection_WithoutPreVoteIsolatedTermRises(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3, Config: func(conf *raft.Config) { conf.PreVoteDisabled = true }}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		victim := others(c, leader)[0]
@@ -92,7 +90,10 @@ func TestScenarioE1_WithoutPreVoteIsolatedTermRises(t *testing.T) {
 	})
 }
 
-func TestScenarioE1_WithPreVoteIsolatedNodeRejoinsWithoutDeposingLeader(t *testing.T) {
+// TestElection_WithPreVoteIsolatedNodeRejoinsWithoutDeposingLeader: with pre-vote, an
+// isolated node's term stays put, and when it rejoins it catches up without deposing the
+// leader (scenario E1, docs/design.md sections 6 and 12).
+func TestElection_WithPreVoteIsolatedNodeRejoinsWithoutDeposingLeader(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		f := mustApply(t, c, "before")
@@ -119,7 +120,10 @@ func TestScenarioE1_WithPreVoteIsolatedNodeRejoinsWithoutDeposingLeader(t *testi
 	})
 }
 
-func TestScenarioE2_MajorityElectsOneLeaderAndSplitVotesResolve(t *testing.T) {
+// TestElection_MajorityElectsOneLeaderAndSplitVotesResolve: a majority elects exactly one
+// leader, again after each leader crash, with 3 and 5 nodes; simultaneous timeouts invite
+// split votes, which must resolve (scenario E2, docs/design.md sections 6 and 12).
+func TestElection_MajorityElectsOneLeaderAndSplitVotesResolve(t *testing.T) {
 	for _, n := range []int{3, 5} {
 		t.Run(fmt.Sprintf("%d_nodes", n), func(t *testing.T) {
 			raftest.Run(t, raftest.Options{Nodes: n}, func(t *testing.T, c *raftest.Cluster) {
@@ -144,7 +148,9 @@ func TestScenarioE2_MajorityElectsOneLeaderAndSplitVotesResolve(t *testing.T) {
 	}
 }
 
-func TestScenarioE3_HeartbeatsKeepTheLeader(t *testing.T) {
+// TestElection_HeartbeatsKeepTheLeader: without faults, heartbeats alone keep the leader for
+// many election timeouts (scenario E3, docs/design.md sections 6 and 12).
+func TestElection_HeartbeatsKeepTheLeader(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		term := c.Node(leader).Raft().CurrentTerm()
@@ -163,7 +169,10 @@ func TestScenarioE3_HeartbeatsKeepTheLeader(t *testing.T) {
 	})
 }
 
-func TestScenarioE4_LeaderWithoutMajorityStepsDown(t *testing.T) {
+// TestElection_LeaderWithoutMajorityStepsDown: a leader cut off from the majority steps down
+// (check-quorum), its waiting write fails with ErrLeadershipLost and is never applied, and
+// the majority elects another leader (scenario E4, docs/design.md sections 6 and 12).
+func TestElection_LeaderWithoutMajorityStepsDown(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 5}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		r := c.Node(leader).Raft()
@@ -188,7 +197,10 @@ func TestScenarioE4_LeaderWithoutMajorityStepsDown(t *testing.T) {
 	})
 }
 
-func TestScenarioR2_EntryOnOnlyAMajorityCommits(t *testing.T) {
+// TestReplication_EntryOnOnlyAMajorityCommits: an entry that reaches only a majority (two of
+// five nodes cut off) commits, and the others apply it exactly once after healing (scenario
+// R2, docs/design.md sections 3 and 12).
+func TestReplication_EntryOnOnlyAMajorityCommits(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 5}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		rest := others(c, leader)
@@ -214,7 +226,10 @@ func TestScenarioR2_EntryOnOnlyAMajorityCommits(t *testing.T) {
 	})
 }
 
-func TestScenarioR3_WithoutMajorityNeverCommitsAndClientGetsError(t *testing.T) {
+// TestReplication_WithoutMajorityNeverCommitsAndClientGetsError: with less than a majority
+// nothing commits, and every client gets an error within its timeout, never a hang or a
+// false success (scenario R3, docs/design.md sections 3 and 12).
+func TestReplication_WithoutMajorityNeverCommitsAndClientGetsError(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		r := c.Node(leader).Raft()
@@ -273,7 +288,11 @@ func figure8Logs(t *testing.T) func(nodes []*raftest.Node) {
 	}
 }
 
-func TestScenarioF8_OldTermEntryCommitsOnlyThroughCurrentTerm(t *testing.T) {
+// TestReplication_OldTermEntryCommitsOnlyThroughCurrentTerm replays the history of the
+// paper's Figure 8: an entry of an old term stored on a majority commits only together with
+// an entry of the current term, and a node with an older log can never win and truncate it
+// (scenario F8, docs/design.md sections 3 and 12).
+func TestReplication_OldTermEntryCommitsOnlyThroughCurrentTerm(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 5, Prepare: figure8Logs(t)}, func(t *testing.T, c *raftest.Cluster) {
 		// s5 is cut off: among s1-s4 only s1, s2 or s3 can win (s4's log is behind theirs), and
 		// whoever wins holds x at index 2.
@@ -312,7 +331,11 @@ func TestScenarioF8_OldTermEntryCommitsOnlyThroughCurrentTerm(t *testing.T) {
 	})
 }
 
-func TestScenarioN1_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
+// TestReplication_LeaderCrashesBeforeFollowersLearnCommit: the leader applies and answers,
+// then crashes before the followers learn the commit index; the next leader's no-op commits
+// the entry and every node applies it exactly once (scenario N1, docs/design.md sections 3
+// and 12).
+func TestReplication_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
 	var slowCommit atomic.Bool
 	slowCommit.Store(true)
 	opts := raftest.Options{Nodes: 3, Config: func(conf *raft.Config) {
@@ -359,7 +382,10 @@ func TestScenarioN1_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
 	})
 }
 
-func TestScenarioT1_ConflictingSuffixIsTruncated(t *testing.T) {
+// TestReplication_ConflictingSuffixIsTruncated: an isolated old leader's uncommitted suffix
+// is truncated when it rejoins, its clients got errors, and its log converges with the
+// majority's (scenario T1, docs/design.md sections 3 and 12).
+func TestReplication_ConflictingSuffixIsTruncated(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		old := c.WaitLeader(waitLong)
 		base := mustApply(t, c, "base")
@@ -403,7 +429,10 @@ func TestScenarioT1_ConflictingSuffixIsTruncated(t *testing.T) {
 	})
 }
 
-func TestScenarioC1_TwoOfThreeDownWritesFailReadsRefuse(t *testing.T) {
+// TestQuorumLoss_TwoOfThreeDownWritesFailReadsRefuse: with two of three nodes down, writes,
+// barriers, VerifyLeader and ReadIndex all fail with a clear error, and the lone leader steps
+// down (scenario C1, docs/design.md sections 5, 6 and 12).
+func TestQuorumLoss_TwoOfThreeDownWritesFailReadsRefuse(t *testing.T) {
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		r := c.Node(leader).Raft()

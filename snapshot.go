@@ -220,10 +220,7 @@ func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
 	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
 	r.commitIndex.Store(meta.Index)
 	r.fsmQueuedIndex = meta.Index
-	r.configurations = configurations{
-		committed: meta.Configuration.Clone(), committedIndex: meta.ConfigurationIndex,
-		latest: meta.Configuration.Clone(), latestIndex: meta.ConfigurationIndex,
-	}
+	r.setConfigurations(snapshotConfigurations(meta.Configuration, meta.ConfigurationIndex))
 }
 
 // handleInstallSnapshot receives a snapshot from the leader, restores the FSM from it and
@@ -253,7 +250,16 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}
-	if req.LastLogIndex <= r.commitIndex.Load() {
+	if r.unconfirmed.index != 0 && r.unconfirmed.contradictedBy(req.LastLogIndex, req.LastLogTerm) {
+		r.startReset() // the leader holds a later term at or before our unconfirmed snapshot
+	}
+	reset := r.resetting()
+	if reset {
+		if err := r.resetSnapshotRefused(req); err != nil {
+			rpc.Respond(nil, err)
+			return
+		}
+	} else if req.LastLogIndex <= r.commitIndex.Load() {
 		// We already hold everything it covers, committed.
 		resp.Success = true
 		rpc.Respond(resp, nil)
@@ -263,7 +269,7 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		rpc.Respond(nil, fmt.Errorf("%w: snapshot without data", ErrBadRequest))
 		return
 	}
-	r.startInstall(rpc, req, config)
+	r.startInstall(rpc, req, config, reset)
 }
 
 // installState is a snapshot install in progress on a follower. Main loop only.
@@ -272,6 +278,9 @@ type installState struct {
 	req    *InstallSnapshotRequest
 	config Configuration
 	start  time.Time
+	// reset says the snapshot replaces an unconfirmed one the leader's log contradicts
+	// (resetting): its index may lie below the commit index, which moves back to it.
+	reset  bool
 	doneCh chan error // buffer 1: the receiving goroutine never blocks on it
 }
 
@@ -288,9 +297,9 @@ func (r *Raft) installDone() <-chan error {
 // makes the log fit the snapshot and answers the leader. Until then the node refuses
 // entries, commit indexes and other snapshots (ErrInstallInProgress), hands nothing more to
 // the FSM, and starts no election.
-func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration) {
-	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), doneCh: make(chan error, 1)}
-	if req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
+func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration, reset bool) {
+	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), reset: reset, doneCh: make(chan error, 1)}
+	if !reset && req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
 		// The leader's uncommitted Restore: fenced until settled, marked before the snapshot
 		// becomes visible.
 		if err := r.markUnconfirmedSnapshot(req.LastLogIndex, req.LastLogTerm); err != nil {
@@ -347,6 +356,14 @@ func (r *Raft) finishInstall(err error) {
 	st := r.install
 	r.install = nil
 	if err == nil {
+		if st.reset {
+			// The FSM holds the leader's committed snapshot now, not the unconfirmed one:
+			// the commit index goes back to what is known committed.
+			r.commitIndex.Store(st.req.LastLogIndex)
+			r.resetTerm = 0
+			r.logger.Warn("reset from the leader's snapshot; the unconfirmed snapshot is discarded",
+				"index", st.req.LastLogIndex, "term", st.req.LastLogTerm, "discarded", r.unconfirmed.index)
+		}
 		err = r.installSnapshot(st.req, st.config)
 	}
 	if err != nil {
@@ -357,7 +374,7 @@ func (r *Raft) finishInstall(err error) {
 		st.rpc.Respond(nil, err)
 		return
 	}
-	if r.unconfirmed.index != st.req.LastLogIndex {
+	if r.unconfirmed != (indexTerm{index: st.req.LastLogIndex, term: st.req.LastLogTerm}) {
 		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
 	}
 	snapshotInstallMetric(st.start)
@@ -393,8 +410,7 @@ func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration
 	}
 	r.raiseSnapshot(req.LastLogIndex, req.LastLogTerm)
 	r.fsmQueuedIndex = req.LastLogIndex
-	r.configurations = configurations{committed: config.Clone(), committedIndex: req.ConfigurationIndex,
-		latest: config.Clone(), latestIndex: req.ConfigurationIndex}
+	r.setConfigurations(snapshotConfigurations(config, req.ConfigurationIndex))
 	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))
 	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
 		r.fatal(err)
@@ -435,28 +451,6 @@ func (r *Raft) discardLogBehind(index, term uint64) error {
 	return nil
 }
 
-// rescanConfigurations makes the latest configuration entry at or after from, if any, the
-// latest configuration.
-func (r *Raft) rescanConfigurations(from uint64) error {
-	last, _ := r.lastLogIndexTerm()
-	for i := from; i <= last; i++ {
-		var l Log
-		if err := r.logs.GetLog(i, &l); err != nil {
-			return fmt.Errorf("raft: reading log entry %d: %w", i, err)
-		}
-		if l.Type != LogConfiguration {
-			continue
-		}
-		c, err := DecodeConfiguration(l.Data)
-		if err != nil {
-			return fmt.Errorf("raft: log entry %d: %w", i, err)
-		}
-		r.configurations.latest, r.configurations.latestIndex = c, i
-	}
-	r.publishConfigurations()
-	return nil
-}
-
 // snapshotWarnInterval spaces the WARN lines of a peer that keeps refusing or failing
 // snapshots; the retries in between log at DEBUG.
 const snapshotWarnInterval = 30 * time.Second
@@ -472,18 +466,18 @@ func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, 
 	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
 }
 
-// sendLatestSnapshot sends the newest snapshot to the peer; false when the replicator should
-// stop or back off.
+// sendLatestSnapshot sends the newest snapshot to the peer (for a peer to reset, one newer
+// than its unconfirmed snapshot: see snapshotToSend); false when the replicator should stop.
 func (s *replicator) sendLatestSnapshot() bool {
 	peer := s.peer.Load()
 	version := s.ls.logVersion.Load()
-	metas, err := s.r.listSnapshots()
-	if err != nil || len(metas) == 0 {
-		s.r.logger.Error("peer needs a snapshot but none can be listed", "peer", string(peer.ID), "error", err)
+	latest, err := s.snapshotToSend()
+	if err != nil {
+		s.r.logger.Error("peer needs a snapshot but none can be sent", "peer", string(peer.ID), "error", err)
 		s.failures++
 		return s.wait(s.backoff())
 	}
-	meta, rc, err := s.r.snaps.Open(metas[0].ID)
+	meta, rc, err := s.r.snaps.Open(latest.ID)
 	if err != nil {
 		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
 		s.failures++
@@ -526,8 +520,68 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	s.noteSuccess()
 	s.snapshotWarned = time.Time{}
+	s.resetAbove = indexTerm{}
 	s.advanceMatch(meta.Index)
 	s.nextIndex = meta.Index + 1
 	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)
 	return true
+}
+
+// snapshotToSend returns the snapshot to send the peer: the newest one, or for a peer that
+// asked to be reset (resetAbove), a committed one newer than the peer's unconfirmed snapshot,
+// taken first when the newest is not. A leader that has not applied an entry newer than that
+// snapshot yet (its first entry of the term is not committed) has none to give: an error,
+// and the replicator retries after its backoff.
+func (s *replicator) snapshotToSend() (*SnapshotMeta, error) {
+	metas, err := s.r.listSnapshots()
+	if err != nil {
+		return nil, err
+	}
+	if s.resetAbove.index != 0 && (len(metas) == 0 || !s.resetsPeer(metas[0])) {
+		if err := s.snapshotForReset(); err != nil {
+			return nil, err
+		}
+		if metas, err = s.r.listSnapshots(); err != nil {
+			return nil, err
+		}
+	}
+	if len(metas) == 0 {
+		return nil, errors.New("raft: no snapshot stored")
+	}
+	if s.resetAbove.index != 0 && !s.resetsPeer(metas[0]) {
+		return nil, fmt.Errorf("raft: the newest snapshot (index %d, term %d) cannot reset the peer's unconfirmed one (index %d, term %d) yet",
+			metas[0].Index, metas[0].Term, s.resetAbove.index, s.resetAbove.term)
+	}
+	return metas[0], nil
+}
+
+// resetsPeer reports whether m can replace the peer's unconfirmed snapshot: committed, and
+// newer than it.
+func (s *replicator) resetsPeer(m *SnapshotMeta) bool {
+	return indexTerm{index: m.Index, term: m.Term}.newerThan(s.resetAbove) && m.Index <= s.r.commitIndex.Load()
+}
+
+// snapshotForReset takes a snapshot for a peer to reset, once this leader applied an entry
+// newer than the peer's unconfirmed snapshot. It gives up when the replicator stops.
+func (s *replicator) snapshotForReset() error {
+	if applied, term := s.r.appliedIndexTerm(); !(indexTerm{index: applied, term: term}).newerThan(s.resetAbove) {
+		return fmt.Errorf("raft: applied entry %d (term %d) is not newer than the peer's unconfirmed snapshot at %d (term %d) yet",
+			applied, term, s.resetAbove.index, s.resetAbove.term)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Exits when the snapshot is done or the replicator stops, whichever is first.
+	s.r.goFunc(func() {
+		select {
+		case <-ctx.Done():
+		case <-s.ls.stopCh:
+		case <-s.stopCh:
+		case <-s.r.shutdownCh:
+		}
+		cancel()
+	})
+	if err := s.r.SnapshotContext(ctx).Error(); err != nil && !errors.Is(err, ErrNothingNewToSnapshot) {
+		return fmt.Errorf("raft: taking a snapshot to reset the peer: %w", err)
+	}
+	return nil
 }

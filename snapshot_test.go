@@ -17,7 +17,7 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
-// Snapshot tests: scenario S1 (docs/design.md, section 12) and the behaviour of issue 3.
+// Snapshot tests (docs/design.md, section 8; scenario S1 of section 12, and docs/snapshots.md).
 // Each checks that a snapshot really was taken or installed (Stats, the log's first index,
 // the FSM's restore count) rather than assuming it.
 
@@ -163,7 +163,9 @@ func applyUntilAllCompacted(t *testing.T, c *raftest.Cluster, n int) {
 	})
 }
 
-func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
+// TestSnapshot_CompactsTheLog: snapshots compact the log (scenario S1, docs/design.md
+// sections 8 and 12).
+func TestSnapshot_CompactsTheLog(t *testing.T) {
 	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
 		applyUntilAllCompacted(t, c, 100)
 		for i := range c.Nodes() {
@@ -176,7 +178,9 @@ func TestScenarioS1_SnapshotsCompactTheLog(t *testing.T) {
 	})
 }
 
-func TestScenarioS1_FarBehindFollowerReceivesInstallSnapshot(t *testing.T) {
+// TestSnapshot_FarBehindFollowerReceivesInstallSnapshot: a follower behind the compaction
+// receives InstallSnapshot (scenario S1, docs/design.md sections 8 and 12).
+func TestSnapshot_FarBehindFollowerReceivesInstallSnapshot(t *testing.T) {
 	raftest.Run(t, snapOpts(3), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		behind := others(c, leader)[0]
@@ -212,7 +216,9 @@ func manualSnapshots(opts raftest.Options) raftest.Options {
 	return opts
 }
 
-func TestScenarioS1_NodeRestartsFromSnapshotAndLog(t *testing.T) {
+// TestSnapshot_NodeRestartsFromSnapshotAndLog: a node restarts from its snapshot plus the log
+// tail (scenario S1, docs/design.md sections 8 and 12).
+func TestSnapshot_NodeRestartsFromSnapshotAndLog(t *testing.T) {
 	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		node := others(c, leader)[0]

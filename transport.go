@@ -164,6 +164,14 @@ type AppendEntriesResponse struct {
 	// ConflictTerm (or LastLogIndex+1 when ConflictTerm is 0).
 	ConflictTerm  uint64
 	ConflictIndex uint64
+	// NeedSnapshot is set, with Success false, by a follower whose own snapshot, at
+	// SnapshotIndex and SnapshotTerm, is a Restore the cluster did not commit and that the
+	// leader's log contradicts: the follower acknowledges nothing until the leader sent it a
+	// committed snapshot newer (by term, then index) than that one. Older leaders ignore the
+	// fields and the follower goes on refusing their entries.
+	NeedSnapshot  bool
+	SnapshotIndex uint64
+	SnapshotTerm  uint64
 }
 
 // RequestVoteRequest asks for a vote (Raft paper, Figure 2).

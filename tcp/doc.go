@@ -7,6 +7,11 @@
 //	// or tcp.NewTLSTransport(bind, nil, tlsConf, opts), or tcp.NewTransportWithLayer(layer, opts)
 //	defer trans.Close()
 //
+// The second argument is the address peers dial, advertised exactly as given; nil means the
+// bound address. HostAddr advertises a host name, so peers resolve it whenever they connect:
+//
+//	trans, err := tcp.NewTransport("0.0.0.0:7000", tcp.HostAddr("node1:7000"), opts)
+//
 // # Connections
 //
 // Outgoing requests use a pool of idle connections per peer (Options.MaxPool); a request

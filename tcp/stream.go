@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/raftkit/raft"
@@ -47,9 +49,24 @@ func (l *tcpLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	return td.DialContext(ctx, "tcp", string(address))
 }
 
+// HostAddr is a TCP address given as host:port, where host may be a name: "node1:7000",
+// "raft-0.raft.example.svc:7000" or "10.0.0.5:7000". Pass it as the advertise address of
+// NewTransport or NewTLSTransport to have peers dial that name, resolving it each time they
+// connect, rather than the IP it resolved to when the transport started.
+type HostAddr string
+
+// Network returns "tcp".
+func (a HostAddr) Network() string { return "tcp" }
+
+// String returns the address as given.
+func (a HostAddr) String() string { return string(a) }
+
 // NewTransport listens on bindAddr (for example "10.0.0.5:7000" or "127.0.0.1:0") and
-// returns a Transport over plain TCP. advertise is the address peers dial; nil means the
-// bound address, which must then not be unspecified (0.0.0.0 or ::).
+// returns a Transport over plain TCP. advertise is the address peers dial, and LocalAddr
+// returns its String() exactly as given: a *net.TCPAddr, or a HostAddr to advertise a host
+// name. It must name a host peers can dial (not 0.0.0.0 or ::) and a non-zero port. nil
+// means the bound address (a host name in bindAddr is resolved, a port 0 picked), which then
+// must not be unspecified either.
 func NewTransport(bindAddr string, advertise net.Addr, opts Options) (*Transport, error) {
 	return newTCPTransport(bindAddr, advertise, nil, opts)
 }
@@ -91,14 +108,21 @@ func newTCPTransport(bindAddr string, advertise net.Addr, tlsConf *tls.Config, o
 	return t, nil
 }
 
-// checkAdvertisable refuses an address a peer could not dial.
+// checkAdvertisable refuses an address a peer could not dial: another network than TCP, no
+// host, a wildcard IP, or a port that is missing or 0.
 func checkAdvertisable(addr net.Addr) error {
-	tcpAddr, ok := addr.(*net.TCPAddr)
-	if !ok {
+	if addr.Network() != "tcp" {
 		return fmt.Errorf("%w: %s is not a TCP address", ErrNotAdvertisable, addr)
 	}
-	if tcpAddr.IP == nil || tcpAddr.IP.IsUnspecified() || tcpAddr.Port == 0 {
-		return fmt.Errorf("%w: %s", ErrNotAdvertisable, addr)
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotAdvertisable, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%w: %s has no port peers can dial", ErrNotAdvertisable, addr)
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		return fmt.Errorf("%w: %s has no host peers can dial", ErrNotAdvertisable, addr)
 	}
 	return nil
 }

@@ -6,15 +6,19 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
 	"os"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/testnet"
 )
 
 func header(id string) raft.RPCHeader {
@@ -440,4 +444,56 @@ func TestOptions_Validation(t *testing.T) {
 func seededRand(t testing.TB, seed int64) *rand.Rand {
 	t.Logf("seed %d", seed)
 	return rand.New(rand.NewSource(seed))
+}
+
+// TestTransport_AdvertisesAHostName checks that a HostAddr is advertised exactly as given and
+// that a peer reaches the transport through the name.
+func TestTransport_AdvertisesAHostName(t *testing.T) {
+	var server *Transport
+	for attempt := 1; server == nil; attempt++ {
+		_, port, _ := net.SplitHostPort(testnet.FreeLoopbackAddrs(t, 1)[0])
+		logger, _ := testLogger(t.Name())
+		trans, err := NewTransport("127.0.0.1:"+port, HostAddr("localhost:"+port), Options{Logger: logger})
+		switch {
+		case err == nil:
+			server = trans
+			t.Cleanup(func() { trans.Close() })
+		case errors.Is(err, syscall.EADDRINUSE) && attempt < 3:
+			t.Logf("port %s was taken before the bind; trying another", port)
+		default:
+			t.Fatalf("NewTransport: %v", err)
+		}
+	}
+	if !strings.HasPrefix(string(server.LocalAddr()), "localhost:") {
+		t.Fatalf("LocalAddr = %q, want the advertised localhost:PORT", server.LocalAddr())
+	}
+	client, _ := newTestTransport(t, Options{})
+	startNode(t, server, nil)
+	mustAppend(t, client, server, appendReq(1, 0, 1, 16))
+}
+
+// TestCheckAdvertisable lists the addresses a transport may and may not advertise.
+func TestCheckAdvertisable(t *testing.T) {
+	for _, good := range []net.Addr{
+		HostAddr("node1:7000"), HostAddr("raft-0.raft.example.svc:7000"), HostAddr("10.0.0.5:7000"),
+		HostAddr("[fe80::1%eth0]:7000"), &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: 7000},
+		&net.TCPAddr{IP: net.IPv6loopback, Port: 7000},
+	} {
+		if err := checkAdvertisable(good); err != nil {
+			t.Errorf("%s: %v, want accepted", good, err)
+		}
+	}
+	for _, bad := range []net.Addr{
+		HostAddr("node1"), HostAddr("node1:0"), HostAddr("node1:http"), HostAddr("node1:70000"),
+		HostAddr(":7000"), HostAddr("0.0.0.0:7000"), HostAddr("[::]:7000"),
+		&net.TCPAddr{Port: 7000}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5)},
+		&net.UDPAddr{IP: net.IPv4(10, 0, 0, 5), Port: 7000},
+	} {
+		if err := checkAdvertisable(bad); !errors.Is(err, ErrNotAdvertisable) {
+			t.Errorf("%s: err = %v, want ErrNotAdvertisable", bad, err)
+		}
+	}
+	if _, err := NewTransport("127.0.0.1:0", HostAddr("node1:0"), Options{}); !errors.Is(err, ErrNotAdvertisable) {
+		t.Errorf("advertising port 0: err = %v, want ErrNotAdvertisable", err)
+	}
 }

@@ -156,11 +156,11 @@ func walBound(t *testing.T, read func() (uint64, error)) uint64 {
 	return index
 }
 
-// TestWALScenarioN1_LeaderCrashesBeforeFollowersLearnCommit is scenario N1 (docs/design.md,
+// TestWALCluster_LeaderCrashesBeforeFollowersLearnCommit is scenario N1 (docs/design.md,
 // section 12) on wal: the acknowledged entry is on the followers' disks but not known
 // committed; after every node restarts from disk the next leader's no-op commits it and each
 // node applies it once.
-func TestWALScenarioN1_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
+func TestWALCluster_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
 	var slowCommit atomic.Bool
 	slowCommit.Store(true)
 	opts := walOptions(t, 3)
@@ -187,10 +187,10 @@ func TestWALScenarioN1_LeaderCrashesBeforeFollowersLearnCommit(t *testing.T) {
 	})
 }
 
-// TestWALScenarioT1_ConflictingSuffixIsTruncated is scenario T1 (docs/design.md, section 12)
+// TestWALCluster_ConflictingSuffixIsTruncated is scenario T1 (docs/design.md, section 12)
 // on wal: a cut-off leader's unreplicated entries are truncated from its wal when it rejoins,
 // also across a restart.
-func TestWALScenarioT1_ConflictingSuffixIsTruncated(t *testing.T) {
+func TestWALCluster_ConflictingSuffixIsTruncated(t *testing.T) {
 	raftest.Run(t, walOptions(t, 3), func(t *testing.T, c *raftest.Cluster) {
 		old := c.WaitLeader(clusterWait)
 		applyN(t, c, "base", 1)

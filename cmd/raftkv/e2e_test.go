@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,10 +35,17 @@ func startE2ECluster(t *testing.T, extra ...string) *e2eCluster {
 // HTTP).
 func startE2EClusterWith(t *testing.T, https *http.Client, extra ...string) *e2eCluster {
 	t.Helper()
+	return startE2EClusterOn(t, "", https, extra...)
+}
+
+// startE2EClusterOn is startE2EClusterWith with every raft and HTTP address spelled with
+// host (a name such as localhost) instead of 127.0.0.1; "" keeps 127.0.0.1.
+func startE2EClusterOn(t *testing.T, host string, https *http.Client, extra ...string) *e2eCluster {
+	t.Helper()
 	dataRoot := t.TempDir()
 	for attempt := 1; attempt <= 3; attempt++ {
 		c := &e2eCluster{t: t}
-		addrs := testnet.FreeLoopbackAddrs(t, 6)
+		addrs := freeAddrsOn(t, host, 6)
 		var members []string
 		for i := 0; i < 3; i++ {
 			members = append(members, fmt.Sprintf("%d/%s", i+1, addrs[2*i]))
@@ -75,6 +83,21 @@ func startE2EClusterWith(t *testing.T, https *http.Client, extra ...string) *e2e
 	}
 	t.Fatal("could not start the cluster on free ports")
 	return nil
+}
+
+// freeAddrsOn is testnet.FreeLoopbackAddrs with the host spelled as host ("" keeps
+// 127.0.0.1, which host must resolve to).
+func freeAddrsOn(t *testing.T, host string, n int) []string {
+	t.Helper()
+	addrs := testnet.FreeLoopbackAddrs(t, n)
+	if host == "" {
+		return addrs
+	}
+	for i, a := range addrs {
+		_, port, _ := net.SplitHostPort(a)
+		addrs[i] = net.JoinHostPort(host, port)
+	}
+	return addrs
 }
 
 // waitReady waits until every running process knows the leader and every member's address.

@@ -69,6 +69,8 @@ func TestRaftkv_StartupErrorsExitWithOneLine(t *testing.T) {
 		{"address differs from cluster", []string{"--raft_cluster=1/127.0.0.1:1"}, "differs from 127.0.0.1:1"},
 		{"http port in use", []string{"--http_addr=" + busy.Addr().String()}, "address already in use"},
 		{"raft port in use", []string{"--raft_addr=" + busy.Addr().String()}, "address already in use"},
+		{"wildcard raft address", []string{"--raft_addr=0.0.0.0:0"}, "0.0.0.0:0 is a wildcard"},
+		{"wildcard http address", []string{"--http_addr=0.0.0.0:0"}, "0.0.0.0:0 is a wildcard"},
 		{"data directory locked", []string{"--data_dir=" + locked}, "locked by another store"},
 		{"bad timeouts", []string{"--heartbeat_timeout=1ms"}, "HeartbeatTimeout"},
 		{"unknown log level", []string{"--log_level=loud"}, "unknown log level"},

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,13 +24,17 @@ import (
 type NodeConfig struct {
 	// ID is the node's raft server ID.
 	ID raft.ServerID
-	// RaftAddr is the host:port the raft transport binds and advertises. With Cluster it must
-	// be spelled exactly as this node's entry there.
+	// RaftAddr is the host:port the raft transport binds and advertises, as spelled: a host
+	// name (node1:7000, localhost:7000) is advertised as the name, not as the IP it resolves
+	// to, so peers resolve it whenever they connect. With Cluster it must be spelled exactly
+	// as this node's entry there. It must not be a wildcard such as 0.0.0.0; port 0 binds any
+	// free port and advertises it.
 	RaftAddr string
 	// HTTPAddr is the host:port the API binds.
 	HTTPAddr string
 	// HTTPAdvertise is the host:port other nodes and clients reach the API at; empty means
-	// the bound address, which then must not be a wildcard such as 0.0.0.0.
+	// HTTPAddr as spelled (port 0: the port bound), which then must not be a wildcard such as
+	// 0.0.0.0.
 	HTTPAdvertise string
 	// DataDir holds the log and stable store (DataDir/wal) and the snapshots
 	// (DataDir/snapshots).
@@ -194,14 +200,35 @@ func (n *Node) listenHTTP() (net.Listener, error) {
 	}
 	n.httpAddr = n.conf.HTTPAdvertise
 	if n.httpAddr == "" {
-		addr := ln.Addr().(*net.TCPAddr)
-		if addr.IP.IsUnspecified() {
+		if n.httpAddr, err = advertised(n.conf.HTTPAddr, ln.Addr()); err != nil {
 			_ = ln.Close()
-			return nil, fmt.Errorf("http address %s is a wildcard: set the address to advertise", n.conf.HTTPAddr)
+			return nil, fmt.Errorf("http address %w: set the address to advertise", err)
 		}
-		n.httpAddr = addr.String()
 	}
 	return ln, nil
+}
+
+// advertised is the address a listener bound at configured is announced under: configured
+// as spelled, so that a host name stays a name and peers resolve it whenever they connect
+// (the IP it resolves to may change, as a container's does), with the port it was bound to
+// when configured asks for any (0). An address no peer can dial (0.0.0.0, ::, no host) is
+// an error.
+func advertised(configured string, bound net.Addr) (string, error) {
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil {
+		return "", err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		_, boundPort, err := net.SplitHostPort(bound.String())
+		if err != nil {
+			return "", err
+		}
+		port = boundPort
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("%s is a wildcard", configured)
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // openStore opens the durable log and stable store.

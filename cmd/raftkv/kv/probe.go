@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/tcp"
 )
 
 // The raft port also answers a small probe, so that a node about to bootstrap a fresh data
@@ -52,6 +53,7 @@ type ProbeAnswer struct {
 // connection (exits after its first byte, or probeSniffTimeout); Close waits for all.
 type probeLayer struct {
 	ln      net.Listener // TCP, wrapped in TLS when tlsConf is set
+	addr    tcp.HostAddr // advertised: see advertised
 	tlsConf *tls.Config
 	answer  func() ProbeAnswer // set once before the first Accept; nil: probes are closed
 	conns   chan net.Conn      // unbuffered: a connection is handed over only when accepted
@@ -64,16 +66,22 @@ type probeLayer struct {
 	closed   bool                  // set by Close: no new sniffer registers
 }
 
+// newProbeLayer binds bind and advertises it as spelled (see advertised).
 func newProbeLayer(bind string, tlsConf *tls.Config, answer func() ProbeAnswer) (*probeLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
 	}
+	addr, err := advertised(bind, ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w: peers cannot dial it (give this host's IP or name)", err)
+	}
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	l := &probeLayer{ln: ln, tlsConf: tlsConf, answer: answer, conns: make(chan net.Conn), done: make(chan struct{}),
-		sniffing: make(map[net.Conn]struct{})}
+	l := &probeLayer{ln: ln, addr: tcp.HostAddr(addr), tlsConf: tlsConf, answer: answer, conns: make(chan net.Conn),
+		done: make(chan struct{}), sniffing: make(map[net.Conn]struct{})}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
@@ -163,8 +171,8 @@ func (l *probeLayer) Close() error {
 	return err
 }
 
-// Addr implements net.Listener.
-func (l *probeLayer) Addr() net.Addr { return l.ln.Addr() }
+// Addr implements net.Listener: the advertised address, which the transport announces.
+func (l *probeLayer) Addr() net.Addr { return l.addr }
 
 // Dial implements tcp.StreamLayer.
 func (l *probeLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
