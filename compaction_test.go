@@ -56,6 +56,13 @@ func (s *gatedDeleteStore) DeleteRange(lo, hi uint64) error {
 // the cluster shuts down.
 func gatedCluster(t *testing.T) *raftest.Cluster {
 	opts := manualSnapshots(snapOpts(3))
+	base := opts.Config
+	opts.Config = func(c *raft.Config) {
+		base(c)
+		// Real time on a loaded machine: a leader change in the middle would make the
+		// test take a path it did not mean to (the snapshot on a node no longer leading).
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	}
 	opts.NewStores = func(raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore) {
 		s := newGatedDeleteStore()
 		return s, s.InmemStore, raft.NewInmemSnapshotStore()

@@ -240,7 +240,7 @@ func (r *Raft) restoreFSM(task *restoreTask) error {
 func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
 	// Requests replication is building from the old log must not be sent.
 	r.leaderState.logVersion.Add(1)
-	r.raiseSnapshot(index, term) // no lock against a concurrent compaction: see compactLogs
+	r.snapshot.Store(&indexTerm{index: index, term: term})
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: reading first index: %w", err)

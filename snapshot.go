@@ -149,51 +149,52 @@ func (r *Raft) takeSnapshot() (string, error) {
 	snapshotPersistMetric(start)
 	r.logger.Info("snapshot complete", "index", res.index, "term", res.term)
 
-	r.raiseSnapshot(res.index, res.term)
+	if !r.snapshot.CompareAndSwap(res.base, &indexTerm{index: res.index, term: res.term}) {
+		// The main loop replaced the node's snapshot meanwhile (see compactLogs): this one
+		// is superseded, and there is nothing to compact behind it.
+		r.logger.Info("snapshot superseded while it was persisted: not compacting", "index", res.index)
+		return sink.ID(), nil
+	}
 	if err := r.compactLogs(res.index); err != nil {
 		return sink.ID(), err
 	}
 	return sink.ID(), nil
 }
 
-// raiseSnapshot publishes index and term as the node's latest snapshot unless it already has
-// one at index or later: the pointer only ever moves up, whichever of the snapshot goroutine
-// (a snapshot it took) and the main loop (an installed or restored one) gets there first.
-func (r *Raft) raiseSnapshot(index, term uint64) {
-	next := &indexTerm{index: index, term: term}
-	for {
-		cur := r.snapshot.Load()
-		if cur.index >= index || r.snapshot.CompareAndSwap(cur, next) {
-			return
-		}
-	}
-}
-
 // compactLogs deletes the log up to snapIndex, keeping TrailingLogs entries behind it so
-// slightly lagging followers still catch up from the log. Runs on the snapshot goroutine.
+// slightly lagging followers still catch up from the log. Runs on the snapshot goroutine,
+// right after it published snapIndex as the node's snapshot.
 //
-// It takes no lock against the main loop, which may replace the whole log meanwhile (a
-// follower installing a snapshot, a leader's Restore; see installSnapshot and
-// adoptRestoredSnapshot): the main loop never waits for a compaction, whose DeleteRange can
-// take long on a slow disk. This is safe because the two never touch the same entries:
-//   - Compaction deletes at or below upTo = min(snapIndex, commit index) - TrailingLogs,
-//     with the commit index read after the snapshot was taken.
-//   - A replacement puts a snapshot at S above the commit index (an install is accepted only
-//     past it; a Restore goes past the last index), and the commit index stays below S
-//     until the replacement is done. So if the commit index read here is older than the
-//     replacement, upTo < S; if it is newer, the replacement is over and this compaction
-//     is an ordinary one of the new log. Either way compaction never deletes entry S, which
-//     an install reads to decide whether to keep the entries after it, nor any entry the
-//     replacement keeps or writes (all above S). The min matters while an install is under
-//     way: the FSM is then already restored to S, so this snapshot may be at S itself.
-//   - The first index read here may be stale by then (the main loop deleted the old log):
-//     DeleteRange ignores the part of a range that lies outside the log (see LogStore), so
-//     the late call deletes what is left of the old log below upTo, or nothing.
-//
-// The snapshot pointer is raised with a compare-and-swap (raiseSnapshot), so a compaction
-// that finishes after an install never moves it back below the installed snapshot.
+// The snapshot goroutine takes no lock against the main loop, which may replace the node's
+// snapshot and whole log meanwhile: a follower installing a leader's snapshot, a leader's
+// Restore, a node resetting an unconfirmed snapshot from its leader (installSnapshot,
+// adoptRestoredSnapshot, finishInstall). The main loop never waits for a compaction, whose
+// DeleteRange can take as long as the disk makes it (a lock held across it stalled heartbeats
+// and appends, and froze synctest bubbles, where a goroutine waiting for a mutex is not
+// durably blocked). This is safe because:
+//   - The snapshot index has two writers. The main loop stores the snapshot it installs or
+//     restores. The snapshot goroutine publishes its own with a compare-and-swap against the
+//     snapshot the node had when the FSM snapshot was taken (fsmSnapshotResult.base): if the
+//     main loop replaced it in between, the goroutine's snapshot is superseded (it covers a
+//     state at or before the replacement, or one a reset discarded) and neither moves the
+//     index nor compacts. So the index never goes back to a stale snapshot.
+//   - Compaction deletes at or below upTo = min(snapIndex, commit index) - TrailingLogs, with
+//     the commit index read after the snapshot was published. An install, a Restore or a
+//     reset that starts after that puts its snapshot at an index S and reads the log's entry
+//     at S, to keep the entries after it if they match (discardLogBehind). An install is
+//     accepted only above the commit index and a Restore goes past the last index, and the
+//     commit index stays below S until the log was replaced, so upTo < S: the compaction
+//     deletes neither entry S nor anything the replacement keeps or writes (all above S). A
+//     reset moves the commit index to S first; a compaction that reads it then may delete
+//     entry S (with TrailingLogs 0), and the node then discards its whole log instead of
+//     keeping the entries after S, which is safe there: a resetting node acknowledged
+//     nothing in its leader's term, so no leader counts it for them.
+//   - The first index read here may be stale by the time DeleteRange runs (the main loop
+//     deleted the old log): DeleteRange ignores the part of a range that lies outside the log
+//     (see LogStore), so the late call deletes what is left of the old log below upTo, or
+//     nothing.
 func (r *Raft) compactLogs(snapIndex uint64) error {
-	limit := min(snapIndex, r.commitIndex.Load())
+	limit := min(snapIndex, r.commitIndex.Load()) // the min matters only during an install: see above
 	if limit <= r.conf.TrailingLogs {
 		return nil
 	}
@@ -408,7 +409,7 @@ func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration
 		r.fatal(err)
 		return err
 	}
-	r.raiseSnapshot(req.LastLogIndex, req.LastLogTerm)
+	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
 	r.fsmQueuedIndex = req.LastLogIndex
 	r.setConfigurations(snapshotConfigurations(config, req.ConfigurationIndex))
 	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))

@@ -135,6 +135,10 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 		Config: func(c *raft.Config) {
 			c.TrailingLogs = 2
 			c.SnapshotThreshold = 1 << 40
+			// Real time on a loaded machine: a leader change before the heal left the
+			// snapshot on a node no longer leading, and the follower caught up from the new
+			// leader's log instead, so the install this test waits for never came.
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
 		},
 	}
 	opts, _ = fileSnapshotStores(t, opts)

@@ -65,7 +65,7 @@ type published struct {
 	// appliedNotify is closed and replaced by the FSM goroutine whenever applied moves, so
 	// readers can wait for progress without polling.
 	appliedNotify atomic.Pointer[chan struct{}]
-	snapshot      atomic.Pointer[indexTerm] // snapshot goroutine and main loop, only raised (raiseSnapshot)
+	snapshot      atomic.Pointer[indexTerm] // main loop; snapshot goroutine by CAS (see compactLogs)
 }
 
 func (p *published) getState() RaftState { return RaftState(p.state.Load()) }
