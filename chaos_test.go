@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +20,6 @@ var (
 	chaosSteps = flag.Int("chaos.steps", 40, "fault steps per randomized run")
 	chaosRuns  = flag.Int("chaos.runs", 3, "randomized runs per test")
 )
-
-// knownBugs reports whether tests of open bugs run (RAFTKIT_KNOWN_BUGS=1).
-func knownBugs() bool { return os.Getenv("RAFTKIT_KNOWN_BUGS") == "1" }
 
 // chaosCrashPoints are the crash points randomized runs arm: all of them. (While an open bug
 // made one fail, it was armed only with RAFTKIT_KNOWN_BUGS=1, so CI stayed green until the fix
