@@ -72,6 +72,8 @@ func (r *Raft) runCandidate() {
 			b.respond(ErrCantBootstrap)
 		case <-r.fsmq.room:
 			r.applyCommitted(r.commitIndex.Load(), nil)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
 			return

@@ -99,11 +99,18 @@ func (r *Raft) runLeader() {
 			// Callers wait in Apply, up to their timeout.
 			applyCh = nil
 		}
+		reqCh := r.leaderReqCh
+		if r.restoring != nil {
+			// Nothing new while a Restore runs: see leaderRestore.
+			applyCh, reqCh = nil, nil
+		}
 		select {
 		case rpc := <-r.rpcCh:
 			r.processRPC(rpc)
 		case f := <-applyCh:
 			r.handleApply(f)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case res := <-ls.writer.done():
 			r.handleWriteDone(res)
 		case <-ls.commitCh:
@@ -119,7 +126,7 @@ func (r *Raft) runLeader() {
 				r.maybeStartConfigChange()
 				r.progressTransfer()
 			}
-		case req := <-r.leaderReqCh:
+		case req := <-reqCh:
 			req.serve(r)
 		case err := <-ls.transferResult():
 			r.handleTransferResult(err)
@@ -345,7 +352,7 @@ func (r *Raft) processLeaderCommits() {
 	}
 	r.maybeStartConfigChange()
 	r.progressTransfer()
-	if reads := ls.pendingReads; len(reads) > 0 {
+	if reads := ls.pendingReads; len(reads) > 0 && r.restoring == nil {
 		ls.pendingReads = nil
 		for _, v := range reads {
 			r.handleVerify(v)
@@ -494,7 +501,7 @@ const fsmBacklogBytesBatches = 16
 // serves. ready holds this term's futures for some of the entries, in index order; the other
 // entries come from committedEntry. It returns how many of ready it handed over.
 func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
-	if r.install != nil {
+	if r.install != nil || r.restoring != nil && r.restoring.fsm {
 		return 0 // the snapshot being restored covers what was committed; see finishInstall
 	}
 	newBudget := func() byteBudget {

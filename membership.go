@@ -135,6 +135,9 @@ func (r *Raft) maybeStartConfigChange() {
 	if ls == nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		return // the latest configuration is not committed yet
 	}
+	if r.restoring != nil {
+		return // a Restore appends nothing until it is done; resumeAfterRestore calls back
+	}
 	if ls.transfer != nil {
 		// A transferring leader appends nothing (Ongaro's thesis, section 3.10): the target
 		// must be able to catch up with a log that stops growing, and a configuration

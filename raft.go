@@ -96,9 +96,12 @@ type Raft struct {
 	// markUnconfirmedSnapshot); zero otherwise. Mirrored durably under
 	// keyUnconfirmedSnapshot. Main loop only (NewRaft sets it before the loop starts).
 	unconfirmed indexTerm
-	// undone is a stored snapshot start-up undid, skipped by listSnapshots; zero if none.
-	// Set by NewRaft, read-only afterwards (replication goroutines read it).
-	undone indexTerm
+	// undone lists the stored snapshots that were undone (undoUnconfirmedSnapshot,
+	// restoreStepDone), skipped by listSnapshots. Written by start-up and the main loop,
+	// read by replication goroutines.
+	undone atomic.Pointer[[]indexTerm]
+	// restoring is the Restore in progress on this node, or nil. Main loop only.
+	restoring *leaderRestore
 	// resetTerm is the term in which this node found that its leader's log contradicts its
 	// unconfirmed snapshot and asked to be reset from the leader's snapshot (see resetting);
 	// zero if none. Main loop only.
@@ -248,6 +251,7 @@ func (r *Raft) recover() error {
 	if err := r.loadUnconfirmedSnapshot(); err != nil {
 		return err
 	}
+	r.unconfirmedIndex.Store(r.unconfirmed.index)
 	if err := r.loadLastLog(); err != nil {
 		return err
 	}
@@ -299,6 +303,7 @@ func (r *Raft) loadConfigurations() error {
 // run is the main loop: it runs the loop of the current role until shutdown.
 func (r *Raft) run() {
 	defer r.logger.Info("main loop stopped")
+	defer r.abandonRestore()
 	for {
 		select {
 		case <-r.shutdownCh:
@@ -437,10 +442,12 @@ func (r *Raft) runFollower() {
 			r.applyCommitted(r.commitIndex.Load(), nil)
 		case err := <-r.installDone():
 			r.finishInstall(err)
+		case err := <-r.restoreDone():
+			r.restoreStepDone(err)
 		case <-timeout:
 			timeout = r.followerTimeout()
 			since := r.sinceContact()
-			if since < r.conf.HeartbeatTimeout || r.install != nil {
+			if since < r.conf.HeartbeatTimeout || r.localRestoreBusy() {
 				// A node receiving a snapshot heard from a leader when it started; the
 				// transport bounds the transfer.
 				continue

@@ -104,7 +104,9 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 // follower or non-voter it asks the leader for a read index with one ReadIndex RPC, shared by
 // every read queued on this node meanwhile; a follower that knows no leader, cannot reach it,
 // or whose leader cannot confirm fails with an error wrapping ErrNoLeader. Either way it then
-// waits until this node's FSM applied the read index.
+// waits until this node's FSM applied the read index. A node whose FSM holds a Restore the
+// cluster has not committed yet (a leader's own, or one installed from it) serves no read
+// until the restore committed or was replaced: the reads wait meanwhile.
 //
 // When ctx ends first, Error returns an error matching ctx.Err() and ErrEnqueueTimeout (the
 // read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
@@ -208,7 +210,10 @@ func (f *readFuture) waitApplied() error {
 	defer stop()
 	for {
 		notify := f.r.appliedNotify.Load()
-		if idx, _ := f.r.appliedIndexTerm(); idx >= f.readIndex {
+		// While this node's snapshot is unconfirmed its FSM may hold a Restore the cluster
+		// never commits; the read waits until the mark is settled (confirmed, or replaced
+		// by the leader's snapshot), however far the FSM got.
+		if idx, _ := f.r.appliedIndexTerm(); idx >= f.readIndex && f.r.unconfirmedIndex.Load() == 0 {
 			readDoneMetric(f.kind, start)
 			return nil
 		}
@@ -401,7 +406,7 @@ func (r *Raft) endReads(ls *leaderState, err error) {
 func (r *Raft) publishLease() {
 	ls := r.leaderState
 	latest := r.configurations.latest
-	if ls.reads.revoked || r.configurations.latestIndex != r.configurations.committedIndex {
+	if ls.reads.revoked || r.restoring != nil || r.configurations.latestIndex != r.configurations.committedIndex {
 		r.lease.Store(nil)
 		return
 	}
@@ -581,6 +586,12 @@ func (r *Raft) sinceContact() time.Duration {
 // only.
 func (r *Raft) publishApplied(index, term uint64) {
 	r.applied.Store(&indexTerm{index: index, term: term})
+	r.wakeAppliedWaiters()
+}
+
+// wakeAppliedWaiters wakes every read waiting in waitApplied to look again. Any goroutine:
+// each channel is swapped out exactly once, so it is closed exactly once.
+func (r *Raft) wakeAppliedWaiters() {
 	next := make(chan struct{})
 	old := r.appliedNotify.Swap(&next)
 	close(*old)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -36,6 +37,13 @@ type restoreFuture struct {
 // membership change in flight is aborted too (the snapshot carries the leader's committed
 // configuration); queued ones run afterwards. During a leadership transfer Restore fails with
 // ErrLeadershipTransferInProgress.
+//
+// The copy and the leader's FSM restore run on goroutines: the leader keeps answering RPCs,
+// keeping its followers and checking its quorum (it steps down, and Restore returns
+// ErrLeadershipLost, if it loses the quorum meanwhile), however long they take. It appends
+// nothing until the restore is done: Apply, Barrier, membership changes, leadership transfers,
+// reads and another Restore wait for it (up to their own timeouts), and lease reads are
+// suspended.
 //
 // How it works: the leader streams reader into a new snapshot in its SnapshotStore (never
 // holding it whole in memory), at index S = max(last log index, meta.Index) + 1 and the
@@ -133,15 +141,64 @@ func checkRestoreArgs(meta *SnapshotMeta, reader io.Reader) error {
 	return nil
 }
 
-// handleRestore performs a Restore on the leader's main loop; see Restore. Every path
-// responds to f.
+// leaderRestore is a Restore in progress on this node. Its two slow steps run on goroutines so
+// the main loop goes on answering RPCs, ticking (check-quorum, the disk-stall timeout) and
+// stepping down as usual: first the user's data is streamed into a new snapshot
+// (storeRestoreSnapshot), then the FSM goroutine restores from it; after each step the main
+// loop takes the result from doneCh (restoreStepDone). It is owned by the main loop
+// (r.restoring) and outlives a step-down, which the steps' results then handle.
+//
+// While it runs the leader appends nothing, so no entry can reach the restored snapshot's
+// index and nothing the restore wipes is committed after it: Apply, Barrier and every request
+// of leaderReqCh (membership changes, transfers, reads, another Restore) wait in their
+// channels, up to their callers' timeouts, as they did when the restore ran on the main loop;
+// queued membership changes and promotions do not start; the lease is withdrawn, so no read
+// runs on an FSM being replaced. Entries committed before the FSM step are applied before it.
+// A node that is not (or no longer) the leader of the restore's term while it runs refuses
+// entries, snapshots and TimeoutNow (ErrInstallInProgress) and starts no election, as during
+// an install: it must not acknowledge entries a restore may delete.
+type leaderRestore struct {
+	f           *restoreFuture
+	index, term uint64
+	config      Configuration
+	configIndex uint64
+	// fsm is false while the data is streamed into the store, true while the FSM restores.
+	fsm bool
+	// id is the stored snapshot's, written by the storing goroutine before it reports.
+	id     string
+	doneCh chan error // buffer 1: each step reports once, and never blocks doing so
+}
+
+// restoreDone is the channel of the restore step in progress, or nil.
+func (r *Raft) restoreDone() <-chan error {
+	if r.restoring == nil {
+		return nil
+	}
+	return r.restoring.doneCh
+}
+
+// localRestoreBusy reports whether this node's state is being replaced by a snapshot (a
+// follower's install, or a Restore on a node that no longer leads its term): it then refuses
+// entries, snapshots and TimeoutNow and starts no election.
+func (r *Raft) localRestoreBusy() bool {
+	return r.install != nil || r.restoring != nil && !r.leadsTerm(r.restoring.term)
+}
+
+// leadsTerm reports whether this node is the leader of term.
+func (r *Raft) leadsTerm(term uint64) bool {
+	return r.leaderState != nil && r.leaderState.term == term && r.getState() == Leader
+}
+
+// handleRestore starts a Restore on the leader's main loop; see Restore and leaderRestore.
+// Every path responds to f, here or once the restore's steps ended.
 func (r *Raft) handleRestore(f *restoreFuture) {
 	ls := r.leaderState
 	if ls.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}
-	if r.commitIndex.Load() < ls.commitment.startIndex {
+	if r.commitIndex.Load() < ls.commitment.startIndex || r.restoring != nil {
+		// Restore runs a barrier and retries: the barrier waits for the restore in progress.
 		f.respond(errRestoreNotReady)
 		return
 	}
@@ -151,22 +208,59 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		return
 	}
 	lastIndex, _ := r.lastLogIndexTerm()
-	index, term := max(lastIndex, f.meta.Index)+1, ls.term
-	config, configIndex := r.configurations.committed.Clone(), r.configurations.committedIndex
-	// Marked before the snapshot exists: a crash from here on restarts fenced.
-	if err := r.markUnconfirmedSnapshot(index, term); err != nil {
+	lr := &leaderRestore{f: f, index: max(lastIndex, f.meta.Index) + 1, term: ls.term,
+		config: r.configurations.committed.Clone(), configIndex: r.configurations.committedIndex,
+		doneCh: make(chan error, 1)}
+	// Marked before the snapshot exists: a crash from here on restarts fenced (or undone).
+	if err := r.markUnconfirmedSnapshot(lr.index, lr.term); err != nil {
 		r.fatal(err)
 		f.respond(err)
 		return
 	}
-	// Store the snapshot before anything changes: a bad reader leaves everything as it was.
-	id, err := r.storeRestoreSnapshot(f, index, term, config, configIndex)
-	if err != nil {
-		r.confirmSnapshot() // nothing was stored: drop the mark
-		ls.writer.kick()
-		f.respond(err)
+	r.restoring = lr
+	r.lease.Store(nil)
+	// Exits once the data is stored or refused: the user's reader bounds it, as it bounds
+	// Restore.
+	r.goFunc(func() {
+		id, err := r.storeRestoreSnapshot(f, lr.index, lr.term, lr.config, lr.configIndex)
+		lr.id = id
+		lr.doneCh <- err
+		if r.stopping() {
+			// The main loop may be gone: answer here, the reader is no longer used.
+			f.respond(ErrRaftShutdown)
+		}
+	})
+}
+
+// restoreStepDone takes the result of the restore step that just ended. Main loop.
+func (r *Raft) restoreStepDone(err error) {
+	lr := r.restoring
+	if lr.fsm {
+		r.restoring = nil
+		r.restoredFSM(lr, err)
 		return
 	}
+	if err != nil {
+		// Nothing was stored: drop the mark, and everything goes on as before.
+		r.restoring = nil
+		r.confirmSnapshot()
+		r.resumeAfterRestore(lr)
+		lr.f.respond(err)
+		return
+	}
+	if !r.leadsTerm(lr.term) {
+		// The term ended while the data streamed in. Nothing changed but the stored
+		// snapshot, which no follower was sent and this node never counted: undo it.
+		r.restoring = nil
+		if err := r.recordUndone(indexTerm{index: lr.index, term: lr.term}); err != nil {
+			r.fatal(err)
+		} else {
+			r.confirmSnapshot()
+		}
+		lr.f.respond(ErrLeadershipLost)
+		return
+	}
+	ls := r.leaderState
 	// The dispatched entries are dropped, written or not: the restore deletes the whole log.
 	for _, fut := range ls.inflight {
 		fut.respond(ErrAbortedByRestore)
@@ -179,27 +273,89 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 		p.future.respond(ErrAbortedByRestore)
 		ls.promotion = nil
 	}
-	task := &restoreTask{id: id, index: index, term: term, configuration: config,
-		configurationIndex: configIndex, done: make(chan error, 1)}
-	if err := r.restoreFSM(task); err != nil {
-		f.respond(err)
-		return
-	}
-	if err := r.adoptRestoredSnapshot(index, term, config, configIndex); err != nil {
-		r.fatal(err)
-		f.respond(err)
-		return
-	}
-	r.logger.Info("restored user snapshot", "index", index, "term", term)
-	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
-	noop.deadline, noop.ctx = f.deadline, f.ctx
-	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
-	f.noop = noop
-	r.dispatchLogs([]*logFuture{noop})
-	f.respond(nil)
+	lr.fsm = true
+	task := &restoreTask{id: lr.id, index: lr.index, term: lr.term, configuration: lr.config,
+		configurationIndex: lr.configIndex, done: make(chan error, 1)}
+	r.fsmq.push(fsmTask{restore: task})
+	// Exits once the FSM goroutine restored (after every apply queued before), or on
+	// shutdown, when it answers the caller itself.
+	r.goFunc(func() {
+		select {
+		case err := <-task.done:
+			lr.doneCh <- err
+		case <-r.shutdownCh:
+			lr.f.respond(ErrRaftShutdown)
+		}
+	})
 }
 
-// storeRestoreSnapshot streams the user's data into a new snapshot at index and term.
+// restoredFSM finishes a restore whose FSM step ended. A failed FSM restore may have left the
+// FSM half replaced: the node stops. Otherwise the FSM holds the restored state: the leader
+// adopts the snapshot and appends the no-op after it; a node that lost its term meanwhile
+// adopts it as a follower, fenced by the unconfirmed mark until a leader settles it.
+func (r *Raft) restoredFSM(lr *leaderRestore, err error) {
+	if err != nil {
+		r.fatal(err)
+		lr.f.respond(err)
+		return
+	}
+	if !r.leadsTerm(lr.term) {
+		err := r.replaceLogWithSnapshot(lr.index, lr.term, lr.config, lr.configIndex)
+		if err != nil {
+			r.fatal(err)
+			lr.f.respond(err)
+			return
+		}
+		r.logger.Warn("lost leadership while restoring a user snapshot; holding it unconfirmed", "index", lr.index, "term", lr.term)
+		lr.f.respond(ErrLeadershipLost)
+		return
+	}
+	if err := r.adoptRestoredSnapshot(lr.index, lr.term, lr.config, lr.configIndex); err != nil {
+		r.fatal(err)
+		lr.f.respond(err)
+		return
+	}
+	r.logger.Info("restored user snapshot", "index", lr.index, "term", lr.term)
+	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
+	noop.deadline, noop.ctx = lr.f.deadline, lr.f.ctx
+	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
+	lr.f.noop = noop
+	r.dispatchLogs([]*logFuture{noop})
+	r.resumeAfterRestore(lr)
+	lr.f.respond(nil)
+}
+
+// resumeAfterRestore lets a leader that still leads the restore's term go on: its writer
+// takes entries again, its lease is published again, and membership changes held back start.
+func (r *Raft) resumeAfterRestore(lr *leaderRestore) {
+	if !r.leadsTerm(lr.term) {
+		return
+	}
+	r.leaderState.writer.kick()
+	r.publishLease()
+	r.maybeStartConfigChange()
+}
+
+// abandonRestore answers the caller of a restore in progress when the main loop exits on
+// shutdown: at once if its data was stored (the reader is no longer used), else only if the
+// storing goroutine is done with the reader (otherwise it answers itself, see handleRestore).
+func (r *Raft) abandonRestore() {
+	lr := r.restoring
+	if lr == nil {
+		return
+	}
+	if !lr.fsm {
+		select {
+		case <-lr.doneCh:
+		default:
+			return
+		}
+	}
+	lr.f.respond(ErrRaftShutdown)
+}
+
+// storeRestoreSnapshot streams the user's data into a new snapshot at index and term. Runs on
+// the restore's storing goroutine.
 func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config Configuration, configIndex uint64) (string, error) {
 	sink, err := r.snaps.Create(f.meta.Version, index, term, config, configIndex)
 	if err != nil {
@@ -220,26 +376,23 @@ func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config
 	return sink.ID(), nil
 }
 
-// restoreFSM restores the leader's FSM through the FSM goroutine, after every apply queued
-// before it. A failed restore may leave the FSM half replaced: the node stops.
-func (r *Raft) restoreFSM(task *restoreTask) error {
-	r.fsmq.push(fsmTask{restore: task})
-	select {
-	case err := <-task.done:
-		if err != nil {
-			r.fatal(err)
-		}
-		return err
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	}
-}
-
-// adoptRestoredSnapshot makes the restored snapshot the leader's latest, deletes its whole
-// log, and moves its log tail, FSM hand-off point and configuration to the snapshot.
+// adoptRestoredSnapshot makes the restored snapshot the leader's latest (replaceLogWithSnapshot)
+// and counts the leader for it.
 func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
 	// Requests replication is building from the old log must not be sent.
 	r.leaderState.logVersion.Add(1)
+	if err := r.replaceLogWithSnapshot(index, term, config, configIndex); err != nil {
+		return err
+	}
+	r.startStopReplication()
+	// The snapshot is durable in the store: the leader holds everything up to index.
+	r.leaderState.commitment.match(r.localID, index)
+	return nil
+}
+
+// replaceLogWithSnapshot makes a restored snapshot the node's latest, deletes its whole log,
+// and moves its log tail, FSM hand-off point and configuration to the snapshot.
+func (r *Raft) replaceLogWithSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
 	r.snapshot.Store(&indexTerm{index: index, term: term})
 	first, err := r.logs.FirstIndex()
 	if err != nil {
@@ -249,6 +402,7 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	if err != nil {
 		return fmt.Errorf("raft: reading last index: %w", err)
 	}
+	r.recent.truncateFrom(0)
 	if first != 0 {
 		if err := r.logs.DeleteRange(first, last); err != nil {
 			return fmt.Errorf("raft: deleting the log behind a restored snapshot: %w", err)
@@ -257,9 +411,6 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 	r.lastLog.Store(&indexTerm{index: index, term: term})
 	r.fsmQueuedIndex = index
 	r.setConfigurations(snapshotConfigurations(config, configIndex))
-	r.startStopReplication()
-	// The snapshot is durable in the store: the leader holds everything up to index.
-	r.leaderState.commitment.match(r.localID, index)
 	return nil
 }
 
@@ -330,13 +481,16 @@ func (r *Raft) markUnconfirmedSnapshot(index, term uint64) error {
 		return fmt.Errorf("raft: recording an unconfirmed snapshot at %d: %w", index, err)
 	}
 	r.unconfirmed = it
+	r.unconfirmedIndex.Store(index)
 	return nil
 }
 
 // confirmSnapshot drops the unconfirmed mark. A failure to persist it stops the node (it
-// would restart fenced by a settled snapshot and never acknowledge anything again).
+// would restart fenced by a settled snapshot and never acknowledge anything again). While a
+// Restore is in progress the mark names the restore's snapshot, which only the restore's
+// steps settle.
 func (r *Raft) confirmSnapshot() {
-	if r.unconfirmed.index == 0 {
+	if r.unconfirmed.index == 0 || r.restoring != nil {
 		return
 	}
 	if err := r.stable.Set(keyUnconfirmedSnapshot, encodeIndexTerm(indexTerm{})); err != nil {
@@ -345,6 +499,8 @@ func (r *Raft) confirmSnapshot() {
 	}
 	r.logger.Info("snapshot confirmed by the cluster", "index", r.unconfirmed.index)
 	r.unconfirmed = indexTerm{}
+	r.unconfirmedIndex.Store(0)
+	r.wakeAppliedWaiters() // reads held back by the mark may go on
 }
 
 // maybeConfirmSnapshot confirms the unconfirmed snapshot once the commit index reached it.
@@ -446,18 +602,68 @@ func (r *Raft) fencedByUnconfirmedSnapshot(a *AppendEntriesRequest, snapIndex ui
 // loadSnapshotMarks reads the unconfirmed and undone snapshot marks at start-up, before the
 // snapshot to start from is chosen.
 func (r *Raft) loadSnapshotMarks() error {
-	for _, m := range []struct {
-		key []byte
-		to  *indexTerm
-	}{{keyUnconfirmedSnapshot, &r.unconfirmed}, {keyUndoneSnapshot, &r.undone}} {
-		b, err := r.stable.Get(m.key)
+	b, err := r.stable.Get(keyUnconfirmedSnapshot)
+	if err != nil {
+		return fmt.Errorf("raft: reading %s: %w", keyUnconfirmedSnapshot, err)
+	}
+	if r.unconfirmed, err = decodeIndexTerm(b); err != nil {
+		return err
+	}
+	if b, err = r.stable.Get(keyUndoneSnapshot); err != nil {
+		return fmt.Errorf("raft: reading %s: %w", keyUndoneSnapshot, err)
+	}
+	undone, err := decodeIndexTerms(b)
+	if err != nil {
+		return err
+	}
+	r.undone.Store(&undone)
+	return nil
+}
+
+// decodeIndexTerms reads a list of log positions, each stored as encodeIndexTerm does.
+func decodeIndexTerms(b []byte) ([]indexTerm, error) {
+	if len(b)%16 != 0 {
+		return nil, fmt.Errorf("raft: stored undone snapshots are %d bytes, want a multiple of 16", len(b))
+	}
+	var out []indexTerm
+	for ; len(b) > 0; b = b[16:] {
+		it, err := decodeIndexTerm(b[:16])
 		if err != nil {
-			return fmt.Errorf("raft: reading %s: %w", m.key, err)
+			return nil, err
 		}
-		if *m.to, err = decodeIndexTerm(b); err != nil {
-			return err
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// isUndone reports whether a stored snapshot was undone (listSnapshots hides it).
+func (r *Raft) isUndone(it indexTerm) bool {
+	u := r.undone.Load()
+	return u != nil && slices.Contains(*u, it)
+}
+
+// recordUndone durably records that the stored snapshot at it is undone: no node can hold it
+// or have counted on it, and this node never starts from it or sends it again. Snapshots the
+// store no longer lists are dropped from the record, which so stays as short as the store.
+// Main loop, or start-up.
+func (r *Raft) recordUndone(it indexTerm) error {
+	metas, err := r.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft: listing snapshots to record an undone one: %w", err)
+	}
+	var kept []indexTerm
+	var buf []byte
+	for _, m := range metas {
+		if m := (indexTerm{index: m.Index, term: m.Term}); m == it || r.isUndone(m) {
+			kept = append(kept, m)
+			buf = append(buf, encodeIndexTerm(m)...)
 		}
 	}
+	if err := r.stable.Set(keyUndoneSnapshot, buf); err != nil {
+		return fmt.Errorf("raft: recording an undone snapshot: %w", err)
+	}
+	r.undone.Store(&kept)
+	r.logger.Warn("undid a restored snapshot the cluster never committed", "index", it.index, "term", it.term)
 	return nil
 }
 
@@ -469,29 +675,25 @@ func (r *Raft) loadSnapshotMarks() error {
 // snapshot and log instead, as if the Restore or install never happened. The snapshot cannot
 // be deleted from the store (SnapshotStore has no delete), so it is recorded as undone, and
 // listSnapshots hides it from now on. A snapshot whose log was already dropped stays, fenced
-// (see markUnconfirmedSnapshot).
+// (see markUnconfirmedSnapshot). A Restore whose leader lost its term while the data streamed
+// in is undone the same way at run time (restoreStepDone).
 func (r *Raft) undoUnconfirmedSnapshot(b logBounds) error {
 	u := r.unconfirmed
 	if u.index == 0 || b.last == 0 || b.last >= u.index {
 		return nil
 	}
-	if err := r.stable.Set(keyUndoneSnapshot, encodeIndexTerm(u)); err != nil {
-		return fmt.Errorf("raft: recording an undone snapshot: %w", err)
-	}
-	r.undone = u
-	r.logger.Warn("undoing a restored snapshot the cluster never committed; starting from the log before it", "index", u.index)
-	return nil
+	return r.recordUndone(u)
 }
 
-// listSnapshots lists the stored snapshots, newest first, without one start-up undid.
+// listSnapshots lists the stored snapshots, newest first, without undone ones.
 func (r *Raft) listSnapshots() ([]*SnapshotMeta, error) {
 	metas, err := r.snaps.List()
-	if err != nil || r.undone.index == 0 {
+	if u := r.undone.Load(); err != nil || u == nil || len(*u) == 0 {
 		return metas, err
 	}
 	kept := metas[:0:0]
 	for _, m := range metas {
-		if m.Index != r.undone.index || m.Term != r.undone.term {
+		if !r.isUndone(indexTerm{index: m.Index, term: m.Term}) {
 			kept = append(kept, m)
 		}
 	}
@@ -506,7 +708,7 @@ func (r *Raft) loadUnconfirmedSnapshot() error {
 	if it.index == 0 {
 		return nil
 	}
-	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term && r.undone != it {
+	if snapIndex, snapTerm := r.snapshotIndexTerm(); snapIndex == it.index && snapTerm == it.term && !r.isUndone(it) {
 		r.logger.Warn("starting from a snapshot the cluster may not have committed; acknowledging nothing below it until a leader settles it", "index", it.index)
 		return nil
 	}

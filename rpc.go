@@ -81,7 +81,7 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		return
 	}
 	resp.Term = a.Term
-	if r.install != nil && (len(a.Entries) > 0 || a.LeaderCommitIndex > 0) {
+	if r.localRestoreBusy() && (len(a.Entries) > 0 || a.LeaderCommitIndex > 0) {
 		// Only heartbeats while a snapshot is restored: the log is made to fit the snapshot
 		// once the restore finished (finishInstall).
 		rpc.Respond(nil, ErrInstallInProgress)
@@ -457,7 +457,7 @@ func (r *Raft) checkTimeoutNow(req *TimeoutNowRequest) error {
 		return fmt.Errorf("%w: timeout now from %s, which is not the leader this node follows", ErrLeadershipTransferFailed, req.ID)
 	case !r.configurations.latest.isVoter(r.localID):
 		return ErrNotVoter
-	case r.install != nil:
+	case r.localRestoreBusy():
 		return ErrInstallInProgress
 	}
 	if last, _ := r.lastLogIndexTerm(); req.LastLogIndex != 0 && last != req.LastLogIndex {

@@ -179,16 +179,16 @@ func (r *Raft) takeSnapshot() (string, error) {
 //     state at or before the replacement, or one a reset discarded) and neither moves the
 //     index nor compacts. So the index never goes back to a stale snapshot.
 //   - Compaction deletes at or below upTo = min(snapIndex, commit index) - TrailingLogs, with
-//     the commit index read after the snapshot was published. An install, a Restore or a
-//     reset that starts after that puts its snapshot at an index S and reads the log's entry
-//     at S, to keep the entries after it if they match (discardLogBehind). An install is
-//     accepted only above the commit index and a Restore goes past the last index, and the
-//     commit index stays below S until the log was replaced, so upTo < S: the compaction
-//     deletes neither entry S nor anything the replacement keeps or writes (all above S). A
-//     reset moves the commit index to S first; a compaction that reads it then may delete
-//     entry S (with TrailingLogs 0), and the node then discards its whole log instead of
-//     keeping the entries after S, which is safe there: a resetting node acknowledged
-//     nothing in its leader's term, so no leader counts it for them.
+//     the commit index read after the snapshot was published. A replacement puts its snapshot
+//     at an index S and writes only entries above S. A leader's Restore and a reset drop the
+//     whole log; an install reads the log's entry at S to keep the entries after it if they
+//     match (discardLogBehind), and is accepted only above the commit index, which stays
+//     below S until the log was replaced: so upTo < S, and the compaction deletes neither
+//     entry S nor anything the install keeps or writes. A reset moves the commit index to S
+//     first; a compaction that reads it then may delete entry S (with TrailingLogs 0), and
+//     the node then discards its whole log instead of keeping the entries after S, which is
+//     safe there: a resetting node acknowledged nothing in its leader's term, so no leader
+//     counts it for them.
 //   - The first index read here may be stale by the time DeleteRange runs (the main loop
 //     deleted the old log): DeleteRange ignores the part of a range that lies outside the log
 //     (see LogStore), so the late call deletes what is left of the old log below upTo, or
@@ -247,7 +247,7 @@ func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 		return
 	}
 	resp.Term = req.Term
-	if r.install != nil {
+	if r.localRestoreBusy() {
 		rpc.Respond(nil, ErrInstallInProgress)
 		return
 	}

@@ -135,10 +135,12 @@ func TestSnapshot_LargeSnapshotInstallsWithBoundedMemory(t *testing.T) {
 		Config: func(c *raft.Config) {
 			c.TrailingLogs = 2
 			c.SnapshotThreshold = 1 << 40
-			// Real time on a loaded machine: a leader change before the heal left the
-			// snapshot on a node no longer leading, and the follower caught up from the new
-			// leader's log instead, so the install this test waits for never came.
-			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+			// Real time on a loaded machine: raftest's 100ms timeouts let leaders step down
+			// every half second while 50 MiB stream under -race, and each new leader starts
+			// the transfer over (seen: no install in 3 minutes). Elections are not the subject.
+			c.HeartbeatTimeout = time.Second
+			c.ElectionTimeout = time.Second
+			c.LeaderLeaseTimeout = time.Second
 		},
 	}
 	opts, _ = fileSnapshotStores(t, opts)

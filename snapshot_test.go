@@ -29,6 +29,9 @@ type snapFSM struct {
 	// persistGate, if set, is called at the start of every Persist (on the snapshot
 	// goroutine); it returns when Persist may go on.
 	persistGate func()
+	// restoreDelay is how long the next Restore sleeps first (a slow FSM; virtual time in a
+	// bubble).
+	restoreDelay atomic.Int64
 }
 
 func newSnapFSM(gate func()) *snapFSM {
@@ -38,6 +41,7 @@ func newSnapFSM(gate func()) *snapFSM {
 // Restore implements raft.FSM.
 func (f *snapFSM) Restore(rc io.ReadCloser) error {
 	f.restores.Add(1)
+	time.Sleep(time.Duration(f.restoreDelay.Swap(0)))
 	return f.RecordingFSM.Restore(rc)
 }
 

@@ -31,7 +31,7 @@ var (
 	// cluster may not have committed (a Restore, or such a snapshot installed from its
 	// leader), empty once it is known committed. See unconfirmedSnapshot.
 	keyUnconfirmedSnapshot = []byte("UnconfirmedSnapshot")
-	// keyUndoneSnapshot holds the index and term of an unconfirmed snapshot that start-up
-	// undid (see undoUnconfirmedSnapshot): the node never uses or sends it again.
+	// keyUndoneSnapshot holds the index and term of each stored snapshot that was undone
+	// (see recordUndone), 16 bytes each: the node never uses or sends them again.
 	keyUndoneSnapshot = []byte("UndoneSnapshot")
 )

@@ -62,10 +62,14 @@ type published struct {
 	lastContact atomic.Int64                   // main loop: monotonic nanos since clockBase of the last leader contact
 	rounds      atomic.Uint64                  // main loop: election rounds (pre-vote or vote) run
 	applied     atomic.Pointer[indexTerm]      // FSM goroutine: last applied entry
-	// appliedNotify is closed and replaced by the FSM goroutine whenever applied moves, so
-	// readers can wait for progress without polling.
+	// appliedNotify is closed and replaced whenever applied moves (FSM goroutine) or the
+	// unconfirmed snapshot is settled (main loop), so readers can wait without polling.
 	appliedNotify atomic.Pointer[chan struct{}]
-	snapshot      atomic.Pointer[indexTerm] // main loop; snapshot goroutine by CAS (see compactLogs)
+	// unconfirmedIndex is the index of the node's unconfirmed snapshot (see unconfirmed), zero
+	// if none: while it is set the FSM may hold a state the cluster never commits, and no read
+	// is served (waitApplied). Main loop.
+	unconfirmedIndex atomic.Uint64
+	snapshot         atomic.Pointer[indexTerm] // main loop; snapshot goroutine by CAS (see compactLogs)
 }
 
 func (p *published) getState() RaftState { return RaftState(p.state.Load()) }
