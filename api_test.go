@@ -68,7 +68,7 @@ func TestValidateConfig_RejectsInvalidCombinations(t *testing.T) {
 }
 
 func TestNewRaft_RequiresEveryDependency(t *testing.T) {
-	net := raft.NewInmemNetwork(1)
+	net := raft.NewInmemNetwork()
 	trans, err := net.NewTransport("addr-n1")
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func threeVoters() raft.Configuration {
 // bubble; it is shut down when the test ends.
 func startNode(t *testing.T, conf *raft.Config) (*raft.Raft, *raft.InmemStore) {
 	t.Helper()
-	net := raft.NewInmemNetwork(testSeed(t))
+	net := raft.NewInmemNetwork()
 	trans, err := net.NewTransport("addr-n1")
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +290,7 @@ func TestRaft_ShutdownLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	conf := fastConfig("n1")
 	conf.Logger = testLogger(t)
-	net := raft.NewInmemNetwork(testSeed(t))
+	net := raft.NewInmemNetwork()
 	trans, err := net.NewTransport("addr-n1")
 	if err != nil {
 		t.Fatal(err)

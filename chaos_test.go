@@ -13,6 +13,7 @@ import (
 
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 var (
@@ -202,7 +203,7 @@ func chaosStep(c *raftest.Cluster, rng *rand.Rand) string {
 		}
 		return "noop"
 	case 4:
-		c.Net.SetDefaultFaults(raft.LinkFaults{DropRate: 0.1 * rng.Float64(), DuplicateRate: 0.05, MaxDelay: time.Duration(rng.Intn(10)) * time.Millisecond})
+		c.Net.SetDefaultFaults(memnet.LinkFaults{DropRate: 0.1 * rng.Float64(), DuplicateRate: 0.05, MaxDelay: time.Duration(rng.Intn(10)) * time.Millisecond})
 		return "random faults"
 	case 5:
 		c.Net.ClearFaults()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 // applyOutcome is what a client learned about one command.
@@ -51,7 +52,7 @@ func TestRaft_TenThousandConcurrentAppliesAcrossLeaderCrash(t *testing.T) {
 		c.WaitLeader(waitLong)
 		// Latency makes virtual time pass while requests are in flight, so the crash below
 		// lands in the middle of the traffic; duplicates exercise idempotent appends.
-		c.Net.SetDefaultFaults(raft.LinkFaults{MinDelay: time.Millisecond, MaxDelay: 4 * time.Millisecond, DuplicateRate: 0.02})
+		c.Net.SetDefaultFaults(memnet.LinkFaults{MinDelay: time.Millisecond, MaxDelay: 4 * time.Millisecond, DuplicateRate: 0.02})
 		outcomes := make([]applyOutcome, total) // each slot written by one worker
 		var finished atomic.Int64
 		giveUp := time.Now().Add(time.Minute)

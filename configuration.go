@@ -157,7 +157,7 @@ func (r *Raft) setConfigurations(c configurations) {
 // decodeConfigurationEntry is the one decoder of LogConfiguration entries; errors name the
 // entry and wrap ErrInvalidConfiguration.
 func decodeConfigurationEntry(l *Log) (Configuration, error) {
-	c, err := DecodeConfiguration(l.Data)
+	c, err := decodeConfiguration(l.Data)
 	if err != nil {
 		return Configuration{}, fmt.Errorf("configuration entry %d: %w", l.Index, err)
 	}
@@ -188,8 +188,8 @@ func (r *Raft) newestConfigurationIn(lo, hi uint64) (c Configuration, index uint
 // package initialization.
 var msgpackHandle = &codec.MsgpackHandle{WriteExt: true}
 
-// EncodeConfiguration serializes a configuration for a LogConfiguration entry or a snapshot.
-func EncodeConfiguration(c Configuration) []byte {
+// encodeConfiguration serializes a configuration for a LogConfiguration entry or a snapshot.
+func encodeConfiguration(c Configuration) []byte {
 	var buf []byte
 	enc := codec.NewEncoderBytes(&buf, msgpackHandle)
 	if err := enc.Encode(c); err != nil {
@@ -199,10 +199,10 @@ func EncodeConfiguration(c Configuration) []byte {
 	return buf
 }
 
-// DecodeConfiguration parses what EncodeConfiguration produced. Bytes from a peer or a disk
+// decodeConfiguration parses what encodeConfiguration produced. Bytes from a peer or a disk
 // may be anything: a decode failure or an invalid configuration returns an error wrapping
 // ErrInvalidConfiguration.
-func DecodeConfiguration(data []byte) (Configuration, error) {
+func decodeConfiguration(data []byte) (Configuration, error) {
 	var c Configuration
 	dec := codec.NewDecoder(bytes.NewReader(data), msgpackHandle)
 	if err := dec.Decode(&c); err != nil {

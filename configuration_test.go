@@ -10,7 +10,7 @@ func TestConfiguration_EncodeDecodeRoundTrip(t *testing.T) {
 		{Suffrage: Voter, ID: "a", Address: "10.0.0.1:7000"},
 		{Suffrage: Nonvoter, ID: "b", Address: "10.0.0.2:7000"},
 	}}
-	got, err := DecodeConfiguration(EncodeConfiguration(c))
+	got, err := decodeConfiguration(encodeConfiguration(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +40,12 @@ func TestConfiguration_ValidateRejectsBadConfigurations(t *testing.T) {
 // FuzzDecodeConfiguration feeds arbitrary bytes, as a peer or a corrupt disk could, to the
 // configuration decoder: it must return a valid configuration or an error, never panic.
 func FuzzDecodeConfiguration(f *testing.F) {
-	f.Add(EncodeConfiguration(Configuration{Servers: []Server{{Suffrage: Voter, ID: "a", Address: "x"}}}))
+	f.Add(encodeConfiguration(Configuration{Servers: []Server{{Suffrage: Voter, ID: "a", Address: "x"}}}))
 	f.Add([]byte{})
 	f.Add([]byte{0x81, 0xa7, 'S', 'e', 'r', 'v', 'e', 'r', 's', 0xdd, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0xc1})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeConfiguration(data)
+		c, err := decodeConfiguration(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidConfiguration) {
 				t.Fatalf("error %v does not match ErrInvalidConfiguration", err)

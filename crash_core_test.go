@@ -111,7 +111,7 @@ func newScriptedCluster(t *testing.T, logs raft.LogStore, stable raft.StableStor
 func newScriptedClusterFSM(t *testing.T, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, fHandle, gHandle func(p *scriptedPeer, rpc raft.RPC), tweaks ...func(*raft.Config)) *scriptedCluster {
 	t.Helper()
 	seed := testSeed(t)
-	net := raft.NewInmemNetwork(seed)
+	net := raft.NewInmemNetwork()
 	conf := fastConfig("n1")
 	conf.RandSeed = seed
 	conf.Logger = testLogger(t)

@@ -27,7 +27,7 @@ func ReadCounters(r *Raft) (rounds, requests uint64) {
 // follower_lease.
 func ReadKind(f IndexFuture) string {
 	if rf, ok := f.(*readFuture); ok && rf.Error() == nil {
-		return rf.kind
+		return rf.kind.String()
 	}
 	return ""
 }
@@ -35,3 +35,13 @@ func ReadKind(f IndexFuture) string {
 // SetProtocolRange makes c's node speak protocol versions [lo, hi] instead of its build's, so
 // one test binary can hold nodes of several releases.
 func SetProtocolRange(c *Config, lo, hi int) { c.protocolMin, c.protocolMax = lo, hi }
+
+// ErrInmemStreamEnded is what an InstallSnapshot body reads as once its call returned.
+var ErrInmemStreamEnded = errInmemStreamEnded
+
+// InmemPipelineWindow is how many requests an in-memory pipeline keeps in flight.
+const InmemPipelineWindow = inmemPipelineWindow
+
+// EncodeConfiguration encodes c as a LogConfiguration entry's data, for tests that write
+// such entries themselves.
+func EncodeConfiguration(c Configuration) []byte { return encodeConfiguration(c) }

@@ -67,7 +67,7 @@ type soloNode struct {
 func newSoloNode(t *testing.T, tweaks ...func(*raft.Config)) *soloNode {
 	t.Helper()
 	seed := testSeed(t)
-	net := raft.NewInmemNetwork(seed)
+	net := raft.NewInmemNetwork()
 	store := raft.NewInmemStore()
 	n := &soloNode{logs: store, stable: &gatedStable{InmemStore: store}, fsm: raftest.NewRecordingFSM(), addr: "addr-n1"}
 	conf := fastConfig("n1")

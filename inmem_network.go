@@ -3,7 +3,6 @@ package raft
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,17 +24,38 @@ const DefaultInmemTimeout = 50 * time.Millisecond
 // not pin its buffer for the rest of the test.
 const inmemMaxPooledBuffer = 1 << 20
 
-// LinkFaults are the random faults of one direction of a link. The zero value is a perfect
-// link.
-type LinkFaults struct {
-	// DropRate is the probability in [0, 1] that a message is lost.
-	DropRate float64
-	// DuplicateRate is the probability in [0, 1] that a request is delivered twice; the
-	// answer to the second copy is discarded. Snapshot installs are never duplicated.
-	DuplicateRate float64
-	// MinDelay and MaxDelay bound the uniformly drawn latency added to each message. A
-	// message delayed past the network timeout is lost.
-	MinDelay, MaxDelay time.Duration
+// InmemRoute is what happens to one request and its response on an InmemNetwork, as its
+// InmemPolicy decides. The zero value delivers both at once.
+type InmemRoute struct {
+	// RequestLost loses the request; the caller fails after the network timeout.
+	RequestLost bool
+	// RequestDelay is added before the request reaches the peer. A delay of the network
+	// timeout or more loses the request.
+	RequestDelay time.Duration
+	// Duplicate delivers a second copy of the request after DuplicateDelay; the answer to it
+	// is discarded. It is honoured only where the policy was asked with canDuplicate.
+	Duplicate      bool
+	DuplicateDelay time.Duration
+	// ResponseLost loses the response: the peer did handle the request, but its caller fails
+	// after the network timeout.
+	ResponseLost bool
+	// ResponseDelay is added before the response reaches the caller. A delay of the network
+	// timeout or more loses the response.
+	ResponseDelay time.Duration
+}
+
+// InmemPolicy decides the fate of the messages between the transports of an InmemNetwork: it
+// is how a test injects faults (package raftest/memnet has one with cuts, partitions and seeded
+// random drops, duplicates and delays). The network never asks it about a node's messages to
+// itself. Its methods are called concurrently, from every caller.
+type InmemPolicy interface {
+	// Route decides the fate of one request from -> to and of its response, when the request
+	// is sent. canDuplicate says whether the request may be duplicated (snapshot installs
+	// never are).
+	Route(from, to ServerAddress, canDuplicate bool) InmemRoute
+	// LinkUp reports whether a message from -> to gets through now. It is asked again when a
+	// response travels back: a link cut while the peer handled the request loses the answer.
+	LinkUp(from, to ServerAddress) bool
 }
 
 // InmemNetworkStats counts messages (requests, responses and duplicate requests) since the
@@ -54,15 +74,11 @@ type InmemNetworkStats struct {
 	Duplicated uint64
 }
 
-// InmemNetwork connects InmemTransports in one process and injects faults per link: cuts,
-// partitions, random drops, duplicates and delays. Every random decision comes from one
-// *rand.Rand seeded at creation and drawn under a mutex, so a run is reproducible from its seed
-// as far as goroutine scheduling allows. All methods are safe for concurrent use.
-//
-// A link is one direction between two addresses. A request travels on the link from its caller
-// to its target, its response on the link back. A node's messages to itself are never
-// faulted. Link faults (Cut, Disconnect, Partition, Isolate) add up until Heal; random faults
-// (SetFaults, SetDefaultFaults) stay until ClearFaults.
+// InmemNetwork connects InmemTransports in one process. Every message is copied through
+// msgpack, so nodes never share memory; a message is delivered at once, and a call fails only
+// when its peer is closed or does not take or answer the request within the network timeout.
+// An InmemPolicy, set with SetPolicy, may lose, delay or duplicate messages. All methods are
+// safe for concurrent use.
 //
 // The network works inside a testing/synctest bubble when it is created there: it measures
 // time only through the time package and starts goroutines only inside its transports, which
@@ -74,19 +90,11 @@ type InmemNetwork struct {
 	// Counters behind Stats; written by every caller, hence atomics.
 	sent, delivered, dropped, duplicated atomic.Uint64
 
-	mu            sync.Mutex
-	rng           *rand.Rand
-	timeout       time.Duration
-	transports    map[ServerAddress]*InmemTransport
-	cuts          map[inmemLink]struct{}
-	isolated      map[ServerAddress]struct{}
-	groups        map[ServerAddress]int // nil when no partition is in force
-	faults        map[inmemLink]LinkFaults
-	defaultFaults LinkFaults
+	mu         sync.Mutex
+	timeout    time.Duration
+	transports map[ServerAddress]*InmemTransport
+	policy     InmemPolicy // nil: every message is delivered at once
 }
-
-// inmemLink is one direction between two addresses.
-type inmemLink struct{ from, to ServerAddress }
 
 // inmemCodec is a reusable msgpack encoder and decoder with their buffer.
 type inmemCodec struct {
@@ -95,16 +103,11 @@ type inmemCodec struct {
 	dec *codec.Decoder
 }
 
-// NewInmemNetwork returns a network without transports or faults whose random faults all come
-// from one *rand.Rand seeded with seed.
-func NewInmemNetwork(seed int64) *InmemNetwork {
+// NewInmemNetwork returns a network without transports that delivers every message.
+func NewInmemNetwork() *InmemNetwork {
 	n := &InmemNetwork{
-		rng:        rand.New(rand.NewPCG(uint64(seed), 0)),
 		timeout:    DefaultInmemTimeout,
 		transports: make(map[ServerAddress]*InmemTransport),
-		cuts:       make(map[inmemLink]struct{}),
-		isolated:   make(map[ServerAddress]struct{}),
-		faults:     make(map[inmemLink]LinkFaults),
 	}
 	n.codecs.New = func() any {
 		var c inmemCodec
@@ -113,6 +116,14 @@ func NewInmemNetwork(seed int64) *InmemNetwork {
 		return &c
 	}
 	return n
+}
+
+// SetPolicy makes p decide the fate of every request sent from now on, and of the responses
+// still to travel; nil delivers everything again.
+func (n *InmemNetwork) SetPolicy(p InmemPolicy) {
+	n.mu.Lock()
+	n.policy = p
+	n.mu.Unlock()
 }
 
 // NewTransport attaches a transport at addr. If a transport at addr exists and was closed (a
@@ -145,77 +156,6 @@ func (n *InmemNetwork) SetTimeout(d time.Duration) {
 	n.mu.Unlock()
 }
 
-// Cut loses every message from -> to: requests from a caller at from, and responses from a
-// node at from to its callers at to. The other direction is untouched.
-func (n *InmemNetwork) Cut(from, to ServerAddress) {
-	n.mu.Lock()
-	n.cuts[inmemLink{from, to}] = struct{}{}
-	n.mu.Unlock()
-}
-
-// Disconnect cuts both directions between a and b.
-func (n *InmemNetwork) Disconnect(a, b ServerAddress) {
-	n.mu.Lock()
-	n.cuts[inmemLink{a, b}] = struct{}{}
-	n.cuts[inmemLink{b, a}] = struct{}{}
-	n.mu.Unlock()
-}
-
-// Partition splits the network into groups: only nodes in the same group talk, and nodes not
-// listed in any group (including ones attached later) are isolated. It replaces an earlier
-// partition; cuts and isolations stay. An address listed twice belongs to its last group.
-func (n *InmemNetwork) Partition(groups ...[]ServerAddress) {
-	m := make(map[ServerAddress]int)
-	for i, g := range groups {
-		for _, addr := range g {
-			m[addr] = i
-		}
-	}
-	n.mu.Lock()
-	n.groups = m
-	n.mu.Unlock()
-}
-
-// Isolate cuts every link to and from addr.
-func (n *InmemNetwork) Isolate(addr ServerAddress) {
-	n.mu.Lock()
-	n.isolated[addr] = struct{}{}
-	n.mu.Unlock()
-}
-
-// Heal brings every link up again: it undoes Cut, Disconnect, Partition and Isolate. Random
-// faults set with SetFaults and SetDefaultFaults stay.
-func (n *InmemNetwork) Heal() {
-	n.mu.Lock()
-	clear(n.cuts)
-	clear(n.isolated)
-	n.groups = nil
-	n.mu.Unlock()
-}
-
-// SetFaults sets the random faults of the link from -> to, replacing the default faults for
-// it.
-func (n *InmemNetwork) SetFaults(from, to ServerAddress, f LinkFaults) {
-	n.mu.Lock()
-	n.faults[inmemLink{from, to}] = f
-	n.mu.Unlock()
-}
-
-// SetDefaultFaults sets the random faults of every link without its own SetFaults.
-func (n *InmemNetwork) SetDefaultFaults(f LinkFaults) {
-	n.mu.Lock()
-	n.defaultFaults = f
-	n.mu.Unlock()
-}
-
-// ClearFaults removes all random faults, per link and default. Cuts and partitions stay.
-func (n *InmemNetwork) ClearFaults() {
-	n.mu.Lock()
-	clear(n.faults)
-	n.defaultFaults = LinkFaults{}
-	n.mu.Unlock()
-}
-
 // Stats returns the message counts so far.
 func (n *InmemNetwork) Stats() InmemNetworkStats {
 	return InmemNetworkStats{
@@ -238,92 +178,32 @@ func (n *InmemNetwork) open(addr ServerAddress) *InmemTransport {
 }
 
 // inmemFate is what the network decided for one request and its response. It is drawn when the
-// request is sent, so the random draws happen in the order calls are made; whether the
-// response's link is up is checked again when the response travels.
+// request is sent; whether the response's link is up is checked again when the response
+// travels.
 type inmemFate struct {
-	timeout   time.Duration
-	reqLost   bool
-	reqDelay  time.Duration
-	dup       bool
-	dupDelay  time.Duration
-	respDrop  bool
-	respDelay time.Duration
+	InmemRoute
+	timeout time.Duration
 }
 
-// draw decides the fate of a request from -> to and of its response. canDup says whether the
+// route decides the fate of a request from -> to and of its response. canDup says whether the
 // request may be duplicated.
-func (n *InmemNetwork) draw(from, to ServerAddress, canDup bool) inmemFate {
+func (n *InmemNetwork) route(from, to ServerAddress, canDup bool) inmemFate {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	req, resp := n.faultsLocked(from, to), n.faultsLocked(to, from)
-	f := inmemFate{timeout: n.timeout}
-	f.reqLost = n.chanceLocked(req.DropRate) || !n.linkUpLocked(from, to)
-	f.reqDelay = n.delayLocked(req)
-	if canDup && !f.reqLost && n.chanceLocked(req.DuplicateRate) {
-		f.dup = true
-		f.dupDelay = n.delayLocked(req)
+	f, p := inmemFate{timeout: n.timeout}, n.policy
+	n.mu.Unlock()
+	if p != nil && from != to {
+		f.InmemRoute = p.Route(from, to, canDup)
+		f.Duplicate = f.Duplicate && canDup && !f.RequestLost
 	}
-	f.respDrop = n.chanceLocked(resp.DropRate)
-	f.respDelay = n.delayLocked(resp)
 	return f
 }
 
-// linkUp reports whether messages from -> to currently get through the cuts and partitions.
+// linkUp reports whether messages from -> to currently get through.
 func (n *InmemNetwork) linkUp(from, to ServerAddress) bool {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.linkUpLocked(from, to)
-}
-
-func (n *InmemNetwork) linkUpLocked(from, to ServerAddress) bool {
-	if from == to {
-		return true
-	}
-	if _, cut := n.cuts[inmemLink{from, to}]; cut {
-		return false
-	}
-	_, fromIsolated := n.isolated[from]
-	_, toIsolated := n.isolated[to]
-	if fromIsolated || toIsolated {
-		return false
-	}
-	if n.groups == nil {
-		return true
-	}
-	gf, okf := n.groups[from]
-	gt, okt := n.groups[to]
-	return okf && okt && gf == gt
-}
-
-func (n *InmemNetwork) faultsLocked(from, to ServerAddress) LinkFaults {
-	if from == to {
-		return LinkFaults{}
-	}
-	if f, ok := n.faults[inmemLink{from, to}]; ok {
-		return f
-	}
-	return n.defaultFaults
-}
-
-// chanceLocked returns true with probability p. It draws from the rng only for 0 < p < 1, so
-// links without random faults do not consume randomness.
-func (n *InmemNetwork) chanceLocked(p float64) bool {
-	switch {
-	case p <= 0:
-		return false
-	case p >= 1:
-		return true
-	default:
-		return n.rng.Float64() < p
-	}
-}
-
-// delayLocked draws a latency uniformly from [MinDelay, MaxDelay].
-func (n *InmemNetwork) delayLocked(f LinkFaults) time.Duration {
-	if f.MaxDelay <= f.MinDelay {
-		return max(f.MinDelay, 0)
-	}
-	return max(f.MinDelay+time.Duration(n.rng.Int64N(int64(f.MaxDelay-f.MinDelay)+1)), 0)
+	p := n.policy
+	n.mu.Unlock()
+	return p == nil || from == to || p.LinkUp(from, to)
 }
 
 // inmemCopy returns a fresh copy of v made by encoding it with msgpack and decoding the bytes,

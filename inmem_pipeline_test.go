@@ -1,9 +1,11 @@
-package raft
+package raft_test
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest/memnet"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -12,25 +14,25 @@ import (
 )
 
 // pipelineRequest returns the AppendEntries of index i: one entry after PrevLogIndex i.
-func pipelineRequest(i uint64) *AppendEntriesRequest {
-	return &AppendEntriesRequest{Term: 1, PrevLogIndex: i, Entries: []*Log{{Index: i + 1, Term: 1, Type: LogCommand, Data: []byte("e")}}}
+func pipelineRequest(i uint64) *raft.AppendEntriesRequest {
+	return &raft.AppendEntriesRequest{Term: 1, PrevLogIndex: i, Entries: []*raft.Log{{Index: i + 1, Term: 1, Type: raft.LogCommand, Data: []byte("e")}}}
 }
 
 func TestInmemPipeline_CompletesInOrderUnderDelays(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n, trs, srv := newServedPair(t, 3)
-		n.SetDefaultFaults(LinkFaults{MaxDelay: 20 * time.Millisecond})
+		n.SetDefaultFaults(memnet.LinkFaults{MaxDelay: 20 * time.Millisecond})
 		p, err := trs[0].AppendEntriesPipeline("b", "b")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer p.Close()
 
-		const count = 3 * inmemPipelineWindow // the sender must wait for the window
+		const count = 3 * raft.InmemPipelineWindow // the sender must wait for the window
 		sendErr := make(chan error, 1)
 		go func() {
 			for i := range uint64(count) {
-				if _, err := p.AppendEntries(pipelineRequest(i), new(AppendEntriesResponse)); err != nil {
+				if _, err := p.AppendEntries(pipelineRequest(i), new(raft.AppendEntriesResponse)); err != nil {
 					sendErr <- err
 					return
 				}
@@ -53,7 +55,7 @@ func TestInmemPipeline_CompletesInOrderUnderDelays(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, c := range srv.commands() {
-			if got := c.(*AppendEntriesRequest).PrevLogIndex; got != uint64(i) {
+			if got := c.(*raft.AppendEntriesRequest).PrevLogIndex; got != uint64(i) {
 				t.Fatalf("receiver got request %d as number %d", got, i)
 			}
 		}
@@ -71,7 +73,7 @@ func TestInmemPipeline_LostRequestKeepsOrder(t *testing.T) {
 		n.Cut("a", "b")
 		start := time.Now()
 		for i := range uint64(3) {
-			if _, err := p.AppendEntries(pipelineRequest(i), new(AppendEntriesResponse)); err != nil {
+			if _, err := p.AppendEntries(pipelineRequest(i), new(raft.AppendEntriesResponse)); err != nil {
 				t.Fatal(err)
 			}
 			n.Heal() // only the first request is lost
@@ -82,11 +84,11 @@ func TestInmemPipeline_LostRequestKeepsOrder(t *testing.T) {
 			if f.Request().PrevLogIndex != i {
 				t.Fatalf("future %d delivered for request %d", i, f.Request().PrevLogIndex)
 			}
-			if lost := i == 0; lost != errors.Is(err, ErrInmemTimeout) || !lost && err != nil {
+			if lost := i == 0; lost != errors.Is(err, raft.ErrInmemTimeout) || !lost && err != nil {
 				t.Fatalf("future %d: %v", i, err)
 			}
 		}
-		if d := time.Since(start); d != DefaultInmemTimeout {
+		if d := time.Since(start); d != raft.DefaultInmemTimeout {
 			t.Fatalf("the lost request failed after %v, want the timeout", d)
 		}
 		if got := len(srv.commands()); got != 2 {
@@ -100,16 +102,16 @@ func TestInmemPipeline_CloseFailsInflight(t *testing.T) {
 		t.Run(closing, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				_, trs := newInmemTestNet(t, 1, "a", "b")
-				held := make(chan RPC, 3) // the test's three requests
+				held := make(chan raft.RPC, 3) // the test's three requests
 				srv := serveInmem(trs[1], heldRPCs(held))
 				defer srv.stop()
 				p, err := trs[0].AppendEntriesPipeline("b", "b")
 				if err != nil {
 					t.Fatal(err)
 				}
-				var futures []AppendFuture
+				var futures []raft.AppendFuture
 				for i := range uint64(3) {
-					f, err := p.AppendEntries(pipelineRequest(i), new(AppendEntriesResponse))
+					f, err := p.AppendEntries(pipelineRequest(i), new(raft.AppendEntriesResponse))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -126,7 +128,7 @@ func TestInmemPipeline_CloseFailsInflight(t *testing.T) {
 						t.Fatalf("future %d succeeded after Close", i)
 					}
 				}
-				if _, err := p.AppendEntries(pipelineRequest(3), new(AppendEntriesResponse)); err == nil {
+				if _, err := p.AppendEntries(pipelineRequest(3), new(raft.AppendEntriesResponse)); err == nil {
 					t.Fatal("AppendEntries after Close succeeded")
 				}
 				if err := p.Close(); err != nil {
@@ -137,25 +139,25 @@ func TestInmemPipeline_CloseFailsInflight(t *testing.T) {
 	}
 }
 
-// chaosClient makes random calls from one transport to the others until it made count.
-func chaosClient(tr *InmemTransport, peers []ServerAddress, rng *rand.Rand, count int) {
+// inmemChaosClient makes random calls from one transport to the others until it made count.
+func inmemChaosClient(tr *raft.InmemTransport, peers []raft.ServerAddress, rng *rand.Rand, count int) {
 	for range count {
 		target := peers[rng.IntN(len(peers))]
 		switch rng.IntN(4) {
 		case 0:
-			var resp RequestVoteResponse
-			tr.RequestVote("", target, &RequestVoteRequest{Term: 1}, &resp)
+			var resp raft.RequestVoteResponse
+			tr.RequestVote("", target, &raft.RequestVoteRequest{Term: 1}, &resp)
 		case 1:
 			body := bytes.Repeat([]byte{1}, rng.IntN(4096))
-			var resp InstallSnapshotResponse
-			tr.InstallSnapshot("", target, &InstallSnapshotRequest{Size: int64(len(body))}, &resp, bytes.NewReader(body))
+			var resp raft.InstallSnapshotResponse
+			tr.InstallSnapshot("", target, &raft.InstallSnapshotRequest{Size: int64(len(body))}, &resp, bytes.NewReader(body))
 		case 2:
 			p, err := tr.AppendEntriesPipeline("", target)
 			if err != nil {
 				continue
 			}
 			for i := range uint64(rng.IntN(20)) {
-				p.AppendEntries(pipelineRequest(i), new(AppendEntriesResponse))
+				p.AppendEntries(pipelineRequest(i), new(raft.AppendEntriesResponse))
 			}
 			if rng.IntN(2) == 0 {
 				for range len(p.Consumer()) {
@@ -179,9 +181,9 @@ func TestInmemNetwork_ChaosLeavesNothingBehind(t *testing.T) {
 
 func inmemChaos(t *testing.T, seed int64) {
 	synctest.Test(t, func(t *testing.T) {
-		addrs := []ServerAddress{"a", "b", "c", "d", "e"}
+		addrs := []raft.ServerAddress{"a", "b", "c", "d", "e"}
 		n, trs := newInmemTestNet(t, seed, addrs...)
-		n.SetDefaultFaults(LinkFaults{DropRate: 0.1, DuplicateRate: 0.1, MaxDelay: 10 * time.Millisecond})
+		n.SetDefaultFaults(memnet.LinkFaults{DropRate: 0.1, DuplicateRate: 0.1, MaxDelay: 10 * time.Millisecond})
 		var servers []*inmemServer
 		for _, tr := range trs {
 			servers = append(servers, serveInmem(tr, nil))
@@ -189,7 +191,7 @@ func inmemChaos(t *testing.T, seed int64) {
 		var wg sync.WaitGroup
 		for i, tr := range trs[:3] {
 			rng := rand.New(rand.NewPCG(uint64(seed), uint64(i)))
-			wg.Go(func() { chaosClient(tr, addrs, rng, 200) })
+			wg.Go(func() { inmemChaosClient(tr, addrs, rng, 200) })
 		}
 		rng := rand.New(rand.NewPCG(uint64(seed), 99))
 		for range 20 {
@@ -221,21 +223,21 @@ func inmemChaos(t *testing.T, seed int64) {
 // detector: callers on every node while the test rewires links.
 func TestInmemNetwork_ConcurrentUseInRealTime(t *testing.T) {
 	const seed = 1
-	addrs := []ServerAddress{"a", "b", "c"}
+	addrs := []raft.ServerAddress{"a", "b", "c"}
 	n, trs := newInmemTestNet(t, seed, addrs...)
 	n.SetTimeout(5 * time.Millisecond)
-	n.SetDefaultFaults(LinkFaults{DropRate: 0.05, DuplicateRate: 0.05, MaxDelay: time.Millisecond})
+	n.SetDefaultFaults(memnet.LinkFaults{DropRate: 0.05, DuplicateRate: 0.05, MaxDelay: time.Millisecond})
 	for _, tr := range trs {
 		defer serveInmem(tr, nil).stop()
 	}
 	var wg sync.WaitGroup
 	for i, tr := range trs {
 		rng := rand.New(rand.NewPCG(uint64(seed), uint64(i)))
-		wg.Go(func() { chaosClient(tr, addrs, rng, 100) })
+		wg.Go(func() { inmemChaosClient(tr, addrs, rng, 100) })
 	}
 	for i := range 50 {
 		n.Disconnect(addrs[i%3], addrs[(i+1)%3])
-		n.SetFaults(addrs[i%3], addrs[(i+2)%3], LinkFaults{DropRate: 0.5})
+		n.SetFaults(addrs[i%3], addrs[(i+2)%3], memnet.LinkFaults{DropRate: 0.5})
 		n.Heal()
 		n.ClearFaults()
 	}
@@ -247,11 +249,11 @@ func TestInmemNetwork_ConcurrentUseInRealTime(t *testing.T) {
 
 func benchmarkInmemCall(b *testing.B, entries int) {
 	_, trs, _ := newServedPair(b, 1)
-	req := &AppendEntriesRequest{Term: 1}
+	req := &raft.AppendEntriesRequest{Term: 1}
 	for i := range entries {
-		req.Entries = append(req.Entries, &Log{Index: uint64(i + 1), Term: 1, Type: LogCommand, Data: make([]byte, 128)})
+		req.Entries = append(req.Entries, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: make([]byte, 128)})
 	}
-	var resp AppendEntriesResponse
+	var resp raft.AppendEntriesResponse
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := trs[0].AppendEntries("b", "b", req, &resp); err != nil {
@@ -282,7 +284,7 @@ func BenchmarkInmemPipeline_AppendEntries(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := p.AppendEntries(pipelineRequest(uint64(i)), new(AppendEntriesResponse)); err != nil {
+		if _, err := p.AppendEntries(pipelineRequest(uint64(i)), new(raft.AppendEntriesResponse)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -195,7 +195,7 @@ type inmemExchange struct {
 	start          time.Time
 	rpc            RPC // the request as the peer receives it
 	respCh         chan RPCResponse
-	dupCmd         any // the command of the duplicate copy, when fate.dup
+	dupCmd         any // the command of the duplicate copy, when fate.Duplicate
 	handlerTimeout time.Duration
 	pipeCh         <-chan struct{} // closed when the carrying pipeline closes; nil for plain calls
 
@@ -220,8 +220,8 @@ func newInmemExchange[Req any](t *InmemTransport, target ServerAddress, args *Re
 // newInmemExchangeTo draws the fate of a request from t to peer and copies args for the peer
 // (twice if the request will be duplicated).
 func newInmemExchangeTo[Req any](t, peer *InmemTransport, args *Req, canDup bool) (*inmemExchange, error) {
-	fate := t.net.draw(t.addr, peer.addr, canDup)
-	cmd, dup, err := inmemCopy(t.net, args, fate.dup)
+	fate := t.net.route(t.addr, peer.addr, canDup)
+	cmd, dup, err := inmemCopy(t.net, args, fate.Duplicate)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func newInmemExchangeTo[Req any](t, peer *InmemTransport, args *Req, canDup bool
 		handlerTimeout: fate.timeout,
 	}
 	ex.rpc = RPC{Command: cmd, RespChan: ex.respCh}
-	if fate.dup {
+	if fate.Duplicate {
 		ex.dupCmd = dup
 	}
 	return ex, nil
@@ -251,13 +251,13 @@ func (ex *inmemExchange) send(order *time.Time) {
 		ex.sendErr = err
 		return
 	}
-	if ex.fate.reqLost || ex.fate.reqDelay >= timeout {
+	if ex.fate.RequestLost || ex.fate.RequestDelay >= timeout {
 		n.dropped.Add(1)
 		ex.lostAt = ex.start
 		ex.sendErr = fmt.Errorf("%w: request to %s lost", ErrInmemTimeout, ex.peer.addr)
 		return
 	}
-	arrival := ex.start.Add(ex.fate.reqDelay)
+	arrival := ex.start.Add(ex.fate.RequestDelay)
 	if arrival.Before(*order) {
 		arrival = *order
 	}
@@ -276,7 +276,7 @@ func (ex *inmemExchange) send(order *time.Time) {
 	}
 	n.delivered.Add(1)
 	ex.takenAt = time.Now()
-	if ex.fate.dup {
+	if ex.fate.Duplicate {
 		ex.t.mu.Lock()
 		spawned := ex.t.spawnLocked(ex.duplicate())
 		ex.t.mu.Unlock()
@@ -295,7 +295,7 @@ func (ex *inmemExchange) duplicate() func() {
 	dup.rpc = RPC{Command: ex.dupCmd, RespChan: make(chan RPCResponse, 1)} // never read; lets the handler answer
 	n := ex.t.net
 	return func() {
-		if _, _, err := dup.wait(dup.fate.dupDelay, nil, RPC{}, nil, dup.peer.shutdownCh); err != nil {
+		if _, _, err := dup.wait(dup.fate.DuplicateDelay, nil, RPC{}, nil, dup.peer.shutdownCh); err != nil {
 			return
 		}
 		_, fired, err := dup.wait(dup.fate.timeout, dup.peer.consumerCh, dup.rpc, nil, dup.peer.shutdownCh)
@@ -333,14 +333,14 @@ func (ex *inmemExchange) await() (RPCResponse, error) {
 // drop, else it arrives after its drawn delay, never before the response that last used order.
 func (ex *inmemExchange) returnTrip(order *time.Time) error {
 	n, timeout := ex.t.net, ex.fate.timeout
-	if ex.fate.respDrop || ex.fate.respDelay >= timeout || !n.linkUp(ex.peer.addr, ex.t.addr) {
+	if ex.fate.ResponseLost || ex.fate.ResponseDelay >= timeout || !n.linkUp(ex.peer.addr, ex.t.addr) {
 		n.dropped.Add(1)
 		if _, _, err := ex.wait(timeout, nil, RPC{}, nil, nil); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: response from %s lost", ErrInmemTimeout, ex.peer.addr)
 	}
-	arrival := time.Now().Add(ex.fate.respDelay)
+	arrival := time.Now().Add(ex.fate.ResponseDelay)
 	if arrival.Before(*order) {
 		arrival = *order
 	}

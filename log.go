@@ -13,7 +13,7 @@ const (
 	// terms commit through an entry of the current term (Raft paper, section 5.4.2 and 8).
 	LogNoop
 
-	// LogConfiguration carries an encoded cluster Configuration (see EncodeConfiguration).
+	// LogConfiguration carries a cluster Configuration, msgpack-encoded; only raftkit reads it.
 	// It takes effect as soon as it is appended.
 	LogConfiguration
 

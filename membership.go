@@ -221,7 +221,7 @@ func (r *Raft) maybePromote() {
 
 // dispatchConfiguration appends a configuration entry; it takes effect at once.
 func (r *Raft) dispatchConfiguration(f *logFuture, c Configuration) {
-	f.log = Log{Type: LogConfiguration, Data: EncodeConfiguration(c)}
+	f.log = Log{Type: LogConfiguration, Data: encodeConfiguration(c)}
 	r.dispatchLogs([]*logFuture{f})
 	r.setConfigurations(r.configurations.withLatest(c, f.log.Index))
 	r.startStopReplication()
@@ -291,71 +291,4 @@ func isDone(d *deferError) bool {
 	default:
 		return false
 	}
-}
-
-// RecoverCluster forces a new configuration onto a node's stores after a permanent loss of
-// quorum, when no leader can ever be elected again. Run it, with the node stopped, on one
-// survivor (the one with the most up-to-date log: highest last term, then highest last
-// index), with a configuration in which that server is the only voter; start it, and it
-// leads alone. Then wipe the other survivors' stores and add them back with AddVoter: they
-// catch up from the new leader. It appends the configuration as a new log entry, in a fresh
-// term, after everything the node holds.
-//
-// Recovering a single node is deliberate: two survivors recovered independently could write
-// the same index and term on top of different uncommitted entries, which would break the Log
-// Matching property.
-//
-// It can lose data: entries that were committed on the lost servers but not on the recovered
-// one are gone, and entries it holds uncommitted become committed. Use it only when the lost
-// servers will never return.
-func RecoverCluster(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
-	if err := ValidateConfig(conf); err != nil {
-		return err
-	}
-	if err := configuration.Validate(); err != nil {
-		return err
-	}
-	if voters := configuration.voters(); len(voters) != 1 || voters[0] != conf.LocalID {
-		return fmt.Errorf("%w: the recovering server %s must be the only voter of the new configuration; add the others back with AddVoter", ErrInvalidConfiguration, conf.LocalID)
-	}
-	last, err := logs.LastIndex()
-	if err != nil {
-		return fmt.Errorf("raft: recover: reading last index: %w", err)
-	}
-	var lastTerm uint64
-	if last > 0 {
-		var l Log
-		if err := logs.GetLog(last, &l); err != nil {
-			return fmt.Errorf("raft: recover: reading last entry: %w", err)
-		}
-		lastTerm = l.Term
-	}
-	metas, err := snaps.List()
-	if err != nil {
-		return fmt.Errorf("raft: recover: listing snapshots: %w", err)
-	}
-	if len(metas) > 0 && metas[0].Index > last {
-		last, lastTerm = metas[0].Index, metas[0].Term
-		// The log holds nothing after the snapshot; the new entry follows the snapshot.
-		if first, _ := logs.FirstIndex(); first != 0 {
-			if err := logs.DeleteRange(first, last); err != nil {
-				return fmt.Errorf("raft: recover: clearing log behind snapshot: %w", err)
-			}
-		}
-	}
-	term, err := stable.GetUint64(keyCurrentTerm)
-	if err != nil {
-		return fmt.Errorf("raft: recover: reading term: %w", err)
-	}
-	// A fresh term for the entry: no server the recovered node will talk to holds a different
-	// entry with this index and term, so the Log Matching property still holds.
-	newTerm := max(term, lastTerm) + 1
-	if err := stable.SetUint64(keyCurrentTerm, newTerm); err != nil {
-		return fmt.Errorf("raft: recover: writing term: %w", err)
-	}
-	entry := &Log{Index: last + 1, Term: newTerm, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
-	if err := logs.StoreLogs([]*Log{entry}); err != nil {
-		return fmt.Errorf("raft: recover: storing configuration: %w", err)
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"sync/atomic"
 	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
@@ -91,11 +92,44 @@ func stageMetric(stage []string, from, to time.Time) {
 	metrics.AddSample(stage, float32(to.Sub(from).Seconds()*1e3))
 }
 
-// readDoneMetric counts a successful read by kind and the time it waited for the local FSM.
-func readDoneMetric(kind string, applyWaitStart time.Time) {
-	labels := []metrics.Label{{Name: "kind", Value: kind}}
-	metrics.IncrCounterWithLabels(metricReads, 1, labels)
-	metrics.MeasureSinceWithLabels(metricReadApplyWait, applyWaitStart, labels)
+// readKindLabels are the labels of each read kind, made once: a read costs no allocation
+// for its metrics.
+var readKindLabels = [readKinds][]metrics.Label{
+	readKindRound:         {{Name: "kind", Value: "leader_round"}},
+	readKindLease:         {{Name: "kind", Value: "leader_lease"}},
+	readKindFollower:      {{Name: "kind", Value: "follower"}},
+	readKindFollowerLease: {{Name: "kind", Value: "follower_lease"}},
+}
+
+// readMetricsInterval is how often the read batcher reports the read counters.
+const readMetricsInterval = time.Second
+
+// readCounter counts successful reads by kind with atomics on the reading goroutines; the
+// read batcher reports the counts to go-metrics (flush), one call per kind every
+// readMetricsInterval and at shutdown. A go-metrics call per read (a lock, a label filter, a
+// sink call) would cost a lease read more than the read itself.
+type readCounter struct {
+	counts   [readKinds]atomic.Uint64
+	reported [readKinds]uint64 // flush only
+}
+
+func (c *readCounter) add(k readKind) { c.counts[k].Add(1) }
+
+// flush reports the reads counted since the previous flush. One goroutine at a time.
+func (c *readCounter) flush() {
+	for k := range c.counts {
+		n := c.counts[k].Load()
+		if n != c.reported[k] {
+			metrics.IncrCounterWithLabels(metricReads, float32(n-c.reported[k]), readKindLabels[k])
+			c.reported[k] = n
+		}
+	}
+}
+
+// readApplyWaitMetric records how long a read waited for the local FSM to apply its index;
+// reads that found it applied are not sampled.
+func readApplyWaitMetric(k readKind, start time.Time) {
+	metrics.MeasureSinceWithLabels(metricReadApplyWait, start, readKindLabels[k])
 }
 
 // readRoundMetric counts a leader confirmation round and the reads (local and forwarded

@@ -60,10 +60,12 @@ func NewObserver(ch chan Observation, blocking bool, filter FilterFn) *Observer 
 	return &Observer{ch: ch, blocking: blocking, filter: filter}
 }
 
-// GetNumObserved returns how many observations were delivered.
+// GetNumObserved returns how many observations were delivered. The Get prefix is
+// hashicorp/raft's name for the same method, kept so code moving from it compiles unchanged.
 func (o *Observer) GetNumObserved() uint64 { return o.observed.Load() }
 
-// GetNumDropped returns how many observations were dropped for lack of room.
+// GetNumDropped returns how many observations were dropped for lack of room (named like
+// GetNumObserved, after hashicorp/raft).
 func (o *Observer) GetNumDropped() uint64 { return o.dropped.Load() }
 
 // observers is the node's registry.

@@ -120,6 +120,11 @@ type Raft struct {
 	readRequests atomic.Uint64
 	// lease is the leader's lease view, published by the main loop (read.go).
 	lease atomic.Pointer[leaseView]
+	// readRoundOut is the leader's read confirmation round in flight, published by the main
+	// loop for the read batcher (nil: none).
+	readRoundOut atomic.Pointer[readRound]
+	// readCounts counts successful reads by kind for the metrics.
+	readCounts readCounter
 
 	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
 	// hear of the new leader after stepping down. Main loop only.
@@ -503,48 +508,6 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 	// but the nodes of a larger cluster do not all fire at once.
 	r.lastContact.Store(int64(r.monoNow() - r.conf.HeartbeatTimeout))
 	b.respond(nil)
-}
-
-// BootstrapCluster writes the initial configuration into the stores of a node that has never
-// run. Call it on one node, or on every node with the same configuration. It returns
-// ErrCantBootstrap if the stores already hold state.
-func BootstrapCluster(conf *Config, logs LogStore, stable StableStore, snaps SnapshotStore, trans Transport, configuration Configuration) error {
-	if err := ValidateConfig(conf); err != nil {
-		return err
-	}
-	_, err := bootstrapStores(logs, stable, snaps, configuration)
-	return err
-}
-
-// bootstrapStores checks the stores are empty and writes term 1 and the configuration as
-// entry 1.
-func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, configuration Configuration) (*Log, error) {
-	if err := configuration.Validate(); err != nil {
-		return nil, err
-	}
-	term, err := stable.GetUint64(keyCurrentTerm)
-	if err != nil {
-		return nil, fmt.Errorf("raft: reading current term: %w", err)
-	}
-	last, err := logs.LastIndex()
-	if err != nil {
-		return nil, fmt.Errorf("raft: reading last log index: %w", err)
-	}
-	metas, err := snaps.List()
-	if err != nil {
-		return nil, fmt.Errorf("raft: listing snapshots: %w", err)
-	}
-	if term != 0 || last != 0 || len(metas) != 0 {
-		return nil, ErrCantBootstrap
-	}
-	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
-		return nil, fmt.Errorf("raft: persisting term: %w", err)
-	}
-	entry := &Log{Index: 1, Term: 1, Type: LogConfiguration, Data: EncodeConfiguration(configuration)}
-	if err := logs.StoreLogs([]*Log{entry}); err != nil {
-		return nil, fmt.Errorf("raft: storing bootstrap configuration: %w", err)
-	}
-	return entry, nil
 }
 
 // ---- Public API ----

@@ -44,13 +44,26 @@ import (
 // passed since it won, by when any lease of an earlier leader has run out. Every time is read
 // on the monotonic clock.
 
-// Read kinds, the label of the read metrics.
+// readKind says how a read got its index: the label of the read metrics.
+type readKind uint8
+
 const (
-	readKindRound         = "leader_round"
-	readKindLease         = "leader_lease"
-	readKindFollower      = "follower"
-	readKindFollowerLease = "follower_lease"
+	readKindRound         readKind = iota // leader, confirmation round
+	readKindLease                         // leader, lease
+	readKindFollower                      // follower or non-voter, the leader's round
+	readKindFollowerLease                 // follower or non-voter, the leader's lease
+	readKinds
 )
+
+func (k readKind) String() string { return readKindLabels[k][0].Value }
+
+// closedCh is the done channel of reads resolved on the caller's goroutine (lease reads):
+// they need no channel of their own.
+var closedCh = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // readForwardBuffer is how many follower reads may queue for the forwarder while its RPC is
 // out; a burst of that size queues without a hand-off each. Past it callers wait (bounded by
@@ -60,24 +73,36 @@ const readForwardBuffer = 1024
 // ReadOption adjusts one read; see WithLease.
 type ReadOption func(*readOptions)
 
-type readOptions struct{ lease bool }
+type readOptions struct {
+	lease bool // the caller accepts an answer from the lease
+}
 
 // WithLease overrides Config.LeaseReads for one read. With true the leader answers from its
 // lease when the lease holds and runs a confirmation round when it does not; with false it
 // always runs a round. See Config.MaxClockDrift for what a lease assumes.
-func WithLease(allow bool) ReadOption { return func(o *readOptions) { o.lease = allow } }
+func WithLease(allow bool) ReadOption {
+	if allow {
+		return leaseOn
+	}
+	return leaseOff
+}
+
+// The two ReadOptions of WithLease, made once: an option costs a read no allocation.
+var (
+	leaseOn  ReadOption = func(o *readOptions) { o.lease = true }
+	leaseOff ReadOption = func(o *readOptions) { o.lease = false }
+)
 
 // readFuture is one read: resolved with its read index by the leader's round or lease, or by
 // the forwarder with the leader's answer; Error then waits for the local FSM.
 type readFuture struct {
 	deferError
-	r       *Raft
-	lease   bool // the caller accepts an answer from the lease
-	created time.Time
+	r *Raft
+	readOptions
 
 	// Written inside the deferError's once, before done is closed.
 	readIndex uint64
-	kind      string
+	kind      readKind
 
 	// waitOnce makes every Error call return the first result.
 	waitOnce sync.Once
@@ -88,11 +113,12 @@ type readFuture struct {
 // fails or the node shuts down), with Config.LeaseReads deciding whether a lease may answer.
 // When the timeout passes, Error returns ErrEnqueueTimeout or ErrTimeout.
 func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
-	f := r.newReadFuture(context.Background(), nil)
+	var deadline time.Time
 	if timeout > 0 {
-		f.deadline = f.created.Add(timeout)
+		deadline = time.Now().Add(timeout)
 	}
-	return r.startRead(f)
+	f := &readFuture{r: r, readOptions: readOptions{lease: r.conf.LeaseReads}}
+	return r.startRead(context.Background(), f, deadline)
 }
 
 // ReadIndexContext makes the local FSM current for a linearizable read, on any node. Once
@@ -112,44 +138,35 @@ func (r *Raft) ReadIndex(timeout time.Duration) IndexFuture {
 // read never reached the leader) or ErrTimeout. A read changes nothing, so retrying is always
 // safe: every attempt gets an index confirmed after it started.
 func (r *Raft) ReadIndexContext(ctx context.Context, opts ...ReadOption) IndexFuture {
-	return r.startRead(r.newReadFuture(ctx, opts))
-}
-
-func (r *Raft) newReadFuture(ctx context.Context, opts []ReadOption) *readFuture {
-	o := readOptions{lease: r.conf.LeaseReads}
+	f := &readFuture{r: r, readOptions: readOptions{lease: r.conf.LeaseReads}}
 	for _, opt := range opts {
-		opt(&o)
+		opt(&f.readOptions) // in the future, which is on the heap anyway: no allocation
 	}
-	f := &readFuture{r: r, lease: o.lease, created: time.Now()}
-	f.init()
-	f.shutdownCh = r.shutdownCh
-	f.ctx = ctx
-	return f
+	return r.startRead(ctx, f, time.Time{})
 }
 
-// startRead hands a read to the leader's main loop, or to the forwarder elsewhere.
-func (r *Raft) startRead(f *readFuture) IndexFuture {
+// startRead answers a read from the lease on the caller's goroutine when it allows a lease
+// and the lease holds (a lease read touches only atomics: no channel, no other goroutine),
+// or else queues it for the batcher, which hands every read queued meanwhile to the
+// leader's main loop at once, or sends them to the leader in one RPC.
+func (r *Raft) startRead(ctx context.Context, f *readFuture, deadline time.Time) IndexFuture {
 	switch r.getState() {
 	case Shutdown:
 		return errorFuture{ErrRaftShutdown}
 	case Leader:
-		if index, ok := r.maybeLeaseRead(f); ok {
-			f.complete(index, readKindLease, nil)
-			return f
+		if f.lease {
+			if index, ok := r.leaseReadIndex(); ok {
+				f.readIndex, f.kind = index, readKindLease
+				f.done = closedCh
+				f.once.Do(func() {}) // resolved: a later respond or complete does nothing
+				f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
+				return f
+			}
 		}
 	}
-	// The batcher hands every read queued meanwhile to the leader's main loop at once, or
-	// sends them to the leader in one RPC.
+	f.init()
+	f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
 	return r.forwardRead(f)
-}
-
-// maybeLeaseRead answers f from the lease on the caller's goroutine when it allows a lease
-// and the lease holds: a lease read never waits for the main loop.
-func (r *Raft) maybeLeaseRead(f *readFuture) (uint64, bool) {
-	if !f.lease {
-		return 0, false
-	}
-	return r.leaseReadIndex()
 }
 
 // Index returns the read index; valid once Error returned nil.
@@ -167,7 +184,7 @@ func (f *readFuture) Error() error {
 }
 
 // complete resolves the read with its index (or err); only the first call counts.
-func (f *readFuture) complete(index uint64, kind string, err error) {
+func (f *readFuture) complete(index uint64, kind readKind, err error) {
 	f.once.Do(func() {
 		f.readIndex, f.kind, f.err = index, kind, err
 		close(f.done)
@@ -201,20 +218,26 @@ func (b readBatch) reject(err error) {
 	}
 }
 
+// waitApplied waits for the read index, then for this node's FSM to apply it. A read whose
+// index the FSM already applied (every read on a node that is not behind) returns without
+// a timer, a channel or another goroutine.
 func (f *readFuture) waitApplied() error {
 	if err := f.deferError.Error(); err != nil {
 		return err
+	}
+	r := f.r
+	if r.readableAt(f.readIndex) {
+		r.readCounts.add(f.kind)
+		return nil
 	}
 	start := time.Now()
 	timeout, ctxDone, stop := f.waitBounds()
 	defer stop()
 	for {
-		notify := f.r.appliedNotify.Load()
-		// While this node's snapshot is unconfirmed its FSM may hold a Restore the cluster
-		// never commits; the read waits until the mark is settled (confirmed, or replaced
-		// by the leader's snapshot), however far the FSM got.
-		if idx, _ := f.r.appliedIndexTerm(); idx >= f.readIndex && f.r.unconfirmedIndex.Load() == 0 {
-			readDoneMetric(f.kind, start)
+		notify := r.appliedNotify.Load()
+		if r.readableAt(f.readIndex) {
+			r.readCounts.add(f.kind)
+			readApplyWaitMetric(f.kind, start)
 			return nil
 		}
 		select {
@@ -223,10 +246,19 @@ func (f *readFuture) waitApplied() error {
 			return ErrTimeout
 		case <-ctxDone:
 			return &wrappedErr{base: ErrTimeout, cause: f.ctx.Err()}
-		case <-f.r.shutdownCh:
+		case <-r.shutdownCh:
 			return ErrRaftShutdown
 		}
 	}
+}
+
+// readableAt reports whether this node's FSM may serve a read at index: it applied the index
+// and holds no Restore the cluster has not committed. While this node's snapshot is
+// unconfirmed its FSM may hold a Restore the cluster never commits; reads wait until the mark
+// is settled (confirmed, or replaced by the leader's snapshot), however far the FSM got.
+func (r *Raft) readableAt(index uint64) bool {
+	idx, _ := r.appliedIndexTerm()
+	return idx >= index && r.unconfirmedIndex.Load() == 0
 }
 
 // forwardRead queues a read for the batcher goroutine.
@@ -242,28 +274,66 @@ func (r *Raft) forwardRead(f *readFuture) IndexFuture {
 // shutdown): it takes every read queued on this node as one batch, one batch at a time, and
 // hands it to the main loop in one request when this node leads, or asks the leader for a
 // read index with one RPC when it does not. Batching here keeps a burst of reads from costing
-// the main loop one hand-off each.
+// the main loop one hand-off each. On the leader it takes nothing while a confirmation round
+// is out (holdWhileRoundOut): a batch could only queue for the next round, and the reads
+// that arrive meanwhile reach the main loop with the round's end in one hand-off instead of
+// one per wake-up of this goroutine. It also reports the read counters (readCounter.flush) every
+// readMetricsInterval.
 func (r *Raft) runReadForwarder() {
+	tick := time.NewTicker(readMetricsInterval)
+	defer tick.Stop()
+	defer r.readCounts.flush()
 	var batch []*readFuture
 	for {
+		if !r.holdWhileRoundOut(tick.C) {
+			return
+		}
 		batch = batch[:0]
 		select {
 		case f := <-r.readForwardCh:
 			batch = append(batch, f)
+		case <-tick.C:
+			r.readCounts.flush()
+			continue
 		case <-r.shutdownCh:
 			return
 		}
-	drain:
-		for {
-			select {
-			case f := <-r.readForwardCh:
-				batch = append(batch, f)
-			default:
-				break drain
-			}
-		}
+		batch = r.takeQueuedReads(batch)
 		r.forwardBatch(batch)
 		clear(batch) // let the futures go
+	}
+}
+
+// takeQueuedReads appends every read queued for the batcher right now to batch.
+func (r *Raft) takeQueuedReads(batch []*readFuture) []*readFuture {
+	for {
+		select {
+		case f := <-r.readForwardCh:
+			batch = append(batch, f)
+		default:
+			return batch
+		}
+	}
+}
+
+// holdWhileRoundOut waits until the confirmation round this node has out, if any, ended,
+// reporting the read counters on tick meanwhile; false on shutdown. The reads queued
+// meanwhile stay queued: the goroutine that answers the round takes them into the hand-off
+// that starts the next one (awaitReadRound).
+func (r *Raft) holdWhileRoundOut(tick <-chan time.Time) bool {
+	round := r.readRoundOut.Load()
+	if round == nil {
+		return true
+	}
+	for {
+		select {
+		case <-round.v.done: // resolved, or failed when the term ended
+			return true
+		case <-tick:
+			r.readCounts.flush()
+		case <-r.shutdownCh:
+			return false
+		}
 	}
 }
 
@@ -395,6 +465,7 @@ func (r *Raft) revokeLease() {
 // endReads fails every read still queued with err and withdraws the lease: the term ended.
 func (r *Raft) endReads(ls *leaderState, err error) {
 	r.lease.Store(nil)
+	r.readRoundOut.Store(nil)
 	for _, w := range ls.reads.queued {
 		w.answer(0, 0, false, err)
 	}
@@ -474,6 +545,7 @@ func (r *Raft) maybeStartReadRound() {
 	round := &readRound{v: v, waiters: ls.reads.queued}
 	ls.reads.queued = nil
 	ls.reads.round = round
+	r.readRoundOut.Store(round)
 	r.readRounds.Add(1)
 	readRoundMetric(len(round.waiters))
 	r.handleVerify(v) // waits for the term's first commit if need be
@@ -483,7 +555,9 @@ func (r *Raft) maybeStartReadRound() {
 }
 
 // awaitReadRound answers a round's reads once it resolved and tells the main loop to start
-// the next one.
+// the next one, handing it the reads queued on this node meanwhile (the batcher leaves them
+// queued while a round is out): the main loop wakes once per round, and those reads wait
+// for no other goroutine.
 func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	select {
 	case <-round.v.done:
@@ -493,27 +567,35 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	for _, w := range round.waiters {
 		w.answer(ls.term, round.v.readIndex, false, round.v.err)
 	}
+	next := readBatch(r.takeQueuedReads(nil))
 	select {
-	case r.leaderReqCh <- readRoundDone{ls: ls, round: round}:
+	case r.leaderReqCh <- readRoundDone{ls: ls, round: round, next: next}:
 	case <-ls.stopCh:
+		next.reject(r.notLeaderErr()) // back to the batcher, for the next leader
 	case <-r.shutdownCh:
+		failReads(next, ErrRaftShutdown)
 	}
 }
 
-// readRoundDone tells the leader's main loop that a round finished.
+// readRoundDone tells the leader's main loop that a round finished, with the reads queued on
+// this node while it was out.
 type readRoundDone struct {
 	ls    *leaderState
 	round *readRound
+	next  readBatch
 }
 
 func (d readRoundDone) serve(r *Raft) {
-	if r.leaderState == d.ls && d.ls.reads.round == d.round {
-		d.ls.reads.round = nil
-		r.maybeStartReadRound()
+	if ls := r.leaderState; ls == d.ls && ls.reads.round == d.round {
+		ls.reads.round = nil
+		r.readRoundOut.Store(nil)
 	}
+	d.next.serve(r) // queues them and starts the next round if none is out
 }
 
-func (d readRoundDone) reject(error) {} // the term is over; leaderCleanup failed its reads
+// reject: the term is over (leaderCleanup failed the round's reads); the queued reads go back
+// to the batcher.
+func (d readRoundDone) reject(err error) { d.next.reject(err) }
 
 // leaseReadIndex returns the read index the lease allows, if this node leads and its lease
 // holds. Safe from any goroutine: it reads only the published lease view and atomics. The

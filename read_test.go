@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/raftest"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 func TestReadIndex_SeesEveryCompletedWrite(t *testing.T) {
@@ -51,7 +53,7 @@ func TestReadIndex_FollowerReadSeesAcknowledgedWrite(t *testing.T) {
 			return id != ""
 		})
 		// A slow link to the non-voter keeps its log behind the leader's acknowledgements.
-		c.Net.SetFaults(c.Node(leader).Addr, nonvoter.Addr, raft.LinkFaults{MinDelay: 20 * time.Millisecond, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(c.Node(leader).Addr, nonvoter.Addr, memnet.LinkFaults{MinDelay: 20 * time.Millisecond, MaxDelay: 30 * time.Millisecond})
 		for i := 0; i < 20; i++ {
 			cmd := fmt.Sprintf("w%d", i)
 			mustApply(t, c, cmd)
@@ -82,7 +84,7 @@ func TestReadIndex_BurstSharesOneRound(t *testing.T) {
 		lr := c.Node(leader).Raft()
 		// Every message takes 5ms (virtual time): the whole burst is issued while the first
 		// round is out, as on a real network where a round trip outlasts a burst.
-		c.Net.SetDefaultFaults(raft.LinkFaults{MinDelay: 5 * time.Millisecond, MaxDelay: 5 * time.Millisecond})
+		c.Net.SetDefaultFaults(memnet.LinkFaults{MinDelay: 5 * time.Millisecond, MaxDelay: 5 * time.Millisecond})
 		burst := func(r *raft.Raft) {
 			var wg sync.WaitGroup
 			errs := make(chan error, reads)
@@ -325,8 +327,8 @@ func TestReadIndex_DuplicatedAndRetriedRequestsNeverStale(t *testing.T) {
 		leader := c.WaitLeader(waitLong)
 		f := others(c, leader)[0]
 		la, fa := c.Node(leader).Addr, c.Node(f).Addr
-		c.Net.SetFaults(fa, la, raft.LinkFaults{DuplicateRate: 1, DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
-		c.Net.SetFaults(la, fa, raft.LinkFaults{DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(fa, la, memnet.LinkFaults{DuplicateRate: 1, DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
+		c.Net.SetFaults(la, fa, memnet.LinkFaults{DropRate: 0.3, MaxDelay: 30 * time.Millisecond})
 		fr := c.Node(f).Raft()
 		for i := 0; i < 30; i++ {
 			cmd := fmt.Sprintf("w%d", i)
@@ -364,4 +366,77 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Reads are counted by kind in raft.read.reads although the counting happens with atomics
+// and reaches go-metrics in batches (once a second, and at shutdown): every successful read
+// of each kind is in the metric, none twice.
+func TestReadMetrics_CountEveryReadByKind(t *testing.T) {
+	sink := metrics.NewInmemSink(time.Hour, time.Hour)
+	conf := metrics.DefaultConfig("")
+	conf.EnableHostname, conf.EnableHostnameLabel, conf.EnableRuntimeMetrics = false, false, false
+	if _, err := metrics.NewGlobal(conf, sink); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = metrics.NewGlobal(metrics.DefaultConfig(""), &metrics.BlackholeSink{}) })
+	counted := func(kind string) float64 {
+		var sum float64
+		for _, iv := range sink.Data() {
+			iv.RLock()
+			if v, ok := iv.Counters["raft.read.reads;kind="+kind]; ok {
+				sum += v.Sum
+			}
+			iv.RUnlock()
+		}
+		return sum
+	}
+	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
+		leader := c.WaitLeader(waitLong)
+		mustApply(t, c, "x")
+		lr := c.Node(leader).Raft()
+		fr := c.Node(others(c, leader)[0]).Raft()
+		want := map[string]float64{}
+		read := func(r *raft.Raft, lease bool) string {
+			f := r.ReadIndexContext(context.Background(), raft.WithLease(lease))
+			if err := f.Error(); err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			kind := raft.ReadKind(f)
+			want[kind]++
+			return kind
+		}
+		for i := 0; i < 20; i++ {
+			read(lr, false)
+			read(fr, false)
+		}
+		// A new leader takes no lease before HeartbeatTimeout; rounds answer until then.
+		c.WaitFor(waitLong, "a lease read", func() bool { return read(lr, true) == "leader_lease" })
+		for i := 0; i < 20; i++ {
+			read(lr, true)
+		}
+		if want["leader_round"] < 20 || want["follower"] < 20 || want["leader_lease"] < 21 {
+			t.Fatalf("read kinds %v, want at least 20 leader_round, 20 follower, 21 leader_lease", want)
+		}
+		reported := func() bool {
+			for kind, n := range want {
+				if counted(kind) != n {
+					return false
+				}
+			}
+			return true
+		}
+		c.WaitFor(waitLong, "the read counts reported", reported)
+		// A second phase: what was reported before is not reported again.
+		for i := 0; i < 10; i++ {
+			read(lr, false)
+			read(fr, false)
+			read(lr, true)
+		}
+		c.WaitFor(waitLong, "the read counts of the second phase reported", reported)
+		for _, kind := range []string{"leader_round", "leader_lease", "follower", "follower_lease"} {
+			if got := counted(kind); got != want[kind] {
+				t.Fatalf("raft.read.reads kind=%s: %v, want %v (reads %v)", kind, got, want[kind], want)
+			}
+		}
+	})
 }

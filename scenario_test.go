@@ -251,6 +251,19 @@ func TestReplication_WithoutMajorityNeverCommitsAndClientGetsError(t *testing.T)
 				t.Fatalf("apply %d: unexpected error %v", i, err)
 			}
 		}
+		// The majority commits an entry of a newer term before the partition heals, so the
+		// isolated node's entries fall behind its log and are overwritten. Healed earlier, the
+		// old leader could win again with its longer log and commit them, which its clients'
+		// ErrLeadershipLost allows (seed 2877346550496929635 did).
+		c.WaitFor(waitLong, "a new leader among the others with its first entry committed", func() bool {
+			l := c.Leader()
+			if l < 0 || l == leader {
+				return false
+			}
+			// Past the isolated leader's commit index, only the new term's first entry.
+			nl := c.Node(l).Raft()
+			return nl != nil && nl.CommitIndex() > r.CommitIndex()
+		})
 		c.Heal()
 		g := mustApply(t, c, "healed")
 		c.WaitApplied(g.Index(), waitLong)

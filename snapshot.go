@@ -394,7 +394,7 @@ func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error)
 	case req.ConfigurationIndex > req.LastLogIndex:
 		return Configuration{}, fmt.Errorf("%w: configuration index %d past the snapshot", ErrBadRequest, req.ConfigurationIndex)
 	}
-	c, err := DecodeConfiguration(req.Configuration)
+	c, err := decodeConfiguration(req.Configuration)
 	if err != nil {
 		return Configuration{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -496,7 +496,7 @@ func (s *replicator) sendLatestSnapshot() bool {
 		Term:               s.ls.term,
 		LastLogIndex:       meta.Index,
 		LastLogTerm:        meta.Term,
-		Configuration:      EncodeConfiguration(meta.Configuration),
+		Configuration:      encodeConfiguration(meta.Configuration),
 		ConfigurationIndex: meta.ConfigurationIndex,
 		Size:               meta.Size,
 		LeaderCommitIndex:  s.r.commitIndex.Load(),

@@ -122,7 +122,7 @@ func term(t uint64) func(uint64) uint64 { return func(uint64) uint64 { return t 
 // startOnStores starts a single node on the stores.
 func startOnStores(t *testing.T, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore) (*raft.Raft, error) {
 	t.Helper()
-	trans, err := raft.NewInmemNetwork(1).NewTransport("n1")
+	trans, err := raft.NewInmemNetwork().NewTransport("n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,11 +163,12 @@ func commitOne(t *testing.T, r *raft.Raft) uint64 {
 	return f.Index()
 }
 
-// reconcileCase is one crash point.
+// reconcileCase is one crash point: the log holds [logFirst, logLast] at logTerm, beside a
+// snapshot at index 10, term 2 (none with noSnapshot); the stored term is 2.
 type reconcileCase struct {
-	name string
-	// build writes the stores; snapIndex 10, snapshot term 2 unless it says otherwise.
-	build func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore)
+	name                       string
+	logFirst, logLast, logTerm uint64
+	noSnapshot                 bool
 	// wantFirst/wantLast are the log bounds right after NewRaft; wantLastIndex what the node
 	// reports as its last index.
 	wantFirst, wantLast, wantLastIndex uint64
@@ -175,92 +176,63 @@ type reconcileCase struct {
 }
 
 var reconcileCases = []reconcileCase{
-	{
-		// A follower stored a snapshot received by InstallSnapshot and crashed before
-		// discarding its old, shorter log (issue 10 bug 3a).
-		name: "InstallSnapshotStoredLogNotDiscarded",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 1, 6, term(1))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantFirst: 0, wantLast: 0, wantLastIndex: 10,
-	},
-	{
-		// A leader applied and snapshotted entries followers had committed while its own
-		// write of them was in flight, then crashed (issue 10 bug 3b).
-		name: "LeaderSnapshotPastItsOwnLog",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 1, 8, term(2))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantFirst: 0, wantLast: 0, wantLastIndex: 10,
-	},
-	{
-		// The old log has another term at the snapshot's index: a conflicting suffix that the
-		// crash kept from being discarded (Figure 13, step 7).
-		name: "ConflictingLogAtSnapshotIndex",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 1, 14, term(1))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantFirst: 0, wantLast: 0, wantLastIndex: 10,
-	},
-	{
-		// A snapshot taken, the log not yet compacted: the log continues it and is kept.
-		name: "LogHoldsSnapshotEntry",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 1, 14, term(2))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantFirst: 1, wantLast: 14, wantLastIndex: 14,
-	},
-	{
-		// Compacted exactly up to the snapshot.
-		name: "LogStartsRightAfterSnapshot",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 11, 14, term(2))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantFirst: 11, wantLast: 14, wantLastIndex: 14,
-	},
-	{
-		name: "GapBetweenSnapshotAndLog",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 13, 20, term(2))
-			putSnapshot(t, snaps, 10, 2)
-		},
-		wantDamaged: true,
-	},
-	{
-		// The snapshot directory was lost; the log was compacted.
-		name: "CompactedLogWithoutSnapshot",
-		build: func(t *testing.T, logs raft.LogStore, snaps raft.SnapshotStore) {
-			putLog(t, logs, 5, 20, term(2))
-		},
-		wantDamaged: true,
-	},
+	// A follower stored a snapshot received by InstallSnapshot and crashed before discarding
+	// its old, shorter log (issue 10 bug 3a).
+	{name: "InstallSnapshotStoredLogNotDiscarded", logFirst: 1, logLast: 6, logTerm: 1, wantLastIndex: 10},
+	// A leader applied and snapshotted entries followers had committed while its own write of
+	// them was in flight, then crashed (issue 10 bug 3b).
+	{name: "LeaderSnapshotPastItsOwnLog", logFirst: 1, logLast: 8, logTerm: 2, wantLastIndex: 10},
+	// The old log has another term at the snapshot's index: a conflicting suffix that the
+	// crash kept from being discarded (Figure 13, step 7).
+	{name: "ConflictingLogAtSnapshotIndex", logFirst: 1, logLast: 14, logTerm: 1, wantLastIndex: 10},
+	// A snapshot taken, the log not yet compacted: the log continues it and is kept.
+	{name: "LogHoldsSnapshotEntry", logFirst: 1, logLast: 14, logTerm: 2, wantFirst: 1, wantLast: 14, wantLastIndex: 14},
+	// Compacted exactly up to the snapshot.
+	{name: "LogStartsRightAfterSnapshot", logFirst: 11, logLast: 14, logTerm: 2, wantFirst: 11, wantLast: 14, wantLastIndex: 14},
+	{name: "GapBetweenSnapshotAndLog", logFirst: 13, logLast: 20, logTerm: 2, wantDamaged: true},
+	// The snapshot directory was lost; the log was compacted.
+	{name: "CompactedLogWithoutSnapshot", logFirst: 5, logLast: 20, logTerm: 2, noSnapshot: true, wantDamaged: true},
+}
+
+// startAfterCrash opens stores of kind in dir with the stored term 2, lets crashed write them
+// as a crash left them, and starts a node on them. With wantDamaged it checks that start-up
+// refused with ErrStorageDamaged and returns a nil node; else start-up must succeed.
+func startAfterCrash(t *testing.T, kind startStores, dir string, wantDamaged bool, crashed func(logs raft.LogStore, snaps raft.SnapshotStore)) (*raft.Raft, *startFSM) {
+	t.Helper()
+	logs, stable, snaps, done := kind.open(t, dir)
+	t.Cleanup(done)
+	if err := stable.SetUint64([]byte("CurrentTerm"), 2); err != nil {
+		t.Fatal(err)
+	}
+	crashed(logs, snaps)
+	fsm := &startFSM{}
+	r, err := startOnStores(t, fsm, logs, stable, snaps)
+	if wantDamaged {
+		if !errors.Is(err, raft.ErrStorageDamaged) {
+			t.Fatalf("NewRaft: %v, want ErrStorageDamaged", err)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatalf("NewRaft: %v", err)
+	}
+	return r, fsm
 }
 
 func TestStartup_ReconcilesSnapshotAndLogAtEachCrashPoint(t *testing.T) {
 	for _, kind := range startStoreKinds {
 		for _, tc := range reconcileCases {
 			t.Run(kind.name+"/"+tc.name, func(t *testing.T) {
-				logs, stable, snaps, done := kind.open(t, t.TempDir())
-				defer done()
-				if err := stable.SetUint64([]byte("CurrentTerm"), 2); err != nil {
-					t.Fatal(err)
-				}
-				tc.build(t, logs, snaps)
-				fsm := &startFSM{}
-				r, err := startOnStores(t, fsm, logs, stable, snaps)
-				if tc.wantDamaged {
-					if !errors.Is(err, raft.ErrStorageDamaged) {
-						t.Fatalf("NewRaft: %v, want ErrStorageDamaged", err)
+				var logs raft.LogStore
+				r, fsm := startAfterCrash(t, kind, t.TempDir(), tc.wantDamaged, func(l raft.LogStore, snaps raft.SnapshotStore) {
+					logs = l
+					putLog(t, l, tc.logFirst, tc.logLast, term(tc.logTerm))
+					if !tc.noSnapshot {
+						putSnapshot(t, snaps, 10, 2)
 					}
+				})
+				if r == nil {
 					return
-				}
-				if err != nil {
-					t.Fatalf("NewRaft: %v", err)
 				}
 				checkBounds(t, logs, tc.wantFirst, tc.wantLast)
 				if got := r.LastIndex(); got != tc.wantLastIndex {
@@ -326,27 +298,16 @@ func TestStartup_FallbackToOlderSnapshotOnlyWhenTheLogJoinsIt(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			logs, stable, snaps, done := startStoreKinds[1].open(t, dir)
-			defer done()
-			if err := stable.SetUint64([]byte("CurrentTerm"), 2); err != nil {
-				t.Fatal(err)
-			}
-			putSnapshot(t, snaps, 5, 2)
-			newer := putSnapshot(t, snaps, 10, 2)
-			corruptFileSnapshot(t, dir, newer)
-			if tc.last > 0 {
-				putLog(t, logs, tc.first, tc.last, term(2))
-			}
-			fsm := &startFSM{}
-			r, err := startOnStores(t, fsm, logs, stable, snaps)
-			if tc.wantDamaged {
-				if !errors.Is(err, raft.ErrStorageDamaged) {
-					t.Fatalf("NewRaft: %v, want ErrStorageDamaged", err)
+			r, fsm := startAfterCrash(t, startStoreKinds[1], dir, tc.wantDamaged, func(logs raft.LogStore, snaps raft.SnapshotStore) {
+				putSnapshot(t, snaps, 5, 2)
+				newer := putSnapshot(t, snaps, 10, 2)
+				corruptFileSnapshot(t, dir, newer)
+				if tc.last > 0 {
+					putLog(t, logs, tc.first, tc.last, term(2))
 				}
+			})
+			if r == nil {
 				return
-			}
-			if err != nil {
-				t.Fatalf("NewRaft: %v", err)
 			}
 			commitOne(t, r)
 			fsm.mu.Lock()

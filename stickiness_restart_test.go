@@ -13,7 +13,7 @@ import (
 // HeartbeatTimeout, also when it restarts in between. Peers "l" (the leader) and "c" (a
 // candidate) are bare transports, so the test sends every message itself.
 func TestStickiness_SurvivesRestart(t *testing.T) {
-	net := raft.NewInmemNetwork(1)
+	net := raft.NewInmemNetwork()
 	lTrans, _ := net.NewTransport("l")
 	cTrans, _ := net.NewTransport("c")
 	defer lTrans.Close()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/raftest/memnet"
 )
 
 // Options shape a test cluster. The zero value gives three bootstrapped voters with fast
@@ -62,14 +63,14 @@ type Options struct {
 	LogLevel string
 }
 
-// Cluster is a set of nodes over one InmemNetwork, or over the transports of
+// Cluster is a set of nodes over one memnet.Network, or over the transports of
 // Options.NewTransport.
 type Cluster struct {
 	t    testing.TB
 	opts Options
 	Seed int64
 	// Net is the in-memory network the nodes talk over; nil with Options.NewTransport.
-	Net   *raft.InmemNetwork
+	Net   *memnet.Network
 	logs  *logBuffer
 	rng   *rand.Rand
 	mu    sync.Mutex // guards nodes' Raft/FSM fields against the monitor
@@ -127,7 +128,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		rng:  rand.New(rand.NewSource(seed)),
 	}
 	if opts.NewTransport == nil {
-		c.Net = raft.NewInmemNetwork(seed)
+		c.Net = memnet.New(seed)
 	}
 	c.checker = newChecker()
 	t.Cleanup(c.cleanup)
@@ -410,25 +411,24 @@ func (c *Cluster) CrashAt(i int, p CrashPoint, after int) {
 
 // SetDiskFaults gives node i's disk latency and stalls, now and in later incarnations.
 func (c *Cluster) SetDiskFaults(i int, f DiskFaults) {
-	n := c.nodes[i]
-	c.mu.Lock()
-	n.disk = f
-	inc := n.inc
-	c.mu.Unlock()
-	if inc != nil {
-		inc.SetDiskFaults(f)
-	}
+	c.keepFault(i, func(n *Node) { n.disk = f }, func(inc *Incarnation) { inc.SetDiskFaults(f) })
 }
 
 // SetFSMFaults gives node i's FSM latency, now and in later incarnations.
 func (c *Cluster) SetFSMFaults(i int, f FSMFaults) {
+	c.keepFault(i, func(n *Node) { n.fsmFaults = f }, func(inc *Incarnation) { inc.SetFSMFaults(f) })
+}
+
+// keepFault records a fault in node i, where later incarnations pick it up (under c.mu), and
+// applies it to the running incarnation, if any.
+func (c *Cluster) keepFault(i int, keep func(*Node), apply func(*Incarnation)) {
 	n := c.nodes[i]
 	c.mu.Lock()
-	n.fsmFaults = f
+	keep(n)
 	inc := n.inc
 	c.mu.Unlock()
 	if inc != nil {
-		inc.SetFSMFaults(f)
+		apply(inc)
 	}
 }
 

@@ -160,7 +160,7 @@ func (r *renamingTransports) startsOf(id raft.ServerID) int {
 }
 
 func TestCluster_CustomTransportGivesAddressesAndKeepsThemAcrossRestart(t *testing.T) {
-	rt := &renamingTransports{net: raft.NewInmemNetwork(1), starts: make(map[raft.ServerID]int)}
+	rt := &renamingTransports{net: raft.NewInmemNetwork(), starts: make(map[raft.ServerID]int)}
 	raftest.Run(t, raftest.Options{NewTransport: rt.newTransport}, func(t *testing.T, c *raftest.Cluster) {
 		if c.Net != nil {
 			t.Fatal("Net is set on a cluster with a custom transport")
@@ -219,7 +219,7 @@ func (f *fatalRecorder) fatalOf(fn func()) string {
 }
 
 func TestCluster_FaultsFailTheTestWithCustomTransport(t *testing.T) {
-	rt := &renamingTransports{net: raft.NewInmemNetwork(1), starts: make(map[raft.ServerID]int)}
+	rt := &renamingTransports{net: raft.NewInmemNetwork(), starts: make(map[raft.ServerID]int)}
 	rec := &fatalRecorder{TB: t}
 	c := raftest.New(rec, raftest.Options{NewTransport: rt.newTransport})
 	for name, fault := range map[string]func(){
@@ -236,7 +236,7 @@ func TestCluster_FaultsFailTheTestWithCustomTransport(t *testing.T) {
 }
 
 func TestCluster_RestartAtAnotherAddressFailsTheTest(t *testing.T) {
-	rt := &renamingTransports{net: raft.NewInmemNetwork(1), starts: make(map[raft.ServerID]int), wrong: "n2"}
+	rt := &renamingTransports{net: raft.NewInmemNetwork(), starts: make(map[raft.ServerID]int), wrong: "n2"}
 	rec := &fatalRecorder{TB: t}
 	c := raftest.New(rec, raftest.Options{NewTransport: rt.newTransport})
 	c.Crash(1)

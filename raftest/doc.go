@@ -2,7 +2,7 @@
 // stay safe. Use it to test the library, and to test your own FSM against crashes, partitions
 // and leader changes.
 //
-// A Cluster is N nodes over one raft.InmemNetwork. Every message between nodes is encoded and
+// A Cluster is N nodes over one memnet.Network (package raftest/memnet). Every message between nodes is encoded and
 // decoded with the real msgpack codec, so nodes never share memory. The network can partition
 // nodes (Partition, Isolate, Heal), cut single directions (Cluster.Net.Cut), and drop, delay
 // and duplicate messages at random (Cluster.Net.SetFaults, SetDefaultFaults). Nodes can be

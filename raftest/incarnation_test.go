@@ -226,7 +226,7 @@ func TestIncarnation_CrashedFSMAppliesNothing(t *testing.T) {
 
 func TestIncarnation_CrashedTransportSendsAndReceivesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		net := raft.NewInmemNetwork(1)
+		net := raft.NewInmemNetwork()
 		innerA, _ := net.NewTransport("a")
 		b, _ := net.NewTransport("b")
 		defer b.Close()

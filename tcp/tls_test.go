@@ -1,84 +1,42 @@
 package tcp
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/testnet"
 )
 
 // testCA is a certificate authority generated for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+type testCA struct{ *testnet.CA }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t *testing.T, name string) testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testnet.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	return testCA{ca}
 }
 
 // issue returns a certificate for 127.0.0.1 usable as both server and client.
-func (ca *testCA) issue(t *testing.T, name string) tls.Certificate {
+func (ca testCA) issue(t *testing.T, name string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, err := ca.Issue(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return leaf.TLS
 }
 
 // mutualTLS returns a config presenting certs and requiring peers signed by ca.
-func mutualTLS(ca *testCA, certs ...tls.Certificate) *tls.Config {
+func mutualTLS(ca testCA, certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{
 		Certificates: certs,
-		RootCAs:      ca.pool,
-		ClientCAs:    ca.pool,
+		RootCAs:      ca.Pool,
+		ClientCAs:    ca.Pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
 	}
@@ -121,8 +79,8 @@ func TestTLSTransport_RefusesPeerWithoutValidClientCert(t *testing.T) {
 	server, logs := newTLSTestTransport(t, mutualTLS(ca, ca.issue(t, "a")))
 	node := startNode(t, server, nil)
 	good, _ := newTLSTestTransport(t, mutualTLS(ca, ca.issue(t, "b")))
-	noCert, _ := newTLSTestTransport(t, &tls.Config{RootCAs: ca.pool, Certificates: nil, MinVersion: tls.VersionTLS12})
-	wrongCA, _ := newTLSTestTransport(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{rogue.issue(t, "x")}, MinVersion: tls.VersionTLS12})
+	noCert, _ := newTLSTestTransport(t, &tls.Config{RootCAs: ca.Pool, Certificates: nil, MinVersion: tls.VersionTLS12})
+	wrongCA, _ := newTLSTestTransport(t, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{rogue.issue(t, "x")}, MinVersion: tls.VersionTLS12})
 	for name, bad := range map[string]*Transport{"no_cert": noCert, "wrong_ca": wrongCA} {
 		var resp raft.AppendEntriesResponse
 		if err := bad.AppendEntries("a", server.LocalAddr(), appendReq(1, 0, 1, 8), &resp); err == nil {

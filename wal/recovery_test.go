@@ -97,7 +97,7 @@ func tryStart(t *testing.T, open func(raft.ServerID) (raft.LogStore, raft.Stable
 		logs.(*wal.Store).Close()
 		snaps.(*raft.FileSnapshotStore).Close()
 	}()
-	trans, err := raft.NewInmemNetwork(1).NewTransport("probe")
+	trans, err := raft.NewInmemNetwork().NewTransport("probe")
 	if err != nil {
 		t.Fatal(err)
 	}

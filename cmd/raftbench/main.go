@@ -50,6 +50,8 @@ type config struct {
 	json      bool
 	cpuProf   string
 	memProf   string
+	blockProf string
+	mutexProf string
 
 	matrix           bool
 	matrixTransports string // comma-separated axes of -matrix
@@ -84,6 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "print the result as one JSON line")
 	fs.StringVar(&cfg.cpuProf, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&cfg.memProf, "memprofile", "", "write a heap profile (allocations) at the end of the load to this file")
+	fs.StringVar(&cfg.blockProf, "blockprofile", "", "write a profile of where goroutines blocked during the load to this file (slows the run)")
+	fs.StringVar(&cfg.mutexProf, "mutexprofile", "", "write a profile of contended locks during the load to this file (runtime locks too with GODEBUG=runtimecontentionstacks=1)")
 	fs.BoolVar(&cfg.matrix, "matrix", false, "run every combination of the -matrix-* axes, each in a child process, printing JSON lines")
 	fs.StringVar(&cfg.matrixTransports, "matrix-transports", "tcp", "-matrix: transports, comma-separated")
 	fs.StringVar(&cfg.matrixStores, "matrix-stores", "wal", "-matrix: stores, comma-separated")
@@ -154,6 +158,9 @@ func run(cfg config, stdout, stderr io.Writer) error {
 			_ = c.close()
 			return err
 		}
+		// A new leader takes no lease before HeartbeatTimeout passed since it won: wait that
+		// long (for every kind alike) so that -read lease measures leases, not rounds.
+		<-time.After(cfg.heartbeat)
 	}
 	stopProfile, err := startProfile(cfg)
 	if err != nil {
@@ -170,6 +177,10 @@ func run(cfg config, stdout, stderr io.Writer) error {
 		return loadErr
 	}
 	rep := newReport(cfg, res, use, stages.summary())
+	if cfg.read != "" {
+		reads := stages.readSummary()
+		rep.Reads = &reads
+	}
 	if cfg.json {
 		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
 			return err
@@ -210,6 +221,9 @@ type report struct {
 
 	// Stages are the leader's per-proposal stage latencies (raft.apply.stage_* metrics).
 	Stages map[string]stageLatency `json:"stages"`
+	// Reads is what the nodes reported about reads (-read only), from the start of the
+	// cluster: the election's few samples included.
+	Reads *readStats `json:"reads,omitempty"`
 }
 
 func newReport(cfg config, res result, use usage, stages map[string]stageLatency) report {
@@ -251,6 +265,10 @@ func printReport(w io.Writer, r report) {
 		fmt.Fprintf(w, " %s p50 %v p99 %v;", name, us(st.P50), us(st.P99))
 	}
 	fmt.Fprintln(w)
+	if rs := r.Reads; rs != nil {
+		fmt.Fprintf(w, "reads:      %d rounds (%.1f reads each), %d ReadIndex RPCs (%.1f reads each), %d waits for the FSM (avg %v)\n",
+			rs.Rounds, rs.ReadsPerRound, rs.RPCs, rs.ReadsPerRPC, rs.ApplyWaits, us(rs.ApplyWaitAvgUs))
+	}
 	fmt.Fprintf(w, "resources:  %.1f us CPU/op (%.2f cores), %.1f allocs/op, %.0f B/op, peak RSS %.1f MB, peak heap %.1f MB\n",
 		r.CPUusPerOp, r.CPUCores, r.AllocsPerOp, r.AllocBytesPerOp, r.PeakRSSMB, r.PeakHeapMB)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
@@ -129,31 +130,84 @@ func (h *histogram) quantile(q float64) time.Duration {
 var stageNames = [...]string{"queued", "written", "committed", "applied"}
 
 // stageSink is a go-metrics sink that keeps a histogram of each proposal stage the leader
-// reports (raft.apply.stage_*) and drops every other metric.
+// reports (raft.apply.stage_*), the count and sum of the read samples (readSamples), and
+// drops every other metric.
 type stageSink struct {
 	gometrics.BlackholeSink
 	mu    sync.Mutex
-	hists map[string]*histogram // guarded by mu; by short stage name
+	hists map[string]*histogram   // guarded by mu; by short stage name
+	reads map[string]*sampleTotal // guarded by mu; by full name
+}
+
+// The read samples raftbench totals: reads per confirmation round (a follower's batch
+// counts as one), reads per follower ReadIndex RPC, and reads that waited for their FSM.
+const (
+	sampleRoundSize   = "raft.read.round_size"
+	sampleForwardSize = "raft.read.forward_batch_size"
+	sampleApplyWait   = "raft.read.apply_wait"
+)
+
+// sampleTotal is how many samples of a metric arrived and their sum.
+type sampleTotal struct {
+	n   uint64
+	sum float64
 }
 
 func newStageSink() *stageSink {
-	s := &stageSink{hists: make(map[string]*histogram)}
+	s := &stageSink{hists: make(map[string]*histogram), reads: make(map[string]*sampleTotal)}
 	for _, name := range stageNames {
 		s.hists[name] = &histogram{}
+	}
+	for _, name := range []string{sampleRoundSize, sampleForwardSize, sampleApplyWait} {
+		s.reads[name] = &sampleTotal{}
 	}
 	return s
 }
 
 // AddSample implements gometrics.MetricSink. Stage samples are milliseconds.
 func (s *stageSink) AddSample(key []string, val float32) {
-	name, ok := strings.CutPrefix(strings.Join(key, "."), "raft.apply.stage_")
+	full := strings.Join(key, ".")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.reads[full]; t != nil {
+		t.n++
+		t.sum += float64(val)
+		return
+	}
+	name, ok := strings.CutPrefix(full, "raft.apply.stage_")
 	if !ok {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if h := s.hists[name]; h != nil {
 		h.add(time.Duration(float64(val) * float64(time.Millisecond)))
+	}
+}
+
+// readStats is what the nodes reported about reads during a run.
+type readStats struct {
+	Rounds         uint64  `json:"rounds"`          // leader confirmation rounds
+	ReadsPerRound  float64 `json:"reads_per_round"` // a follower's batch counts as one
+	RPCs           uint64  `json:"rpcs"`            // follower ReadIndex RPCs
+	ReadsPerRPC    float64 `json:"reads_per_rpc"`
+	ApplyWaits     uint64  `json:"apply_waits"` // reads that waited for their FSM
+	ApplyWaitAvgUs float64 `json:"apply_wait_avg_us"`
+}
+
+// readSummary totals the read samples.
+func (s *stageSink) readSummary() readStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	avg := func(t *sampleTotal) float64 {
+		if t.n == 0 {
+			return 0
+		}
+		return t.sum / float64(t.n)
+	}
+	round, fwd, wait := s.reads[sampleRoundSize], s.reads[sampleForwardSize], s.reads[sampleApplyWait]
+	return readStats{
+		Rounds: round.n, ReadsPerRound: avg(round),
+		RPCs: fwd.n, ReadsPerRPC: avg(fwd),
+		ApplyWaits: wait.n, ApplyWaitAvgUs: avg(wait) * 1e3, // go-metrics timers are in ms
 	}
 }
 
@@ -194,9 +248,16 @@ func installStageSink() (*stageSink, error) {
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// startProfile starts the CPU profile of -cpuprofile, if any; the returned function stops it
-// and writes the heap profile of -memprofile, if any.
+// startProfile starts the CPU profile of -cpuprofile and the block and mutex profiling of
+// -blockprofile and -mutexprofile, if asked; the returned function stops them and writes
+// those profiles and the heap profile of -memprofile.
 func startProfile(cfg config) (func() error, error) {
+	if cfg.blockProf != "" {
+		runtime.SetBlockProfileRate(1) // every blocking event: exact counts, slower run
+	}
+	if cfg.mutexProf != "" {
+		runtime.SetMutexProfileFraction(1)
+	}
 	var cpu *os.File
 	if cfg.cpuProf != "" {
 		f, err := os.Create(cfg.cpuProf)
@@ -215,12 +276,20 @@ func startProfile(cfg config) (func() error, error) {
 			pprof.StopCPUProfile()
 			errs = append(errs, cpu.Close())
 		}
-		if cfg.memProf != "" {
-			f, err := os.Create(cfg.memProf)
-			if err != nil {
-				return errors.Join(append(errs, err)...)
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
+		for _, p := range []struct{ file, name string }{
+			{cfg.memProf, "allocs"}, {cfg.blockProf, "block"}, {cfg.mutexProf, "mutex"},
+		} {
+			if p.file == "" {
+				continue
 			}
-			errs = append(errs, pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
+			f, err := os.Create(p.file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("raftbench: %w", err))
+				continue
+			}
+			errs = append(errs, pprof.Lookup(p.name).WriteTo(f, 0), f.Close())
 		}
 		return errors.Join(errs...)
 	}, nil

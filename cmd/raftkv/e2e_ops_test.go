@@ -2,16 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand"
 	"net"
 	"net/http"
@@ -69,37 +62,26 @@ func checkBinary(t *testing.T, c *e2eCluster, want map[string]string) {
 
 // testPKI is a CA and certificates for 127.0.0.1, written as PEM files.
 type testPKI struct {
+	*testnet.CA
 	dir    string
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
 	caFile string
 }
 
 func newTestPKI(t *testing.T, name string) *testPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testnet.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pki := &testPKI{dir: t.TempDir(), caCert: cert, caKey: key}
-	pki.caFile = pki.write(t, name+"-ca.pem", "CERTIFICATE", der)
+	pki := &testPKI{CA: ca, dir: t.TempDir()}
+	pki.caFile = pki.write(t, name+"-ca.pem", ca.PEM)
 	return pki
 }
 
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
+func (p *testPKI) write(t *testing.T, name string, data []byte) string {
 	t.Helper()
 	file := filepath.Join(p.dir, name)
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return file
@@ -109,35 +91,18 @@ func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
 // and as client.
 func (p *testPKI) issue(t *testing.T, name string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf, err := p.Issue(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.write(t, name+".pem", "CERTIFICATE", der), p.write(t, name+"-key.pem", "EC PRIVATE KEY", keyDER)
+	return p.write(t, name+".pem", leaf.CertPEM), p.write(t, name+"-key.pem", leaf.KeyPEM)
 }
 
 // clientTLS trusts the CA and presents the given certificate (none if certFile is empty),
 // whatever CAs the server names, so a rogue certificate reaches the server's verification.
 func (p *testPKI) clientTLS(t *testing.T, certFile, keyFile string) *tls.Config {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(p.caCert)
-	conf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	conf := &tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS12}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {

@@ -83,7 +83,7 @@ func recoverNode(id raft.ServerID, addr raft.ServerAddress, dir string) (raft.Lo
 	conf.LocalID = id
 	conf.Logger = hclog.NewNullLogger()
 	// RecoverCluster does not use the transport: the node is offline.
-	trans, err := raft.NewInmemNetwork(1).NewTransport(addr)
+	trans, err := raft.NewInmemNetwork().NewTransport(addr)
 	if err != nil {
 		return raft.Log{}, err
 	}

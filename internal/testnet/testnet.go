@@ -1,4 +1,5 @@
-// Package testnet holds network helpers shared by tests of several packages.
+// Package testnet holds network helpers shared by tests of several packages: free loopback
+// addresses and a throwaway certificate authority for TLS.
 package testnet
 
 import (
