@@ -486,68 +486,6 @@ func (r *Raft) leaderCleanup(err error) {
 	}
 }
 
-// fsmBacklogBatches is how many batches of MaxAppendEntries committed entries may wait for
-// the FSM before the main loop holds the rest back: enough to keep a fast FSM busy through a
-// burst, few enough to bound the memory of a slow one.
-const fsmBacklogBatches = 64
-
-// fsmBacklogBytesBatches bounds the same backlog in bytes, in full batches of
-// MaxAppendEntriesBytes (16 MiB by default), so large entries do not multiply it.
-const fsmBacklogBytesBatches = 16
-
-// applyCommitted hands the committed entries up to commit that were not handed over yet to
-// the FSM goroutine, in batches bounded like requests (count and bytes), while its queue has
-// room; the rest wait until the queue signals room (fsmQueue.room), which every role loop
-// serves. ready holds this term's futures for some of the entries, in index order; the other
-// entries come from committedEntry. It returns how many of ready it handed over.
-func (r *Raft) applyCommitted(commit uint64, ready []*logFuture) int {
-	if r.install != nil || r.restoring != nil && r.restoring.fsm {
-		return 0 // the snapshot being restored covers what was committed; see finishInstall
-	}
-	newBudget := func() byteBudget {
-		return byteBudget{maxEntries: r.conf.MaxAppendEntries, maxBytes: r.conf.MaxAppendEntriesBytes}
-	}
-	budget := newBudget()
-	used := 0
-	var batch []commitTuple
-	for idx := r.fsmQueuedIndex + 1; idx <= commit; idx++ {
-		if len(batch) == 0 && r.fsmq.full() {
-			break
-		}
-		fromReady := used < len(ready) && ready[used].log.Index == idx
-		var c commitTuple
-		if fromReady {
-			c = commitTuple{log: &ready[used].log, future: ready[used]}
-		} else {
-			l, err := r.committedEntry(idx)
-			if err != nil {
-				r.fatal(fmt.Errorf("raft: reading committed entry %d: %w", idx, err))
-				break
-			}
-			c = commitTuple{log: l}
-		}
-		if !budget.admit(entryBytes(c.log)) {
-			r.fsmq.push(r.commitTask(batch))
-			batch, budget = nil, newBudget()
-			if r.fsmq.full() {
-				break // c is not taken: it goes once there is room
-			}
-			budget.admit(entryBytes(c.log))
-		}
-		if fromReady {
-			used++
-		}
-		batch = append(batch, c)
-		r.noteCommittedConfiguration(c.log)
-		r.fsmQueuedIndex = idx
-	}
-	if len(batch) > 0 {
-		r.fsmq.push(r.commitTask(batch))
-	}
-	r.recent.dropThrough(r.fsmQueuedIndex)
-	return used
-}
-
 // commitTask is a batch of committed entries for the FSM goroutine, with the committed
 // configuration as of its last entry: noteCommittedConfiguration tracked every entry of the
 // batch already.

@@ -316,10 +316,11 @@ func (r *Raft) takeQueuedReads(batch []*readFuture) []*readFuture {
 	}
 }
 
-// holdWhileRoundOut waits until the confirmation round this node has out, if any, ended,
+// holdWhileRoundOut waits until the confirmation round this node has out, if any, is over,
 // reporting the read counters on tick meanwhile; false on shutdown. The reads queued
 // meanwhile stay queued: the goroutine that answers the round takes them into the hand-off
-// that starts the next one (awaitReadRound).
+// that starts the next one (awaitReadRound), alone, so that a burst is not split between it
+// and the batcher into two more rounds.
 func (r *Raft) holdWhileRoundOut(tick <-chan time.Time) bool {
 	round := r.readRoundOut.Load()
 	if round == nil {
@@ -327,7 +328,7 @@ func (r *Raft) holdWhileRoundOut(tick <-chan time.Time) bool {
 	}
 	for {
 		select {
-		case <-round.v.done: // resolved, or failed when the term ended
+		case <-round.over: // answered, the reads queued meanwhile handed on
 			return true
 		case <-tick:
 			r.readCounts.flush()
@@ -443,6 +444,10 @@ type readWaiter struct {
 type readRound struct {
 	v       *verifyFuture
 	waiters []readWaiter // fixed before the round starts
+	// over is closed by awaitReadRound once it answered the round and handed the reads
+	// queued meanwhile on (or gave up on shutdown): until then the batcher takes nothing,
+	// so those reads all go to the next round together.
+	over chan struct{}
 }
 
 func (rd *leaderReads) start(now time.Duration) {
@@ -542,7 +547,7 @@ func (r *Raft) maybeStartReadRound() {
 	}
 	v := &verifyFuture{voted: make(map[ServerID]bool), wantRead: true}
 	v.init()
-	round := &readRound{v: v, waiters: ls.reads.queued}
+	round := &readRound{v: v, waiters: ls.reads.queued, over: make(chan struct{})}
 	ls.reads.queued = nil
 	ls.reads.round = round
 	r.readRoundOut.Store(round)
@@ -559,6 +564,7 @@ func (r *Raft) maybeStartReadRound() {
 // queued while a round is out): the main loop wakes once per round, and those reads wait
 // for no other goroutine.
 func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
+	defer close(round.over)
 	select {
 	case <-round.v.done:
 	case <-r.shutdownCh:

@@ -222,7 +222,7 @@ func (r *Raft) handleRestore(f *restoreFuture) {
 	// Exits once the data is stored or refused: the user's reader bounds it, as it bounds
 	// Restore.
 	r.goFunc(func() {
-		id, err := r.storeRestoreSnapshot(f, lr.index, lr.term, lr.config, lr.configIndex)
+		id, err := r.storeRestoreSnapshot(lr)
 		lr.id = id
 		lr.doneCh <- err
 		if r.stopping() {
@@ -273,29 +273,29 @@ func (r *Raft) restoreStepDone(err error) {
 		p.future.respond(ErrAbortedByRestore)
 		ls.promotion = nil
 	}
+	// From here on nothing more is handed to the FSM (applyCommitted), so the restore task
+	// follows exactly what was handed over before.
 	lr.fsm = true
 	task := &restoreTask{id: lr.id, index: lr.index, term: lr.term, configuration: lr.config,
-		configurationIndex: lr.configIndex, done: make(chan error, 1)}
-	r.fsmq.push(fsmTask{restore: task})
+		configurationIndex: lr.configIndex}
 	// Exits once the FSM goroutine restored (after every apply queued before), or on
 	// shutdown, when it answers the caller itself.
 	r.goFunc(func() {
-		select {
-		case err := <-task.done:
-			lr.doneCh <- err
-		case <-r.shutdownCh:
+		err := r.restoreFSMFrom(task)
+		if errors.Is(err, ErrRaftShutdown) && r.stopping() {
 			lr.f.respond(ErrRaftShutdown)
+			return
 		}
+		lr.doneCh <- err
 	})
 }
 
-// restoredFSM finishes a restore whose FSM step ended. A failed FSM restore may have left the
-// FSM half replaced: the node stops. Otherwise the FSM holds the restored state: the leader
-// adopts the snapshot and appends the no-op after it; a node that lost its term meanwhile
-// adopts it as a follower, fenced by the unconfirmed mark until a leader settles it.
+// restoredFSM finishes a restore whose FSM step ended. A failed FSM restore stopped the node
+// (restoreFSMFrom). Otherwise the FSM holds the restored state: the leader adopts the snapshot
+// and appends the no-op after it; a node that lost its term meanwhile adopts it as a follower,
+// fenced by the unconfirmed mark until a leader settles it.
 func (r *Raft) restoredFSM(lr *leaderRestore, err error) {
 	if err != nil {
-		r.fatal(err)
 		lr.f.respond(err)
 		return
 	}
@@ -354,26 +354,17 @@ func (r *Raft) abandonRestore() {
 	lr.f.respond(ErrRaftShutdown)
 }
 
-// storeRestoreSnapshot streams the user's data into a new snapshot at index and term. Runs on
-// the restore's storing goroutine.
-func (r *Raft) storeRestoreSnapshot(f *restoreFuture, index, term uint64, config Configuration, configIndex uint64) (string, error) {
-	sink, err := r.snaps.Create(f.meta.Version, index, term, config, configIndex)
+// storeRestoreSnapshot streams the user's data into a new snapshot at the restore's index and
+// term. The reader ends by itself, so data longer than meta.Size is noticed. Runs on the
+// restore's storing goroutine.
+func (r *Raft) storeRestoreSnapshot(lr *leaderRestore) (string, error) {
+	at := &restoreTask{index: lr.index, term: lr.term, configuration: lr.config, configurationIndex: lr.configIndex}
+	src := snapshotSource{data: lr.f.reader, size: lr.f.meta.Size, ends: true, badSize: ErrInvalidRestore}
+	id, err := r.streamIntoSnapshot(lr.f.meta.Version, at, src)
 	if err != nil {
-		return "", fmt.Errorf("raft: creating snapshot to restore: %w", err)
-	}
-	// One byte more than announced, to notice data longer than meta.Size.
-	n, err := io.Copy(sink, io.LimitReader(f.reader, f.meta.Size+1))
-	if err == nil && n != f.meta.Size {
-		err = fmt.Errorf("%w: read %d bytes of data, meta.Size is %d", ErrInvalidRestore, n, f.meta.Size)
-	}
-	if err != nil {
-		_ = sink.Cancel()
-		return "", fmt.Errorf("raft: reading snapshot to restore: %w", err)
-	}
-	if err := sink.Close(); err != nil {
 		return "", fmt.Errorf("raft: storing snapshot to restore: %w", err)
 	}
-	return sink.ID(), nil
+	return id, nil
 }
 
 // adoptRestoredSnapshot makes the restored snapshot the leader's latest (replaceLogWithSnapshot)
@@ -393,7 +384,7 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 // replaceLogWithSnapshot makes a restored snapshot the node's latest, deletes its whole log,
 // and moves its log tail, FSM hand-off point and configuration to the snapshot.
 func (r *Raft) replaceLogWithSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
-	r.snapshot.Store(&indexTerm{index: index, term: term})
+	r.moveToSnapshot(index, term, config, configIndex)
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: reading first index: %w", err)
@@ -409,8 +400,6 @@ func (r *Raft) replaceLogWithSnapshot(index, term uint64, config Configuration, 
 		}
 	}
 	r.lastLog.Store(&indexTerm{index: index, term: term})
-	r.fsmQueuedIndex = index
-	r.setConfigurations(snapshotConfigurations(config, configIndex))
 	return nil
 }
 

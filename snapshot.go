@@ -168,7 +168,7 @@ func (r *Raft) takeSnapshot() (string, error) {
 // The snapshot goroutine takes no lock against the main loop, which may replace the node's
 // snapshot and whole log meanwhile: a follower installing a leader's snapshot, a leader's
 // Restore, a node resetting an unconfirmed snapshot from its leader (installSnapshot,
-// adoptRestoredSnapshot, finishInstall). The main loop never waits for a compaction, whose
+// replaceLogWithSnapshot, finishInstall). The main loop never waits for a compaction, whose
 // DeleteRange can take as long as the disk makes it (a lock held across it stalled heartbeats
 // and appends, and froze synctest bubbles, where a goroutine waiting for a mutex is not
 // durably blocked). This is safe because:
@@ -213,376 +213,72 @@ func (r *Raft) compactLogs(snapIndex uint64) error {
 	return nil
 }
 
-// adoptSnapshot makes a restored snapshot the node's starting point.
-func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
-	it := &indexTerm{index: meta.Index, term: meta.Term}
-	r.snapshot.Store(it)
-	r.applied.Store(it)
-	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
-	r.commitIndex.Store(meta.Index)
-	r.fsmQueuedIndex = meta.Index
-	r.setConfigurations(snapshotConfigurations(meta.Configuration, meta.ConfigurationIndex))
+// The pieces every way of taking on a snapshot shares: a follower's install, the leader's
+// Restore and start-up.
+
+// snapshotSource is data to store as a new snapshot: size bytes read from data. A reader that
+// ends by itself (ends) is read one byte further, to notice data longer than size; a stream
+// that goes on after the snapshot (an RPC's) is read for exactly size bytes. badSize, if set,
+// is wrapped by the error of data of another length.
+type snapshotSource struct {
+	data    io.Reader
+	size    int64
+	ends    bool
+	badSize error
 }
 
-// handleInstallSnapshot receives a snapshot from the leader, restores the FSM from it and
-// makes the log consistent with it (Raft paper, Figure 13).
-func (r *Raft) handleInstallSnapshot(rpc RPC, req *InstallSnapshotRequest) {
-	resp := &InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	// Validate before the term is looked at, as for AppendEntries.
-	config, err := validateInstallSnapshot(req)
+// streamIntoSnapshot streams src into a new snapshot of the store at the position and
+// configuration of at, never holding it whole in memory, and returns its ID once its sink
+// closed. Data of another length than src.size, or a failed read, cancels the sink, leaving
+// nothing behind.
+func (r *Raft) streamIntoSnapshot(version int, at *restoreTask, src snapshotSource) (string, error) {
+	sink, err := r.snaps.Create(version, at.index, at.term, at.configuration, at.configurationIndex)
 	if err != nil {
-		rpc.Respond(nil, err)
-		return
+		return "", fmt.Errorf("raft: creating snapshot: %w", err)
 	}
-	if req.Term < r.currentTerm.Load() {
-		rpc.Respond(resp, nil)
-		return
+	limit := src.size
+	if src.ends {
+		limit++
 	}
-	if err := r.acceptLeader(req.RPCHeader, req.Term); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	resp.Term = req.Term
-	if r.localRestoreBusy() {
-		rpc.Respond(nil, ErrInstallInProgress)
-		return
-	}
-	if r.unconfirmed.index != 0 && r.unconfirmed.contradictedBy(req.LastLogIndex, req.LastLogTerm) {
-		r.startReset() // the leader holds a later term at or before our unconfirmed snapshot
-	}
-	reset := r.resetting()
-	if reset {
-		if err := r.resetSnapshotRefused(req); err != nil {
-			rpc.Respond(nil, err)
-			return
+	n, err := io.Copy(sink, io.LimitReader(src.data, limit))
+	if err == nil && n != src.size {
+		err = fmt.Errorf("read %d bytes of snapshot data, want %d", n, src.size)
+		if src.badSize != nil {
+			err = fmt.Errorf("%w: %w", src.badSize, err)
 		}
-	} else if req.LastLogIndex <= r.commitIndex.Load() {
-		// We already hold everything it covers, committed.
-		resp.Success = true
-		rpc.Respond(resp, nil)
-		return
-	}
-	if rpc.Reader == nil {
-		rpc.Respond(nil, fmt.Errorf("%w: snapshot without data", ErrBadRequest))
-		return
-	}
-	r.startInstall(rpc, req, config, reset)
-}
-
-// installState is a snapshot install in progress on a follower. Main loop only.
-type installState struct {
-	rpc    RPC
-	req    *InstallSnapshotRequest
-	config Configuration
-	start  time.Time
-	// reset says the snapshot replaces an unconfirmed one the leader's log contradicts
-	// (resetting): its index may lie below the commit index, which moves back to it.
-	reset  bool
-	doneCh chan error // buffer 1: the receiving goroutine never blocks on it
-}
-
-// installDone is the channel of the install in progress, or nil.
-func (r *Raft) installDone() <-chan error {
-	if r.install == nil {
-		return nil
-	}
-	return r.install.doneCh
-}
-
-// startInstall receives the snapshot and restores the FSM from it on a goroutine, so the
-// main loop keeps answering heartbeats for the whole transfer and restore; finishInstall
-// makes the log fit the snapshot and answers the leader. Until then the node refuses
-// entries, commit indexes and other snapshots (ErrInstallInProgress), hands nothing more to
-// the FSM, and starts no election.
-func (r *Raft) startInstall(rpc RPC, req *InstallSnapshotRequest, config Configuration, reset bool) {
-	st := &installState{rpc: rpc, req: req, config: config, start: time.Now(), reset: reset, doneCh: make(chan error, 1)}
-	if !reset && req.LeaderCommitIndex != 0 && req.LastLogIndex > req.LeaderCommitIndex {
-		// The leader's uncommitted Restore: fenced until settled, marked before the snapshot
-		// becomes visible.
-		if err := r.markUnconfirmedSnapshot(req.LastLogIndex, req.LastLogTerm); err != nil {
-			r.fatal(err)
-			rpc.Respond(nil, err)
-			return
-		}
-	}
-	r.install = st
-	// Exits once the transfer and the FSM restore ended, or on shutdown.
-	r.goFunc(func() { st.doneCh <- r.receiveSnapshot(st) })
-}
-
-// receiveSnapshot stores the streamed snapshot and restores the FSM from it, through the FSM
-// goroutine after everything handed to it before. The data is streamed into the store, never
-// held whole in memory; an interrupted transfer cancels the sink, leaving nothing behind.
-// Runs on the install goroutine.
-func (r *Raft) receiveSnapshot(st *installState) error {
-	req := st.req
-	sink, err := r.snaps.Create(req.SnapshotVersion, req.LastLogIndex, req.LastLogTerm, st.config, req.ConfigurationIndex)
-	if err != nil {
-		return fmt.Errorf("raft: creating snapshot: %w", err)
-	}
-	n, err := io.Copy(sink, io.LimitReader(st.rpc.Reader, req.Size))
-	if err == nil && n != req.Size {
-		err = fmt.Errorf("raft: snapshot stream ended after %d of %d bytes", n, req.Size)
 	}
 	if err != nil {
 		_ = sink.Cancel()
-		return fmt.Errorf("raft: receiving snapshot: %w", err)
+		return "", fmt.Errorf("raft: reading snapshot data: %w", err)
 	}
 	if err := sink.Close(); err != nil {
-		return fmt.Errorf("raft: closing snapshot: %w", err)
+		return "", fmt.Errorf("raft: closing snapshot: %w", err)
 	}
-	task := &restoreTask{id: sink.ID(), index: req.LastLogIndex, term: req.LastLogTerm,
-		configuration: st.config, configurationIndex: req.ConfigurationIndex, done: make(chan error, 1)}
+	return sink.ID(), nil
+}
+
+// restoreFSMFrom hands the FSM goroutine the restore task (its snapshot stored under task.id),
+// after every task queued before it, and waits for it; ErrRaftShutdown if the node stops
+// first. A failed restore may have left the FSM half replaced: the node stops.
+func (r *Raft) restoreFSMFrom(task *restoreTask) error {
+	task.done = make(chan error, 1)
 	r.fsmq.push(fsmTask{restore: task})
 	select {
-	case err = <-task.done:
+	case err := <-task.done:
+		if err != nil {
+			r.fatal(err)
+		}
+		return err
 	case <-r.shutdownCh:
 		return ErrRaftShutdown
 	}
-	if err != nil {
-		// The FSM may be half restored: this node cannot go on.
-		r.fatal(err)
-		return err
-	}
-	return nil
 }
 
-// finishInstall ends the install in progress on the main loop: after a successful restore it
-// makes the log consistent with the snapshot, then answers the leader.
-func (r *Raft) finishInstall(err error) {
-	st := r.install
-	r.install = nil
-	if err == nil {
-		if st.reset {
-			// The FSM holds the leader's committed snapshot now, not the unconfirmed one:
-			// the commit index goes back to what is known committed.
-			r.commitIndex.Store(st.req.LastLogIndex)
-			r.resetTerm = 0
-			r.logger.Warn("reset from the leader's snapshot; the unconfirmed snapshot is discarded",
-				"index", st.req.LastLogIndex, "term", st.req.LastLogTerm, "discarded", r.unconfirmed.index)
-		}
-		err = r.installSnapshot(st.req, st.config)
-	}
-	if err != nil {
-		r.logger.Error("installing snapshot failed", "index", st.req.LastLogIndex, "error", err)
-		if snapIndex, _ := r.snapshotIndexTerm(); r.unconfirmed.index != 0 && r.unconfirmed.index != snapIndex && !r.stopping() {
-			r.confirmSnapshot() // the marked snapshot was never adopted: drop the mark
-		}
-		st.rpc.Respond(nil, err)
-		return
-	}
-	if r.unconfirmed != (indexTerm{index: st.req.LastLogIndex, term: st.req.LastLogTerm}) {
-		r.confirmSnapshot() // a committed snapshot replaced an unconfirmed one
-	}
-	snapshotInstallMetric(st.start)
-	r.touchContact()
-	st.rpc.Respond(&InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load(), Success: true}, nil)
-}
-
-func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error) {
-	switch {
-	case req.Size < 0:
-		return Configuration{}, fmt.Errorf("%w: negative snapshot size %d", ErrBadRequest, req.Size)
-	case req.LastLogIndex == 0 || req.LastLogTerm == 0 || req.LastLogTerm > req.Term:
-		return Configuration{}, fmt.Errorf("%w: snapshot at index %d term %d", ErrBadRequest, req.LastLogIndex, req.LastLogTerm)
-	case req.SnapshotVersion != SnapshotVersion:
-		return Configuration{}, fmt.Errorf("%w: snapshot version %d", ErrBadRequest, req.SnapshotVersion)
-	case req.ConfigurationIndex > req.LastLogIndex:
-		return Configuration{}, fmt.Errorf("%w: configuration index %d past the snapshot", ErrBadRequest, req.ConfigurationIndex)
-	}
-	c, err := decodeConfiguration(req.Configuration)
-	if err != nil {
-		return Configuration{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
-	}
-	return c, nil
-}
-
-// installSnapshot makes the log, the commit index and the configuration consistent with a
-// snapshot the FSM was just restored from. Main loop only.
-func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration) error {
-	// No lock against a concurrent compaction: see compactLogs.
-	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
-		r.fatal(err)
-		return err
-	}
-	r.snapshot.Store(&indexTerm{index: req.LastLogIndex, term: req.LastLogTerm})
-	r.fsmQueuedIndex = req.LastLogIndex
-	r.setConfigurations(snapshotConfigurations(config, req.ConfigurationIndex))
-	r.commitIndex.Store(max(r.commitIndex.Load(), req.LastLogIndex))
-	if err := r.rescanConfigurations(req.LastLogIndex + 1); err != nil {
-		r.fatal(err)
-		return err
-	}
-	r.logger.Info("installed snapshot", "index", req.LastLogIndex, "term", req.LastLogTerm)
-	return nil
-}
-
-// discardLogBehind keeps the entries after the snapshot only when the log holds the
-// snapshot's last entry with the same term; otherwise the whole log goes (Raft paper, Figure
-// 13, steps 6 and 7), so the node can never fall back into asking for the same snapshot.
-func (r *Raft) discardLogBehind(index, term uint64) error {
-	first, err := r.logs.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("raft: reading first index: %w", err)
-	}
-	lastIndex, _ := r.lastLogIndexTerm()
-	keep := false
-	if index < lastIndex {
-		var l Log
-		if err := r.logs.GetLog(index, &l); err == nil && l.Term == term {
-			keep = true
-		}
-	}
-	if first == 0 {
-		r.lastLog.Store(&indexTerm{index: index, term: term})
-		return nil
-	}
-	if keep {
-		return r.logs.DeleteRange(first, index)
-	}
-	r.recent.truncateFrom(0)
-	if err := r.logs.DeleteRange(first, max(lastIndex, first)); err != nil {
-		return fmt.Errorf("raft: discarding log: %w", err)
-	}
-	r.lastLog.Store(&indexTerm{index: index, term: term})
-	return nil
-}
-
-// snapshotWarnInterval spaces the WARN lines of a peer that keeps refusing or failing
-// snapshots; the retries in between log at DEBUG.
-const snapshotWarnInterval = 30 * time.Second
-
-// logSnapshotFailure logs a failed snapshot send at WARN at most once per
-// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
-func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
-	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
-		s.snapshotWarned = now
-		return
-	}
-	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
-}
-
-// sendLatestSnapshot sends the newest snapshot to the peer (for a peer to reset, one newer
-// than its unconfirmed snapshot: see snapshotToSend); false when the replicator should stop.
-func (s *replicator) sendLatestSnapshot() bool {
-	peer := s.peer.Load()
-	version := s.ls.logVersion.Load()
-	latest, err := s.snapshotToSend()
-	if err != nil {
-		s.r.logger.Error("peer needs a snapshot but none can be sent", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	meta, rc, err := s.r.snaps.Open(latest.ID)
-	if err != nil {
-		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	defer rc.Close()
-	if s.ls.logVersion.Load() != version {
-		// The node left its term (it may have installed another leader's snapshot since)
-		// or restored one: what was opened is not this term's view.
-		return !s.stopped()
-	}
-	req := &InstallSnapshotRequest{
-		RPCHeader:          s.r.header(),
-		SnapshotVersion:    meta.Version,
-		Term:               s.ls.term,
-		LastLogIndex:       meta.Index,
-		LastLogTerm:        meta.Term,
-		Configuration:      encodeConfiguration(meta.Configuration),
-		ConfigurationIndex: meta.ConfigurationIndex,
-		Size:               meta.Size,
-		LeaderCommitIndex:  s.r.commitIndex.Load(),
-	}
-	var resp InstallSnapshotResponse
-	start := time.Now()
-	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
-	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.failures++
-		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
-		return s.wait(s.backoff())
-	}
-	rpcMetric("install_snapshot", peer.ID, start)
-	if resp.Term > s.ls.term {
-		s.notifyStepDown(resp.Term)
-		return false
-	}
-	s.setContact()
-	if !resp.Success {
-		s.failures++
-		return s.wait(s.backoff())
-	}
-	s.noteSuccess()
-	s.snapshotWarned = time.Time{}
-	s.resetAbove = indexTerm{}
-	s.advanceMatch(meta.Index)
-	s.nextIndex = meta.Index + 1
-	s.r.logger.Info("snapshot installed on peer", "peer", string(peer.ID), "index", meta.Index)
-	return true
-}
-
-// snapshotToSend returns the snapshot to send the peer: the newest one, or for a peer that
-// asked to be reset (resetAbove), a committed one newer than the peer's unconfirmed snapshot,
-// taken first when the newest is not. A leader that has not applied an entry newer than that
-// snapshot yet (its first entry of the term is not committed) has none to give: an error,
-// and the replicator retries after its backoff.
-func (s *replicator) snapshotToSend() (*SnapshotMeta, error) {
-	metas, err := s.r.listSnapshots()
-	if err != nil {
-		return nil, err
-	}
-	if s.resetAbove.index != 0 && (len(metas) == 0 || !s.resetsPeer(metas[0])) {
-		if err := s.snapshotForReset(); err != nil {
-			return nil, err
-		}
-		if metas, err = s.r.listSnapshots(); err != nil {
-			return nil, err
-		}
-	}
-	if len(metas) == 0 {
-		return nil, errors.New("raft: no snapshot stored")
-	}
-	if s.resetAbove.index != 0 && !s.resetsPeer(metas[0]) {
-		return nil, fmt.Errorf("raft: the newest snapshot (index %d, term %d) cannot reset the peer's unconfirmed one (index %d, term %d) yet",
-			metas[0].Index, metas[0].Term, s.resetAbove.index, s.resetAbove.term)
-	}
-	return metas[0], nil
-}
-
-// resetsPeer reports whether m can replace the peer's unconfirmed snapshot: committed, and
-// newer than it.
-func (s *replicator) resetsPeer(m *SnapshotMeta) bool {
-	return indexTerm{index: m.Index, term: m.Term}.newerThan(s.resetAbove) && m.Index <= s.r.commitIndex.Load()
-}
-
-// snapshotForReset takes a snapshot for a peer to reset, once this leader applied an entry
-// newer than the peer's unconfirmed snapshot. It gives up when the replicator stops.
-func (s *replicator) snapshotForReset() error {
-	if applied, term := s.r.appliedIndexTerm(); !(indexTerm{index: applied, term: term}).newerThan(s.resetAbove) {
-		return fmt.Errorf("raft: applied entry %d (term %d) is not newer than the peer's unconfirmed snapshot at %d (term %d) yet",
-			applied, term, s.resetAbove.index, s.resetAbove.term)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Exits when the snapshot is done or the replicator stops, whichever is first.
-	s.r.goFunc(func() {
-		select {
-		case <-ctx.Done():
-		case <-s.ls.stopCh:
-		case <-s.stopCh:
-		case <-s.r.shutdownCh:
-		}
-		cancel()
-	})
-	if err := s.r.SnapshotContext(ctx).Error(); err != nil && !errors.Is(err, ErrNothingNewToSnapshot) {
-		return fmt.Errorf("raft: taking a snapshot to reset the peer: %w", err)
-	}
-	return nil
+// moveToSnapshot makes a snapshot the node's latest: its position, the point up to which
+// entries count as handed to the FSM, and both configurations. Log, commit index and applied
+// index are the caller's.
+func (r *Raft) moveToSnapshot(index, term uint64, config Configuration, configIndex uint64) {
+	r.snapshot.Store(&indexTerm{index: index, term: term})
+	r.fsmQueuedIndex = index
+	r.setConfigurations(snapshotConfigurations(config, configIndex))
 }

@@ -186,3 +186,11 @@ func (r *Raft) checkTermCoversState() error {
 	}
 	return nil
 }
+
+// adoptSnapshot makes a restored snapshot the node's starting point.
+func (r *Raft) adoptSnapshot(meta *SnapshotMeta) {
+	r.moveToSnapshot(meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex)
+	r.applied.Store(&indexTerm{index: meta.Index, term: meta.Term})
+	r.fsmConfig, r.fsmConfigIndex = meta.Configuration.Clone(), meta.ConfigurationIndex
+	r.commitIndex.Store(meta.Index)
+}
