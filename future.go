@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -51,14 +50,18 @@ type deferError struct {
 	done chan struct{} // closed by the one respond
 	err  error         // written before done is closed
 
-	// Bounds on the wait, set before the future is handed to the caller.
+	// Bounds on the wait, set by init before the future is handed to the caller.
 	deadline   time.Time       // zero: none
 	ctx        context.Context // nil: none
-	shutdownCh <-chan struct{} // the node's; nil for futures born resolved
-	enqueued   atomic.Bool     // the request reached the main loop
+	shutdownCh <-chan struct{} // the node's; nil: none
 }
 
-func (d *deferError) init() { d.done = make(chan struct{}) }
+// init readies d for a request whose wait on Error ends at deadline (zero: none), when ctx
+// ends (nil: never) or when shutdownCh closes (nil: never).
+func (d *deferError) init(shutdownCh <-chan struct{}, deadline time.Time, ctx context.Context) {
+	d.done = make(chan struct{})
+	d.shutdownCh, d.deadline, d.ctx = shutdownCh, deadline, ctx
+}
 
 // respond resolves the future; only the first call counts.
 func (d *deferError) respond(err error) {
@@ -69,37 +72,27 @@ func (d *deferError) respond(err error) {
 }
 
 // Error implements Future. It waits for completion, but never past the deadline, the
-// context or the node's shutdown. A request that never reached the main loop reports
-// ErrEnqueueTimeout (not applied); one that did reports ErrTimeout (outcome unknown).
+// context or the node's shutdown. A caller only ever holds a future whose request was handed
+// over (a hand-off that fails returns an errorFuture with ErrEnqueueTimeout instead), so a
+// wait that ends early reports ErrTimeout: the outcome is unknown.
 func (d *deferError) Error() error {
 	select {
 	case <-d.done:
 		return d.err
 	default:
 	}
-	timeout, ctxDone, stop := d.waitBounds()
+	timeout, ctxDone, stop := waitBounds(d.deadline, d.ctx)
 	defer stop()
 	select {
 	case <-d.done:
 	case <-timeout:
-		d.respond(d.expiredErr(nil))
+		d.respond(ErrTimeout)
 	case <-ctxDone:
-		d.respond(d.expiredErr(d.ctx.Err()))
+		d.respond(&wrappedErr{base: ErrTimeout, cause: d.ctx.Err()})
 	case <-d.shutdownCh:
 		d.respond(ErrRaftShutdown)
 	}
 	return d.err
-}
-
-func (d *deferError) expiredErr(ctxErr error) error {
-	base := ErrEnqueueTimeout
-	if d.enqueued.Load() {
-		base = ErrTimeout
-	}
-	if ctxErr != nil {
-		return &wrappedErr{base: base, cause: ctxErr}
-	}
-	return base
 }
 
 // wrappedErr matches both a raft sentinel and a context error with errors.Is.
@@ -135,12 +128,11 @@ func (l *logFuture) Response() any { return l.response }
 // newLogFuture prepares a future whose Error waits at most timeout (0: no limit).
 func (r *Raft) newLogFuture(log Log, timeout time.Duration, ctx context.Context) *logFuture {
 	f := &logFuture{log: log, created: time.Now()}
-	f.init()
-	f.shutdownCh = r.shutdownCh
-	f.ctx = ctx
+	var deadline time.Time
 	if timeout > 0 {
-		f.deadline = f.created.Add(timeout)
+		deadline = f.created.Add(timeout)
 	}
+	f.init(r.shutdownCh, deadline, ctx)
 	return f
 }
 
@@ -157,15 +149,16 @@ func (s shutdownFuture) Error() error {
 type verifyFuture struct {
 	deferError
 	mu     sync.Mutex
-	votes  int // guarded by mu
 	quorum int
 	voted  map[ServerID]bool // guarded by mu
+}
 
-	// For ReadIndex: wantRead asks the leader to fix readIndex (its commit index, once it
-	// committed an entry of its term) before confirming leadership. readIndex is written by
-	// the main loop before the confirmation starts.
-	wantRead  bool
-	readIndex uint64
+// newVerifyFuture returns a leadership confirmation whose Error waits at most until
+// shutdownCh closes or ctx ends (nil: never).
+func newVerifyFuture(shutdownCh <-chan struct{}, ctx context.Context) *verifyFuture {
+	v := &verifyFuture{voted: make(map[ServerID]bool)}
+	v.init(shutdownCh, time.Time{}, ctx)
+	return v
 }
 
 // vote counts one voter's acknowledgement and resolves the future at quorum.
@@ -176,8 +169,7 @@ func (v *verifyFuture) vote(id ServerID) {
 		return
 	}
 	v.voted[id] = true
-	v.votes++
-	won := v.votes >= v.quorum
+	won := len(v.voted) >= v.quorum
 	v.mu.Unlock()
 	if won {
 		v.respond(nil)
@@ -206,24 +198,18 @@ type bootstrapFuture struct {
 // effect. An already ended ctx fails before trying, since a select with both the send and
 // Done ready picks at random.
 func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, shutdownCh <-chan struct{}) error {
-	var ctxDone <-chan struct{}
 	if ctx != nil {
 		if err := ctx.Err(); err != nil {
 			return &wrappedErr{base: ErrEnqueueTimeout, cause: err}
 		}
-		ctxDone = ctx.Done()
 	}
 	select {
 	case ch <- v: // room in the queue: no timer needed (one allocation less per Apply)
 		return nil
 	default:
 	}
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
+	timeout, ctxDone, stop := waitBounds(deadline, ctx)
+	defer stop()
 	select {
 	case ch <- v:
 		return nil
@@ -236,16 +222,17 @@ func handOff[T any](ch chan<- T, v T, deadline time.Time, ctx context.Context, s
 	}
 }
 
-// waitBounds returns the channels that end a wait on d: a timer for its deadline and its
-// context's Done, each nil when absent. stop releases the timer.
-func (d *deferError) waitBounds() (timeout <-chan time.Time, ctxDone <-chan struct{}, stop func()) {
+// waitBounds returns the channels that end a wait bounded by deadline (zero: none) and ctx
+// (nil: none): a timer's channel and ctx's Done, each nil when absent. stop releases the
+// timer.
+func waitBounds(deadline time.Time, ctx context.Context) (timeout <-chan time.Time, ctxDone <-chan struct{}, stop func()) {
 	stop = func() {}
-	if !d.deadline.IsZero() {
-		t := time.NewTimer(time.Until(d.deadline))
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
 		timeout, stop = t.C, func() { t.Stop() }
 	}
-	if d.ctx != nil {
-		ctxDone = d.ctx.Done()
+	if ctx != nil {
+		ctxDone = ctx.Done()
 	}
 	return timeout, ctxDone, stop
 }

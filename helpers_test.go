@@ -142,3 +142,47 @@ func within(d time.Duration, f func()) bool {
 		return false
 	}
 }
+
+// waitLong bounds the waits of cluster tests: generous, since most run in virtual time.
+const waitLong = 10 * time.Second
+
+// recorded returns the commands node i applied, as strings.
+func recorded(c *raftest.Cluster, i int) []string {
+	var out []string
+	for _, e := range c.Node(i).FSM().(interface{ Entries() []raftest.Entry }).Entries() {
+		out = append(out, commandName(e.Data))
+	}
+	return out
+}
+
+// countOf counts how often cmd was applied on node i.
+func countOf(c *raftest.Cluster, i int, cmd string) int {
+	n := 0
+	for _, s := range recorded(c, i) {
+		if s == cmd {
+			n++
+		}
+	}
+	return n
+}
+
+// mustApply applies cmd through the cluster and fails the test on error.
+func mustApply(t *testing.T, c *raftest.Cluster, cmd string) raft.ApplyFuture {
+	t.Helper()
+	f, err := c.Apply([]byte(cmd), waitLong)
+	if err != nil {
+		t.Fatalf("apply %q: %v", cmd, err)
+	}
+	return f
+}
+
+// others returns the indexes of the nodes other than i.
+func others(c *raftest.Cluster, i int) []int {
+	var out []int
+	for j := range c.Nodes() {
+		if j != i {
+			out = append(out, j)
+		}
+	}
+	return out
+}

@@ -57,9 +57,6 @@ type leaderState struct {
 	promotion   *promotion
 	transfer    *transferState
 
-	// pendingReads are ReadIndex requests waiting for the term's first commit. Main loop only.
-	pendingReads []*verifyFuture
-
 	// reads batches reads into confirmation rounds and keeps the lease (read.go).
 	reads leaderReads
 }
@@ -352,11 +349,8 @@ func (r *Raft) processLeaderCommits() {
 	}
 	r.maybeStartConfigChange()
 	r.progressTransfer()
-	if reads := ls.pendingReads; len(reads) > 0 && r.restoring == nil {
-		ls.pendingReads = nil
-		for _, v := range reads {
-			r.handleVerify(v)
-		}
+	if r.restoring == nil {
+		r.maybeStartReadRound() // reads queued before the term's first commit wait for it
 	}
 	if r.configurations.committedIndex == r.configurations.latestIndex && !r.configurations.latest.isVoter(r.localID) {
 		r.logger.Info("removed from the configuration, stepping down")
@@ -394,15 +388,6 @@ func (r *Raft) checkLeaderLease() {
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
 func (r *Raft) handleVerify(v *verifyFuture) {
 	ls := r.leaderState
-	if v.wantRead {
-		if r.commitIndex.Load() < ls.commitment.startIndex {
-			// No entry of this term committed yet: the commit index may still be behind
-			// what earlier leaders committed. Wait for the term's no-op.
-			ls.pendingReads = append(ls.pendingReads, v)
-			return
-		}
-		v.readIndex = r.commitIndex.Load()
-	}
 	v.quorum = r.configurations.latest.quorumSize()
 	live := ls.verifies[:0]
 	for _, old := range ls.verifies {
@@ -439,13 +424,18 @@ func (r *Raft) leaderCleanup(err error) {
 	r.leaderState = nil
 	close(ls.stopCh)
 	ls.logVersion.Add(1)
+	// The role changes before any caller hears ErrLeadershipLost, so a caller that then asks
+	// State or Leader never sees this node still leading.
+	if l := r.leader.Load(); l.id == r.localID {
+		r.setLeader("", "")
+	}
+	if r.getState() == Leader {
+		r.setState(Follower)
+	}
 	for _, f := range ls.inflight {
 		f.respond(err)
 	}
 	for _, v := range ls.verifies {
-		v.respond(err)
-	}
-	for _, v := range ls.pendingReads {
 		v.respond(err)
 	}
 	r.endReads(ls, err)
@@ -461,12 +451,6 @@ func (r *Raft) leaderCleanup(err error) {
 		} else {
 			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
 		}
-	}
-	if l := r.leader.Load(); l.id == r.localID {
-		r.setLeader("", "")
-	}
-	if r.getState() == Leader {
-		r.setState(Follower)
 	}
 	// Followers may have committed entries the leader had not written yet, and this node
 	// may have applied them: its log must never end before what it applied, or it would

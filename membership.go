@@ -108,7 +108,6 @@ func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddr
 	}
 	f := &configChangeFuture{kind: kind, id: id, addr: addr, prevIndex: prevIndex}
 	f.logFuture = *r.newLogFuture(Log{Type: LogConfiguration}, timeout, ctx)
-	f.enqueued.Store(true)
 	if err := r.sendLeaderRequest(f, f.deadline, f.ctx); err != nil {
 		return errorFuture{err}
 	}

@@ -516,8 +516,7 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 // BootstrapCluster.
 func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 	b := &bootstrapFuture{configuration: configuration.Clone()}
-	b.init()
-	b.shutdownCh = r.shutdownCh
+	b.init(r.shutdownCh, time.Time{}, nil)
 	select {
 	case r.bootstrapCh <- b:
 		return b
@@ -576,7 +575,6 @@ func (r *Raft) enqueue(f *logFuture) ApplyFuture {
 		}
 		return errorFuture{r.notLeaderErr()}
 	}
-	f.enqueued.Store(true)
 	if err := handOff(r.applyCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}
@@ -594,14 +592,10 @@ func (r *Raft) VerifyLeader() Future { return r.verifyLeader(context.Background(
 func (r *Raft) VerifyLeaderContext(ctx context.Context) Future { return r.verifyLeader(ctx) }
 
 func (r *Raft) verifyLeader(ctx context.Context) Future {
-	v := &verifyFuture{voted: make(map[ServerID]bool)}
-	v.init()
-	v.shutdownCh = r.shutdownCh
-	v.ctx = ctx
+	v := newVerifyFuture(r.shutdownCh, ctx)
 	if err := r.sendLeaderRequest(v, time.Time{}, ctx); err != nil {
 		return errorFuture{err}
 	}
-	v.enqueued.Store(true)
 	return v
 }
 

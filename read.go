@@ -164,8 +164,7 @@ func (r *Raft) startRead(ctx context.Context, f *readFuture, deadline time.Time)
 			}
 		}
 	}
-	f.init()
-	f.ctx, f.deadline, f.shutdownCh = ctx, deadline, r.shutdownCh
+	f.init(r.shutdownCh, deadline, ctx)
 	return r.forwardRead(f)
 }
 
@@ -231,7 +230,7 @@ func (f *readFuture) waitApplied() error {
 		return nil
 	}
 	start := time.Now()
-	timeout, ctxDone, stop := f.waitBounds()
+	timeout, ctxDone, stop := waitBounds(f.deadline, f.ctx)
 	defer stop()
 	for {
 		notify := r.appliedNotify.Load()
@@ -263,7 +262,6 @@ func (r *Raft) readableAt(index uint64) bool {
 
 // forwardRead queues a read for the batcher goroutine.
 func (r *Raft) forwardRead(f *readFuture) IndexFuture {
-	f.enqueued.Store(true)
 	if err := handOff(r.readForwardCh, f, f.deadline, f.ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}
@@ -442,8 +440,9 @@ type readWaiter struct {
 
 // readRound is one confirmation shared by every read that queued before it started.
 type readRound struct {
-	v       *verifyFuture
-	waiters []readWaiter // fixed before the round starts
+	v         *verifyFuture
+	readIndex uint64       // the commit index when the round started
+	waiters   []readWaiter // fixed before the round starts
 	// over is closed by awaitReadRound once it answered the round and handed the reads
 	// queued meanwhile on (or gave up on shutdown): until then the batcher takes nothing,
 	// so those reads all go to the next round together.
@@ -539,21 +538,23 @@ func (r *Raft) queueRead(w readWaiter, lease bool) {
 }
 
 // maybeStartReadRound starts a confirmation round for the queued reads unless one is in
-// flight; the queued reads then wait for it to finish (readRoundDone).
+// flight (the queued reads then wait for it to finish: readRoundDone) or no entry of this
+// term committed yet: until then the commit index may be behind what earlier leaders
+// committed, and the term's first commit calls this again. The round's read index is the
+// commit index as it starts.
 func (r *Raft) maybeStartReadRound() {
 	ls := r.leaderState
-	if ls.reads.round != nil || len(ls.reads.queued) == 0 {
+	if ls.reads.round != nil || len(ls.reads.queued) == 0 || r.commitIndex.Load() < ls.commitment.startIndex {
 		return
 	}
-	v := &verifyFuture{voted: make(map[ServerID]bool), wantRead: true}
-	v.init()
-	round := &readRound{v: v, waiters: ls.reads.queued, over: make(chan struct{})}
+	v := newVerifyFuture(nil, nil)
+	round := &readRound{v: v, readIndex: r.commitIndex.Load(), waiters: ls.reads.queued, over: make(chan struct{})}
 	ls.reads.queued = nil
 	ls.reads.round = round
 	r.readRoundOut.Store(round)
 	r.readRounds.Add(1)
 	readRoundMetric(len(round.waiters))
-	r.handleVerify(v) // waits for the term's first commit if need be
+	r.handleVerify(v)
 	// One goroutine per round, at most one round at a time; it exits once the round
 	// resolved (leaderCleanup fails it when the term ends) or on shutdown.
 	r.goFunc(func() { r.awaitReadRound(ls, round) })
@@ -571,7 +572,7 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 		return // local reads see the shutdown themselves; the transport fails forwarded ones
 	}
 	for _, w := range round.waiters {
-		w.answer(ls.term, round.v.readIndex, false, round.v.err)
+		w.answer(ls.term, round.readIndex, false, round.v.err)
 	}
 	next := readBatch(r.takeQueuedReads(nil))
 	select {

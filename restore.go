@@ -92,9 +92,7 @@ func (r *Raft) restore(ctx context.Context, meta *SnapshotMeta, reader io.Reader
 	}
 	for {
 		f := &restoreFuture{meta: meta, reader: reader}
-		f.init()
-		f.deadline = deadline // read by the main loop for the no-op
-		f.ctx = ctx
+		f.init(nil, deadline, ctx) // the deadline is read by the main loop for the no-op
 		if err := r.sendLeaderRequest(f, deadline, ctx); err != nil {
 			return err
 		}
@@ -318,7 +316,6 @@ func (r *Raft) restoredFSM(lr *leaderRestore, err error) {
 	r.logger.Info("restored user snapshot", "index", lr.index, "term", lr.term)
 	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
 	noop.deadline, noop.ctx = lr.f.deadline, lr.f.ctx
-	noop.enqueued.Store(true) // a timeout now means the outcome is unknown
 	lr.f.noop = noop
 	r.dispatchLogs([]*logFuture{noop})
 	r.resumeAfterRestore(lr)

@@ -244,3 +244,113 @@ func testInterruptedRestoreResets(t *testing.T, p raftest.CrashPoint) {
 		c.CheckSafety()
 	})
 }
+
+// A node never acknowledges entries it does not hold. Leader L restores a backup while cut
+// off: its snapshot S (never committed) replaces its log. n, elected by the others, has a log
+// ending below S. With the third node cut off, n's writes can only commit through L. Before
+// the fix L skipped every entry at or below its snapshot and answered Success, so n committed
+// (and acknowledged) writes L never stored; they were lost at the next leader change. Now L
+// acknowledges nothing until n reset it from a snapshot of n's (which takes an entry of n's
+// term committed with the third node's help); every write that commits must survive.
+// With restart, L restarts between its failed Restore and meeting n (the mark is durable),
+// as a leader that crashed in the middle of its Restore would.
+func TestRestore_UncommittedRestoreNeverAcknowledgesEntriesItLacks(t *testing.T) {
+	t.Run("running", func(t *testing.T) { testUncommittedRestoreFenced(t, false) })
+	t.Run("restart", func(t *testing.T) { testUncommittedRestoreFenced(t, true) })
+}
+
+func testUncommittedRestoreFenced(t *testing.T, restart bool) {
+	raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+		leader, meta, data := keptAndBackedUp(t, c, 3)
+		r := c.Node(leader).Raft()
+		last := r.LastIndex()
+		c.Isolate(leader)
+		// Dispatched, never committed: they put L's log, and so its restored snapshot, past
+		// anything the next leader holds.
+		for i := 0; i < 5; i++ {
+			r.Apply(fmt.Appendf(nil, "lost-%d", i), 0)
+		}
+		c.WaitFor(waitLong, "the commands to be dispatched", func() bool { return r.LastIndex() >= last+5 })
+		if err := r.Restore(meta, bytes.NewReader(data), 50*time.Millisecond); err == nil {
+			t.Fatal("a restore committed without a quorum")
+		}
+		restoredAt := statU(t, c, leader, "last_snapshot_index")
+		var next int
+		c.WaitFor(waitLong, "a new leader among the others", func() bool {
+			next = c.Leader()
+			return next >= 0 && next != leader
+		})
+		if restart {
+			c.Restart(leader)
+			r = c.Node(leader).Raft()
+			if got := statU(t, c, leader, "last_snapshot_index"); got != restoredAt {
+				t.Fatalf("restarted with snapshot %d, want the restored %d", got, restoredAt)
+			}
+		}
+		c.Heal() // Partition keeps isolations
+		c.Partition([]int{leader, next})
+		c.WaitFor(waitLong, "the old leader to follow the new one", func() bool {
+			return r.Leader() == c.Node(next).Addr || isStopped(r)
+		})
+		nr := c.Node(next).Raft()
+		var committed []string
+		for i := 0; i < 3; i++ {
+			name := fmt.Sprintf("write-%d", i)
+			if err := nr.Apply([]byte(name), 500*time.Millisecond).Error(); err == nil {
+				// Only possible once the old leader was reset from the new leader's
+				// snapshot (which needs an entry of the new term committed first): it
+				// then holds what it acknowledges.
+				committed = append(committed, name)
+			}
+		}
+		c.Heal()
+		g := mustApply(t, c, "after")
+		got := c.WaitSameCommands(g.Index(), waitLong)
+		for _, name := range committed {
+			if !slices.Contains(got, name) {
+				t.Fatalf("acknowledged %s is lost: the cluster holds %v (the old leader's restored snapshot was at %d)", name, got, restoredAt)
+			}
+		}
+		c.CheckSafety()
+	})
+}
+
+func isStopped(r *raft.Raft) bool {
+	select {
+	case <-r.Stopped():
+		return true
+	default:
+		return false
+	}
+}
+
+// A leader that crashes inside its own Restore before it dropped its log is undone at
+// restart: it starts from its previous snapshot and log, as if the Restore never happened
+// (no node can have counted on the restored snapshot yet), instead of starting from a snapshot
+// the cluster never committed and being stopped once it meets the next leader's log.
+func TestRestore_LeaderCrashBeforeDroppingItsLogIsUndone(t *testing.T) {
+	for _, p := range []raftest.CrashPoint{raftest.CrashInSnapshotClose, raftest.CrashInFSMRestore} {
+		t.Run(p.String(), func(t *testing.T) {
+			raftest.Run(t, manualSnapshots(snapOpts(3)), func(t *testing.T, c *raftest.Cluster) {
+				leader, meta, data := keptAndBackedUp(t, c, 3)
+				last := applyN(t, c, "more", 3)
+				c.WaitApplied(last, waitLong)
+				c.CrashAt(leader, p, 0)
+				err := c.Node(leader).Raft().Restore(meta, bytes.NewReader(data), time.Second)
+				if c.Node(leader).Running() {
+					t.Fatalf("the leader did not crash inside %v (Restore returned %v)", p, err)
+				}
+				c.Start(leader)
+				r := c.Node(leader).Raft()
+				f := mustApply(t, c, "between")
+				c.WaitSameCommands(f.Index(), waitLong)
+				if isStopped(r) {
+					t.Fatalf("the restarted leader stopped: %v", r.ShutdownCause())
+				}
+				want := []string{"kept-0", "kept-1", "kept-2", "more-0", "more-1", "more-2", "between"}
+				expectCommands(t, c, want)
+				c.CheckSafety()
+			})
+		})
+	}
+}

@@ -79,10 +79,7 @@ func (r *Raft) SnapshotContext(ctx context.Context) SnapshotFuture { return r.sn
 
 func (r *Raft) snapshotRequest(ctx context.Context) SnapshotFuture {
 	f := &userSnapshotFuture{r: r}
-	f.init()
-	f.shutdownCh = r.shutdownCh
-	f.ctx = ctx
-	f.enqueued.Store(true)
+	f.init(r.shutdownCh, time.Time{}, ctx)
 	if err := handOff(r.userSnapshotCh, f, time.Time{}, ctx, r.shutdownCh); err != nil {
 		return errorFuture{err}
 	}

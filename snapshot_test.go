@@ -2,6 +2,7 @@ package raft_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/raftkit/raft"
@@ -457,5 +459,103 @@ func TestSnapshot_PersistDoesNotStallApplies(t *testing.T) {
 		c.WaitApplied(last, waitLong)
 		sameFSMs(t, c, leader)
 		c.CheckSafety()
+	})
+}
+
+// gatedRestoreFSM is a RecordingFSM whose Restore waits, once armed, until the test releases
+// it: a slow restore landing exactly where the test needs it.
+type gatedRestoreFSM struct {
+	*raftest.RecordingFSM
+	entered chan struct{} // closed when Restore started
+	release chan struct{} // closed by the test
+}
+
+func (f *gatedRestoreFSM) Restore(rc io.ReadCloser) error {
+	close(f.entered)
+	<-f.release
+	return f.RecordingFSM.Restore(rc)
+}
+
+// blockingReader hands out data only once released: a snapshot transfer that stalls.
+type blockingReader struct {
+	release chan struct{}
+	data    io.Reader
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	<-b.release
+	return b.data.Read(p)
+}
+
+// A follower receiving a snapshot keeps answering heartbeats for the whole transfer and the
+// FSM restore. Before the fix both ran on its main loop: a stalled transfer or a slow restore
+// left the leader's heartbeats unanswered until the follower's election timer fired.
+func TestInstallSnapshot_HeartbeatsAnsweredDuringTransferAndRestore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fsm := &gatedRestoreFSM{RecordingFSM: raftest.NewRecordingFSM(), entered: make(chan struct{}), release: make(chan struct{})}
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) {
+			if !p.ackHeartbeat(rpc) {
+				rpc.Respond(nil, errors.New("scripted peer is quiet"))
+			}
+		}
+		c := newScriptedClusterFSM(t, fsm, store, store, quiet, quiet)
+		transfer := &blockingReader{release: make(chan struct{})}
+		var releaseTransfer, releaseRestore sync.Once
+		// Runs before the node's shutdown (cleanups run last first): a failed check must not
+		// leave the shutdown waiting on a held transfer or restore.
+		t.Cleanup(func() {
+			releaseTransfer.Do(func() { close(transfer.release) })
+			releaseRestore.Do(func() { close(fsm.release) })
+		})
+		heartbeat := func(what string) {
+			t.Helper()
+			var resp *raft.AppendEntriesResponse
+			var err error
+			if !within(10*time.Millisecond, func() { resp, err = c.f.send(&raft.AppendEntriesRequest{Term: 2}) }) {
+				t.Fatalf("heartbeat %s not answered within 10ms", what)
+			}
+			if err != nil || !resp.Success {
+				t.Fatalf("heartbeat %s: %+v, %v", what, resp, err)
+			}
+		}
+		heartbeat("before the install")
+		data := []byte("[]\n") // an empty RecordingFSM
+		cfg := raft.EncodeConfiguration(c.config)
+		transfer.data = bytes.NewReader(data)
+		installed := make(chan error, 1)
+		go func() {
+			req := &raft.InstallSnapshotRequest{RPCHeader: c.f.header(), SnapshotVersion: raft.SnapshotVersion, Term: 2,
+				LastLogIndex: 10, LastLogTerm: 2, Configuration: cfg, ConfigurationIndex: 1, Size: int64(len(data))}
+			var resp raft.InstallSnapshotResponse
+			err := c.f.trans.InstallSnapshot("n1", "addr-n1", req, &resp, transfer)
+			if err == nil && !resp.Success {
+				err = fmt.Errorf("install refused: %+v", resp)
+			}
+			installed <- err
+		}()
+		synctest.Wait() // the transfer has started and stalls
+		heartbeat("during the transfer")
+		releaseTransfer.Do(func() { close(transfer.release) })
+		<-fsm.entered
+		heartbeat("during the FSM restore")
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 10,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("too early")}}}); err == nil {
+			t.Fatalf("entries accepted while the snapshot is restored: %+v", resp)
+		}
+		releaseRestore.Do(func() { close(fsm.release) })
+		if err := <-installed; err != nil {
+			t.Fatalf("install: %v", err)
+		}
+		if got := c.r.Stats()["last_snapshot_index"]; got != "10" {
+			t.Fatalf("snapshot index %s after the install, want 10", got)
+		}
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 10, PrevLogTerm: 2, LeaderCommitIndex: 11,
+			Entries: []*raft.Log{{Index: 11, Term: 2, Type: raft.LogCommand, Data: []byte("after")}}}); err != nil || !resp.Success {
+			t.Fatalf("append after the install: %+v, %v", resp, err)
+		}
+		if !raftest.Eventually(time.Second, func() bool { return c.r.AppliedIndex() == 11 }) {
+			t.Fatalf("applied %d, want 11", c.r.AppliedIndex())
+		}
 	})
 }

@@ -56,13 +56,9 @@ func (r *Raft) LeadershipTransferToServer(id ServerID, addr ServerAddress) Futur
 
 func (r *Raft) transferLeadership(ctx context.Context, id ServerID, addr ServerAddress) Future {
 	f := &transferFuture{id: id, addr: addr}
-	f.ctx = ctx
-	f.init()
-	f.shutdownCh = r.shutdownCh
 	// The leader reports failure itself after 2*ElectionTimeout; the future's own deadline is a
 	// backstop for a node that stepped down and never hears of a new leader.
-	f.deadline = time.Now().Add(3 * r.conf.ElectionTimeout)
-	f.enqueued.Store(true)
+	f.init(r.shutdownCh, time.Now().Add(3*r.conf.ElectionTimeout), ctx)
 	if err := r.sendLeaderRequest(f, time.Time{}, f.ctx); err != nil {
 		return errorFuture{err}
 	}
