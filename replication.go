@@ -193,6 +193,14 @@ func (s *replicator) replicate() bool {
 		if resp.Success && s.nextIndex > lastIndex {
 			return true
 		}
+		if !resp.Success && !resp.NeedSnapshot && s.nextIndex > req.PrevLogIndex {
+			// A refusal that moved nothing back would be sent again at once, forever: in
+			// a synctest bubble that loop stops virtual time, elsewhere it burns a core.
+			s.noteFailure(fmt.Errorf("raft: peer refused entry %d again", req.PrevLogIndex))
+			if !s.wait(s.backoff()) {
+				return false
+			}
+		}
 	}
 	return false
 }
@@ -216,7 +224,17 @@ func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntri
 		s.nextIndex = max(s.nextIndex, last+1)
 		return true
 	}
-	s.nextIndex = nextIndexAfterReject(req.PrevLogIndex, s.matchIndex.Load(), resp, s.leaderTermAt)
+	match := s.matchIndex.Load()
+	if req.PrevLogIndex <= match {
+		// The peer refused an entry it had acknowledged (this answers the request just sent,
+		// not an old one): it lost part of its log, to a damaged or replaced disk. Only
+		// sending the entries again repairs it, so nextIndex may go below the match index
+		// this once; the match index itself never goes back (commitment is monotonic).
+		s.r.logger.Error("peer no longer holds entries it acknowledged; sending them again",
+			"peer", string(s.peer.Load().ID), "match", match, "peer-last-index", resp.LastLogIndex)
+		match = 0
+	}
+	s.nextIndex = nextIndexAfterReject(req.PrevLogIndex, match, resp, s.leaderTermAt)
 	return true
 }
 

@@ -11,6 +11,8 @@ import (
 	"github.com/raftkit/raft/raftest"
 )
 
+// Log compaction against the main loop's log replacements (docs/design.md, section 8).
+//
 // Log compaction runs on the snapshot goroutine, and its DeleteRange can take long on a slow
 // disk. The main loop replaces the whole log when a follower installs a snapshot and when the
 // leader restores one; it must never wait for a compaction meanwhile (issue 10: it used to
