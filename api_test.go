@@ -570,7 +570,7 @@ func TestRaft_StatsHasDocumentedKeys(t *testing.T) {
 	documented := []string{"state", "term", "last_log_index", "last_log_term", "commit_index", "applied_index",
 		"fsm_pending", "last_snapshot_index", "last_snapshot_term", "leader_id", "leader_addr", "latest_configuration",
 		"latest_configuration_index", "num_peers", "protocol_version", "protocol_version_min", "protocol_version_max",
-		"snapshot_version_min", "snapshot_version_max", "election_rounds", "last_contact"}
+		"snapshot_version_min", "snapshot_version_max", "election_rounds", "last_contact", "catching_up"}
 	raftest.Run(t, raftest.Options{Nodes: 3}, func(t *testing.T, c *raftest.Cluster) {
 		leader := c.WaitLeader(waitLong)
 		f := mustApply(t, c, "x")

@@ -8,7 +8,10 @@ import "fmt"
 // Raft.BootstrapCluster, which shares bootstrapStores.
 
 // BootstrapCluster writes the initial configuration into the stores of a node that has never
-// run. Call it on one node, or on every node with the same configuration. It returns
+// run. Call it on every initial node with the same configuration, or on one node with a
+// configuration of itself alone and add the others with AddVoter. (Calling it on one node with
+// a configuration listing others that start empty elects no leader unless those others set
+// Config.EmptyStartVotes: see the catch-up fence in docs/design.md.) It returns
 // ErrCantBootstrap if the stores already hold state.
 //
 // trans is not used: the parameter keeps the signature of hashicorp/raft's BootstrapCluster,
@@ -41,6 +44,15 @@ func bootstrapStores(logs LogStore, stable StableStore, snaps SnapshotStore, con
 	}
 	if term != 0 || last != 0 || len(metas) != 0 {
 		return nil, ErrCantBootstrap
+	}
+	// A node started empty before it was bootstrapped carries the catch-up fence: a
+	// bootstrapped node is a member of a new cluster, with nothing to catch up on.
+	if fence, err := stable.Get(keyCatchUpFence); err != nil {
+		return nil, fmt.Errorf("raft: reading the catch-up fence: %w", err)
+	} else if len(fence) != 0 {
+		if err := stable.Set(keyCatchUpFence, nil); err != nil {
+			return nil, fmt.Errorf("raft: clearing the catch-up fence: %w", err)
+		}
 	}
 	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
 		return nil, fmt.Errorf("raft: persisting term: %w", err)

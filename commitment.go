@@ -60,6 +60,17 @@ func (c *commitment) match(id ServerID, matchIndex uint64) {
 	c.recalculate()
 }
 
+// forget drops what server id acknowledged: it lost entries it had stored (a wiped or
+// rolled-back disk), so its old acknowledgements must not count toward a later commit. The
+// commit index never moves back.
+func (c *commitment) forget(id ServerID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.matchIndexes[id]; ok {
+		c.matchIndexes[id] = 0
+	}
+}
+
 // getCommitIndex returns the current commit index.
 func (c *commitment) getCommitIndex() uint64 {
 	c.mu.Lock()

@@ -67,6 +67,21 @@ type Config struct {
 	// stops a node that was partitioned away from disrupting the cluster when it returns.
 	PreVoteDisabled bool
 
+	// EmptyStartVotes lets a node that starts with no state at all (no term, vote, log or
+	// snapshot, and not bootstrapped) vote, pre-vote and campaign at once. By default such a
+	// node does none of these until a leader has brought its log up to date (see
+	// docs/design.md, "A node that starts without state"): it cannot tell a first start from
+	// a data directory that was wiped or lost, and a voter restarted in place with an empty
+	// directory would otherwise help elect a leader that lacks entries it acknowledged.
+	//
+	// The default has one cost: a new cluster where a single server is bootstrapped with a
+	// configuration listing others that start empty never elects a leader, since the empty
+	// servers refuse their votes. Bootstrap every initial server with the same configuration
+	// instead (as raftkv and raftest do), or one server with itself alone and add the others
+	// with AddVoter. Set this only on servers whose storage is never lost, for the
+	// hashicorp/raft pattern of bootstrapping one server with the whole list.
+	EmptyStartVotes bool
+
 	// TrailingLogs is how many entries stay in the log after a snapshot, so that slightly
 	// lagging followers catch up from the log rather than by InstallSnapshot.
 	TrailingLogs uint64

@@ -107,7 +107,8 @@ func start(id, raftAddr, dir string, peers []raft.Server) (n *node, err error) {
 	if peers == nil {
 		peers = []raft.Server{{ID: conf.LocalID, Address: trans.LocalAddr()}}
 	}
-	// Once, on a fresh cluster; a restart finds state and returns ErrCantBootstrap.
+	// Once, on every initial node with the same peers (or alone with itself); a restart
+	// finds state and returns ErrCantBootstrap.
 	err = raft.BootstrapCluster(conf, store, store, snaps, trans, raft.Configuration{Servers: peers})
 	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		trans.Close()

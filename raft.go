@@ -81,6 +81,9 @@ type Raft struct {
 	// transferElection is set when TimeoutNow told this node to run: its next election skips
 	// pre-vote and asks voters to ignore their leader stickiness.
 	transferElection bool
+	// fence keeps a node that started without state from voting until it caught up
+	// (catchup_fence.go).
+	fence catchUpFence
 
 	// Requests into the main loop.
 	rpcCh <-chan RPC
@@ -264,6 +267,9 @@ func (r *Raft) recover() error {
 		return err
 	}
 	if err := r.loadConfigurations(); err != nil {
+		return err
+	}
+	if err := r.loadCatchUpFence(); err != nil {
 		return err
 	}
 	r.touchContact()
@@ -464,6 +470,13 @@ func (r *Raft) runFollower() {
 				}
 				continue
 			}
+			if r.catchingUp() {
+				if !warned {
+					r.logger.Warn("no leader heard, but this node started without state and has not caught up from a leader; not starting an election")
+					warned = true
+				}
+				continue
+			}
 			if lost := r.leader.Load().id; lost != "" {
 				r.logger.Warn("heartbeat timeout reached, starting election", "leader", string(lost))
 			} else {
@@ -502,6 +515,8 @@ func (r *Raft) handleBootstrap(b *bootstrapFuture) {
 		return
 	}
 	r.currentTerm.Store(1)
+	r.fence = catchUpFence{} // bootstrapStores cleared the durable mark
+	r.publishCatchUpFence()
 	r.lastLog.Store(&indexTerm{index: entry.Index, term: entry.Term})
 	r.setConfigurations(r.configurations.withLatest(b.configuration, entry.Index))
 	// Start the election clock afresh so a bootstrapped single node elects itself promptly
@@ -673,6 +688,7 @@ func (r *Raft) Stats() map[string]string {
 		"snapshot_version_max":       strconv.Itoa(SnapshotVersion),
 		"election_rounds":            u(r.rounds.Load()),
 		"last_contact":               r.statsLastContact(state),
+		"catching_up":                r.statsCatchingUp(),
 	}
 }
 

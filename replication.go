@@ -224,18 +224,23 @@ func (s *replicator) handleResponse(req *AppendEntriesRequest, resp *AppendEntri
 		s.nextIndex = max(s.nextIndex, last+1)
 		return true
 	}
-	match := s.matchIndex.Load()
-	if req.PrevLogIndex <= match {
-		// The peer refused an entry it had acknowledged (this answers the request just sent,
-		// not an old one): it lost part of its log, to a damaged or replaced disk. Only
-		// sending the entries again repairs it, so nextIndex may go below the match index
-		// this once; the match index itself never goes back (commitment is monotonic).
-		s.r.logger.Error("peer no longer holds entries it acknowledged; sending them again",
-			"peer", string(s.peer.Load().ID), "match", match, "peer-last-index", resp.LastLogIndex)
-		match = 0
+	if match := s.matchIndex.Load(); resp.LastLogIndex < match {
+		s.forgetMatch(match, resp.LastLogIndex)
 	}
-	s.nextIndex = nextIndexAfterReject(req.PrevLogIndex, match, resp, s.leaderTermAt)
+	s.nextIndex = nextIndexAfterReject(req.PrevLogIndex, s.matchIndex.Load(), resp, s.leaderTermAt)
 	return true
+}
+
+// forgetMatch handles a peer whose log ends at last, before the index match it acknowledged:
+// it lost entries it had stored (its data directory was wiped, or a disk without fsync lost
+// them). Its match index restarts from zero, so the repair starts where its log ends (a
+// nextIndex kept above match would be refused forever) and its old acknowledgements no
+// longer count toward commitment.
+func (s *replicator) forgetMatch(match, last uint64) {
+	peer := s.peer.Load().ID
+	s.r.logger.Warn("peer lost entries it acknowledged; replicating its log again", "peer", string(peer), "acknowledged", match, "last_index", last)
+	s.matchIndex.Store(0)
+	s.ls.commitment.forget(peer)
 }
 
 // leaderTermAt reads the term of one of the leader's entries for the conflict search.

@@ -740,7 +740,8 @@ func TestReplication_PipelineBatchesEntriesOnSlowFollowerDisks(t *testing.T) {
 // leader used to clamp its next index to the match index and send the same request again at
 // once, forever: the follower was never repaired, a core spun, and inside a synctest bubble
 // virtual time stopped (the wal nemesis hung until the test timeout). The leader must send the
-// lost entries again.
+// lost entries again (forgetMatch; TestCatchUpFence_WipedFollowerRepairedBySameLeader covers a
+// wiped follower, this a lost tail).
 //
 // Real time, not a bubble: there the bug froze virtual time and hung the test instead of
 // failing it.

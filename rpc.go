@@ -98,6 +98,11 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 		return
 	}
 
+	reached := a.PrevLogIndex + uint64(len(a.Entries))
+	if !r.learnCatchUpTarget(reached, a.LeaderCommitIndex) {
+		rpc.Respond(nil, ErrRaftShutdown)
+		return
+	}
 	ok, err := r.appendFollowerEntries(a, resp)
 	if err != nil {
 		rpc.Respond(nil, err)
@@ -105,9 +110,13 @@ func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
 	}
 	resp.LastLogIndex, _ = r.lastLogIndexTerm()
 	if ok {
-		if r.unconfirmed.index != 0 && a.PrevLogIndex+uint64(len(a.Entries)) >= r.unconfirmed.index {
+		if r.unconfirmed.index != 0 && reached >= r.unconfirmed.index {
 			// The leader's log matched ours through the snapshot's index.
 			r.confirmSnapshot()
+		}
+		if !r.liftCatchUpFence(reached) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
 		}
 		resp.Success = true
 		if a.LeaderCommitIndex > 0 {
@@ -405,6 +414,11 @@ func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
 		rpc.Respond(resp, nil)
 		return
 	}
+	if r.catchingUp() {
+		r.refuseWhileCatchingUp("vote", req.ID)
+		rpc.Respond(resp, nil)
+		return
+	}
 	if !r.logUpToDate(req.LastLogIndex, req.LastLogTerm) {
 		rpc.Respond(resp, nil)
 		return
@@ -433,6 +447,8 @@ func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 		// follows a leader). Strictly higher, as etcd does; the refusal carries our term,
 		// so a lagging candidate catches up with it.
 	case r.leaderRecentlyHeard():
+	case r.catchingUp():
+		r.refuseWhileCatchingUp("pre-vote", req.ID)
 	case !r.logUpToDate(req.LastLogIndex, req.LastLogTerm):
 	default:
 		resp.Granted = true
@@ -459,6 +475,8 @@ func (r *Raft) checkTimeoutNow(req *TimeoutNowRequest) error {
 		return ErrNotVoter
 	case r.localRestoreBusy():
 		return ErrInstallInProgress
+	case r.catchingUp():
+		return fmt.Errorf("%w: %s started without state and is still catching up", ErrLeadershipTransferFailed, r.localID)
 	}
 	if last, _ := r.lastLogIndexTerm(); req.LastLogIndex != 0 && last != req.LastLogIndex {
 		return fmt.Errorf("%w: stale timeout now: sent for a log ending at %d, this node's ends at %d", ErrLeadershipTransferFailed, req.LastLogIndex, last)

@@ -145,6 +145,11 @@ func (r *Raft) finishInstall(err error) {
 	}
 	snapshotInstallMetric(st.start)
 	r.touchContact()
+	// The snapshot holds the leader's log through its index.
+	if !r.learnCatchUpTarget(st.req.LastLogIndex, 0) || !r.liftCatchUpFence(st.req.LastLogIndex) {
+		st.rpc.Respond(nil, ErrRaftShutdown)
+		return
+	}
 	st.rpc.Respond(&InstallSnapshotResponse{RPCHeader: r.header(), Term: r.currentTerm.Load(), Success: true}, nil)
 }
 

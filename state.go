@@ -70,6 +70,8 @@ type published struct {
 	// is served (waitApplied). Main loop.
 	unconfirmedIndex atomic.Uint64
 	snapshot         atomic.Pointer[indexTerm] // main loop; snapshot goroutine by CAS (see compactLogs)
+	fenced           atomic.Bool               // main loop: the catch-up fence holds
+	fenceTarget      atomic.Uint64             // main loop: the index the fenced node catches up to
 }
 
 func (p *published) getState() RaftState { return RaftState(p.state.Load()) }

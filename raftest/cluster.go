@@ -38,7 +38,7 @@ type Options struct {
 	// configuration of just them; the others start empty, for membership tests to add.
 	InitialVoters int
 	// NewStores builds the durable stores of a node, once per cluster (they survive
-	// crashes); nil means in-memory stores.
+	// crashes) and again for each Wipe; nil means in-memory stores.
 	NewStores func(id raft.ServerID) (raft.LogStore, raft.StableStore, raft.SnapshotStore)
 	// OpenStores, if set instead of NewStores, opens a node's stores at every start, the way
 	// a restarted process reopens its data directory (wal, files). The harness closes them
@@ -433,6 +433,26 @@ func (c *Cluster) keepFault(i int, keep func(*Node), apply func(*Incarnation)) {
 	if inc != nil {
 		apply(inc)
 	}
+}
+
+// Wipe crashes node i (if it runs) and gives it empty stores, the way a node comes back whose
+// disk was lost or replaced, or whose data directory was deleted: same ID, same address, no
+// term, no vote, no log, no snapshot. Start restarts it. The new stores come from
+// Options.NewStores, or are fresh in-memory ones; with Options.OpenStores the test must empty
+// the directory itself while the node is down, so Wipe fails the test there.
+func (c *Cluster) Wipe(i int) {
+	c.t.Helper()
+	if c.opts.OpenStores != nil {
+		c.t.Fatalf("raftest: Wipe of %s: the stores come from Options.OpenStores; empty its directory instead", c.nodes[i].ID)
+	}
+	c.Crash(i)
+	n := c.nodes[i]
+	if c.opts.NewStores != nil {
+		n.Logs, n.Stable, n.Snaps = c.opts.NewStores(n.ID)
+		return
+	}
+	store := raft.NewInmemStore()
+	n.Logs, n.Stable, n.Snaps = store, store, raft.NewInmemSnapshotStore()
 }
 
 // Restart crashes node i and starts it again from its stores.

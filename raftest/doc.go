@@ -6,9 +6,9 @@
 // decoded with the real msgpack codec, so nodes never share memory. The network can partition
 // nodes (Partition, Isolate, Heal), cut single directions (Cluster.Net.Cut), and drop, delay
 // and duplicate messages at random (Cluster.Net.SetFaults, SetDefaultFaults). Nodes can be
-// crashed and restarted (Crash, Start, Restart), made to crash themselves inside a chosen
-// operation (CrashAt), and given a slow, stalling disk (SetDiskFaults) or a slow FSM
-// (SetFSMFaults).
+// crashed and restarted (Crash, Start, Restart), brought back with their disk lost (Wipe),
+// made to crash themselves inside a chosen operation (CrashAt), and given a slow, stalling
+// disk (SetDiskFaults) or a slow FSM (SetFSMFaults).
 //
 // # What a crash means
 //

@@ -199,6 +199,33 @@ func TestServer_JoinAndLeave(t *testing.T) {
 	wantStatus(t, do(t, first, "PUT", "/kv/alone", "again"), http.StatusOK, "put after the leave")
 }
 
+// A voter whose data directory was lost and that comes back with --join under its old ID and
+// raft address is still in the configuration, so /join only registers it again; the core's
+// catch-up fence keeps it from voting until the leader brought it up to date (issue 16).
+func TestServer_WipedVoterRejoinsAndCatchesUp(t *testing.T) {
+	first := singleNode(t, ServerConfig{})
+	second := startTestNode(t, NodeConfig{ID: "second", Join: first.HTTPAddr()})
+	waitFor(t, 10*time.Second, "the joined node to be a voter", func() bool {
+		return isVoter(first.Raft().GetConfiguration().Configuration(), "second") && second.FSM().Members() == 2
+	})
+	wantStatus(t, do(t, first, "PUT", "/kv/before", "wipe"), http.StatusOK, "put before the wipe")
+	raftAddr := string(second.raftAddr)
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Same ID, same raft address, an empty data directory.
+	again := startTestNode(t, NodeConfig{ID: "second", RaftAddr: raftAddr, Join: first.HTTPAddr()})
+	waitFor(t, 10*time.Second, "the wiped node to catch up and vote again", func() bool {
+		v, ok := again.FSM().Get("before")
+		return ok && v == "wipe" && again.Raft().Stats()["catching_up"] == "false"
+	})
+	servers := first.Raft().GetConfiguration().Configuration().Servers
+	if len(servers) != 2 || !isVoter(first.Raft().GetConfiguration().Configuration(), "second") {
+		t.Fatalf("configuration after the rejoin: %+v", servers)
+	}
+	wantStatus(t, do(t, again, "PUT", "/kv/after", "rejoin"), http.StatusOK, "put through the rejoined node")
+}
+
 func TestServer_ClassicSetWithoutValueIs400(t *testing.T) {
 	n := singleNode(t, ServerConfig{})
 	r := do(t, n, "GET", "/set?key=k", "")
