@@ -1,5 +1,9 @@
 package raft
 
+// Elections, both sides: the candidate's rounds (runCandidate, campaign, requestVotes) and the
+// voter's answers (decideVote, which the vote and pre-vote handlers share). Leadership
+// transfer's TimeoutNow lives with the transfer code (transfer.go).
+
 import (
 	"time"
 )
@@ -11,25 +15,37 @@ type voteResult struct {
 	granted bool
 }
 
-// runCandidate runs one election round: a pre-vote unless disabled (or this round follows a
-// TimeoutNow), then the real vote. It returns when the node won, learned of a higher term or
-// a leader, the round timed out (the main loop then starts another round), or on shutdown.
+// runCandidate runs one election round: a pre-vote campaign unless disabled (or this round
+// follows a TimeoutNow), then the real one. It returns when the node won, learned of a higher
+// term or a leader, a campaign timed out (the main loop then starts another round), or on
+// shutdown.
 func (r *Raft) runCandidate() {
 	r.rounds.Add(1)
-	preVote := !r.conf.PreVoteDisabled && !r.transferElection
 	transfer := r.transferElection
 	r.transferElection = false
-	var votes <-chan voteResult
+	preVote := !r.conf.PreVoteDisabled && !transfer
+	electionMetric(preVote)
 	if preVote {
 		r.logger.Info("entering candidate state, pre-vote", "term", r.currentTerm.Load()+1)
-		votes = r.requestVotes(true, false)
-	} else {
-		if !r.startElection() {
+		if !r.campaign(true, false) {
 			return
 		}
-		votes = r.requestVotes(false, transfer)
 	}
-	electionMetric(preVote)
+	if !r.startElection() {
+		return
+	}
+	if r.campaign(false, transfer) {
+		r.setState(Leader)
+		r.setLeader(r.localID, r.localAddr)
+	}
+}
+
+// campaign asks every voter for a vote, or a pre-vote for the next term, and serves the main
+// loop meanwhile. It reports whether a quorum granted it; false when the node learned of a
+// higher term or a leader (it is no longer a candidate), the campaign timed out, or on
+// shutdown.
+func (r *Raft) campaign(preVote, transfer bool) bool {
+	votes := r.requestVotes(preVote, transfer)
 	needed := r.configurations.latest.quorumSize()
 	granted := 0
 	timeout := randomTimeout(r.rng, r.conf.ElectionTimeout)
@@ -39,29 +55,17 @@ func (r *Raft) runCandidate() {
 			if v.term > r.currentTerm.Load() && !v.granted {
 				r.logger.Info("newer term discovered, falling back to follower", "term", v.term)
 				r.stepDown(v.term, nil)
-				return
+				return false
 			}
 			if !v.granted {
 				continue
 			}
-			granted++
-			if granted < needed {
-				continue
-			}
-			if preVote {
-				// Pre-vote won: run the real election.
-				preVote, granted = false, 0
-				if !r.startElection() {
-					return
+			if granted++; granted >= needed {
+				if !preVote {
+					r.logger.Info("election won", "term", r.currentTerm.Load(), "votes", granted)
 				}
-				votes = r.requestVotes(false, false)
-				timeout = randomTimeout(r.rng, r.conf.ElectionTimeout)
-				continue
+				return true
 			}
-			r.logger.Info("election won", "term", r.currentTerm.Load(), "votes", granted)
-			r.setState(Leader)
-			r.setLeader(r.localID, r.localAddr)
-			return
 		case rpc := <-r.rpcCh:
 			r.processRPC(rpc)
 		case f := <-r.applyCh:
@@ -76,11 +80,12 @@ func (r *Raft) runCandidate() {
 			r.restoreStepDone(err)
 		case <-timeout:
 			r.logger.Warn("election timeout reached, restarting election", "term", r.currentTerm.Load())
-			return
+			return false
 		case <-r.shutdownCh:
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // startElection moves to a new term and votes for itself, both durably.
@@ -143,11 +148,6 @@ func (r *Raft) requestVotes(preVote, transfer bool) <-chan voteResult {
 	return ch
 }
 
-// header is the RPCHeader of every message this node sends.
-func (r *Raft) header() RPCHeader {
-	return RPCHeader{ProtocolVersion: r.protocolVersion, ID: r.localID, Addr: r.localAddr}
-}
-
 // logUpToDate reports whether a candidate's log is at least as up to date as ours (Raft
 // paper, section 5.4.1): a later last term wins, and for equal terms the longer log.
 func (r *Raft) logUpToDate(lastIndex, lastTerm uint64) bool {
@@ -173,4 +173,124 @@ func (r *Raft) leaderRecentlyHeard() bool {
 		return r.monoNow() < r.conf.HeartbeatTimeout
 	}
 	return r.sinceContact() < r.conf.HeartbeatTimeout
+}
+
+// ballot is a vote or pre-vote request as the voting rules read it.
+type ballot struct {
+	candidate           ServerID
+	term                uint64 // the term the candidate asks a vote for
+	lastIndex, lastTerm uint64 // the candidate's last log entry
+	preVote             bool   // a question only: would this node vote in term? Nothing changes.
+	transfer            bool   // part of a leadership transfer: leader stickiness does not apply
+}
+
+// verdict is what the voting rules decide about a ballot.
+type verdict struct {
+	grant bool
+	// adoptTerm is set for a real vote in a term newer than ours: the node moves to that term
+	// (and follows no leader) before it answers, granted or not (Raft paper, Figure 2, "Rules
+	// for Servers").
+	adoptTerm bool
+	refusal   string // why it was refused, for the log
+}
+
+// Refusals a handler acts on.
+const (
+	refusedLeaderAlive = "a leader was heard from recently"
+	refusedCatchingUp  = "this node started without state and is catching up"
+)
+
+// decideVote applies the voting rules to a vote or a pre-vote, in the order they read, and
+// changes nothing (the handlers act on the verdict):
+//  1. a term older than ours is refused; so is our own term for a pre-vote, which asks about
+//     the term the candidate would campaign in, and a campaign in ours cannot be won by a
+//     node that is not already the candidate we voted for (strictly higher, as etcd does; a
+//     refusal carries our term, so a lagging candidate catches up with it);
+//  2. leader stickiness (Ongaro's thesis, section 4.2.3): a node that heard from a live
+//     leader within HeartbeatTimeout (see leaderRecentlyHeard) refuses, unless the request is
+//     part of a leadership transfer or comes from that leader itself, which gave up its
+//     leadership to campaign (its lease ended when it stepped down);
+//  3. one vote per term: in a term this node voted in, only that candidate is granted again;
+//  4. a node held by the catch-up fence (catchup_fence.go) refuses;
+//  5. the candidate's log must be at least as up to date as ours (paper, section 5.4.1).
+func (r *Raft) decideVote(b ballot) verdict {
+	term := r.currentTerm.Load()
+	switch {
+	case b.term < term || b.preVote && b.term == term:
+		return verdict{refusal: "stale term"}
+	case !b.transfer && r.leaderRecentlyHeard() && r.leader.Load().id != b.candidate:
+		return verdict{refusal: refusedLeaderAlive}
+	}
+	v := verdict{adoptTerm: !b.preVote && b.term > term}
+	switch {
+	case r.votedTerm == b.term && r.votedFor != "":
+		v.grant = r.votedFor == b.candidate
+		if !v.grant {
+			v.refusal = "already voted for " + string(r.votedFor) + " in this term"
+		}
+	case r.catchingUp():
+		v.refusal = refusedCatchingUp
+	case !r.logUpToDate(b.lastIndex, b.lastTerm):
+		v.refusal = "the candidate's log is behind"
+	default:
+		v.grant = true
+	}
+	return v
+}
+
+// handleRequestVote answers a vote request (Raft paper, Figure 2): it moves to a newer term
+// when the rules say so, and persists a new vote before the answer leaves.
+func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
+	resp := &RequestVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	v := r.decideVote(ballot{candidate: req.ID, term: req.Term, lastIndex: req.LastLogIndex, lastTerm: req.LastLogTerm,
+		transfer: req.LeadershipTransfer})
+	r.noteRefusal("vote", req.ID, req.Term, v)
+	if v.adoptTerm {
+		r.logger.Info("newer term in vote request, stepping down", "peer", string(req.ID), "term", req.Term)
+		if !r.stepDown(req.Term, ErrLeadershipLost) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
+		}
+		r.setLeader("", "")
+		resp.Term = req.Term
+	}
+	if v.grant && (r.votedTerm != req.Term || r.votedFor != req.ID) {
+		if !r.persistVote(req.Term, req.ID) {
+			rpc.Respond(nil, ErrRaftShutdown)
+			return
+		}
+		r.touchContact()
+		r.logger.Info("vote granted", "peer", string(req.ID), "term", req.Term)
+	}
+	resp.Granted = v.grant
+	rpc.Respond(resp, nil)
+}
+
+// handleRequestPreVote answers whether this node would vote, without changing any state.
+func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
+	resp := &RequestPreVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	v := r.decideVote(ballot{candidate: req.ID, term: req.Term, lastIndex: req.LastLogIndex, lastTerm: req.LastLogTerm, preVote: true})
+	r.noteRefusal("pre-vote", req.ID, req.Term, v)
+	resp.Granted = v.grant
+	rpc.Respond(resp, nil)
+}
+
+// noteRefusal logs a refused ballot: at debug level, except the catch-up fence's first
+// refusal, which tells the operator why (refuseWhileCatchingUp).
+func (r *Raft) noteRefusal(kind string, candidate ServerID, term uint64, v verdict) {
+	switch {
+	case v.grant:
+	case v.refusal == refusedCatchingUp:
+		r.refuseWhileCatchingUp(kind, candidate)
+	default:
+		r.logger.Debug("refusing "+kind, "peer", string(candidate), "term", term, "reason", v.refusal)
+	}
 }

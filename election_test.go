@@ -189,6 +189,34 @@ func TestPreVote_GrantedOnlyForAHigherTerm(t *testing.T) {
 	})
 }
 
+// Decision (issue 15, item 2): vote and pre-vote apply one set of rules (decideVote). Leader
+// stickiness exempts the leader the node follows for both: that leader stepped down to
+// campaign, and its lease ended with its leadership. Before, the vote handler exempted it and
+// the pre-vote handler did not, so a leader that stepped down could not win a pre-vote among
+// followers that had just heard from it.
+func TestPreVote_StickinessExemptsTheLeaderFollowed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := raft.NewInmemStore()
+		quiet := func(p *scriptedPeer, rpc raft.RPC) { rpc.Respond(nil, errors.New("scripted peer is quiet")) }
+		c := newScriptedCluster(t, store, store, quiet, quiet, func(conf *raft.Config) {
+			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = time.Minute, time.Minute, time.Minute
+		})
+		// f leads term 2 and n1 just heard from it.
+		if resp, err := c.f.send(&raft.AppendEntriesRequest{Term: 2, PrevLogIndex: 1, PrevLogTerm: 1}); err != nil || !resp.Success {
+			t.Fatalf("heartbeat: %+v, %v", resp, err)
+		}
+		if granted, err := c.g.sendPreVote(3, 1, 1); err != nil || granted {
+			t.Fatalf("pre-vote from g while n1 follows f: granted %v, %v; want refused", granted, err)
+		}
+		if granted, err := c.f.sendPreVote(3, 1, 1); err != nil || !granted {
+			t.Fatalf("pre-vote from f, the leader n1 follows: granted %v, %v; want granted", granted, err)
+		}
+		if term := c.r.CurrentTerm(); term != 2 {
+			t.Fatalf("a pre-vote moved n1 to term %d", term)
+		}
+	})
+}
+
 // TestStickiness_SurvivesRestart checks the premise lease reads rest on (read.go): a follower
 // that acknowledged the leader's heartbeat refuses to vote for another candidate for
 // HeartbeatTimeout, also when it restarts in between. Peers "l" (the leader) and "c" (a

@@ -33,7 +33,7 @@ import (
 //
 // Leases (thesis, section 6.4.1, with the clock assumption written out in Config.MaxClockDrift):
 // a follower that acknowledged a heartbeat of the leader refuses to vote for another
-// candidate for HeartbeatTimeout (leader stickiness, rpc.go). So once a quorum acknowledged
+// candidate for HeartbeatTimeout (leader stickiness, election.go). So once a quorum acknowledged
 // heartbeats the leader sent at time s or later, no other leader can be elected before
 // s + HeartbeatTimeout on those followers' clocks, which is at least s + HeartbeatTimeout -
 // MaxClockDrift on the leader's. Until then the leader answers reads without a round. The

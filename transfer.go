@@ -190,3 +190,50 @@ func (r *Raft) noteLeaderForTransfer(id ServerID) {
 	}
 	p.future.respond(fmt.Errorf("%w: %s became leader instead of %s", ErrLeadershipTransferFailed, id, p.target.ID))
 }
+
+// checkTimeoutNow decides whether a TimeoutNow may start a transfer election, which skips
+// pre-vote and makes voters ignore their leader stickiness: so only a request that is
+// certainly part of a live transfer may. It must come from the leader this node follows, in
+// the current term (a leader of an older term was deposed, and its transfer with it; one of a
+// newer term is unknown to this node), and this node's log must still end where the leader
+// saw it end when it sent the request (a log that moved on means the leader gave the transfer
+// up and appends again, and the request arrived late). A refused transfer fails on the
+// leader, which keeps leading.
+func (r *Raft) checkTimeoutNow(req *TimeoutNowRequest) error {
+	term := r.currentTerm.Load()
+	switch {
+	case req.Term != term:
+		return fmt.Errorf("%w: timeout now for term %d, this node is in term %d", ErrLeadershipTransferFailed, req.Term, term)
+	case r.getState() != Follower || r.leader.Load().id != req.ID:
+		return fmt.Errorf("%w: timeout now from %s, which is not the leader this node follows", ErrLeadershipTransferFailed, req.ID)
+	case !r.configurations.latest.isVoter(r.localID):
+		return ErrNotVoter
+	case r.localRestoreBusy():
+		return ErrInstallInProgress
+	case r.catchingUp():
+		return fmt.Errorf("%w: %s started without state and is still catching up", ErrLeadershipTransferFailed, r.localID)
+	}
+	if last, _ := r.lastLogIndexTerm(); req.LastLogIndex != 0 && last != req.LastLogIndex {
+		return fmt.Errorf("%w: stale timeout now: sent for a log ending at %d, this node's ends at %d", ErrLeadershipTransferFailed, req.LastLogIndex, last)
+	}
+	return nil
+}
+
+// handleTimeoutNow starts an election at once, skipping pre-vote (leadership transfer).
+func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
+	resp := &TimeoutNowResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
+	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
+		rpc.Respond(nil, err)
+		return
+	}
+	if err := r.checkTimeoutNow(req); err != nil {
+		r.logger.Warn("refusing timeout now", "peer", string(req.ID), "error", err)
+		rpc.Respond(nil, err)
+		return
+	}
+	r.logger.Info("timeout now received, starting election", "peer", string(req.ID))
+	r.setLeader("", "")
+	r.transferElection = true
+	r.setState(Candidate)
+	rpc.Respond(resp, nil)
+}

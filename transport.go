@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"fmt"
 	"io"
 	"time"
 )
@@ -280,4 +281,60 @@ type ReadIndexResponse struct {
 	ReadIndex uint64
 	// FromLease says the leader answered from its lease rather than a confirmation round.
 	FromLease bool
+}
+
+// processRPC handles one incoming request on the main loop. Nothing a peer sends can make it
+// panic: malformed requests are answered with an error wrapping ErrBadRequest.
+func (r *Raft) processRPC(rpc RPC) {
+	start := time.Now()
+	kind := "unknown"
+	switch cmd := rpc.Command.(type) {
+	case *AppendEntriesRequest:
+		kind = "append_entries"
+		r.handleAppendEntries(rpc, cmd)
+	case *RequestVoteRequest:
+		kind = "request_vote"
+		r.handleRequestVote(rpc, cmd)
+	case *RequestPreVoteRequest:
+		kind = "request_pre_vote"
+		r.handleRequestPreVote(rpc, cmd)
+	case *InstallSnapshotRequest:
+		kind = "install_snapshot"
+		r.handleInstallSnapshot(rpc, cmd)
+	case *TimeoutNowRequest:
+		kind = "timeout_now"
+		r.handleTimeoutNow(rpc, cmd)
+	case *ReadIndexRequest:
+		kind = "read_index"
+		r.handleReadIndexRequest(rpc, cmd)
+	default:
+		r.logger.Warn("unexpected rpc command", "error", fmt.Sprintf("%T", rpc.Command))
+		rpc.Respond(nil, fmt.Errorf("%w: unexpected command %T", ErrBadRequest, rpc.Command))
+	}
+	rpcProcessMetric(kind, start)
+}
+
+// checkHeader refuses requests in a protocol version outside this node's range, or without a
+// sender. It sets resp, the response's header, to answer in the request's version.
+func (r *Raft) checkHeader(h RPCHeader, resp *RPCHeader) error {
+	if h.ProtocolVersion < r.protocolMin || h.ProtocolVersion > r.protocolMax {
+		err := fmt.Errorf("%w: %s (%s) sends version %d, %s speaks %d to %d", ErrUnsupportedProtocol,
+			h.ID, h.Addr, h.ProtocolVersion, r.localID, r.protocolMin, r.protocolMax)
+		// The peer retries for as long as it runs: say it once a minute, not per request.
+		if now := time.Now(); now.Sub(r.protocolWarnAt) >= time.Minute {
+			r.protocolWarnAt = now
+			r.logger.Warn("refusing peer with unsupported protocol version", "peer", string(h.ID), "error", err)
+		}
+		return err
+	}
+	if h.ID == "" || h.Addr == "" {
+		return fmt.Errorf("%w: sender without ID or address", ErrBadRequest)
+	}
+	resp.ProtocolVersion = h.ProtocolVersion
+	return nil
+}
+
+// header is the RPCHeader of every message this node sends.
+func (r *Raft) header() RPCHeader {
+	return RPCHeader{ProtocolVersion: r.protocolVersion, ID: r.localID, Addr: r.localAddr}
 }

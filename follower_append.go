@@ -1,61 +1,15 @@
 package raft
 
+// The follower's append path: AppendEntries from the leader is checked, its entries are
+// appended (truncating a conflicting suffix, never a committed entry), and the commit index
+// follows the leader's. InstallSnapshot, the other way a follower receives the leader's log, is
+// in snapshot_install.go.
+
 import (
 	"fmt"
 	"math"
 	"time"
 )
-
-// processRPC handles one incoming request on the main loop. Nothing a peer sends can make it
-// panic: malformed requests are answered with an error wrapping ErrBadRequest.
-func (r *Raft) processRPC(rpc RPC) {
-	start := time.Now()
-	kind := "unknown"
-	switch cmd := rpc.Command.(type) {
-	case *AppendEntriesRequest:
-		kind = "append_entries"
-		r.handleAppendEntries(rpc, cmd)
-	case *RequestVoteRequest:
-		kind = "request_vote"
-		r.handleRequestVote(rpc, cmd)
-	case *RequestPreVoteRequest:
-		kind = "request_pre_vote"
-		r.handleRequestPreVote(rpc, cmd)
-	case *InstallSnapshotRequest:
-		kind = "install_snapshot"
-		r.handleInstallSnapshot(rpc, cmd)
-	case *TimeoutNowRequest:
-		kind = "timeout_now"
-		r.handleTimeoutNow(rpc, cmd)
-	case *ReadIndexRequest:
-		kind = "read_index"
-		r.handleReadIndexRequest(rpc, cmd)
-	default:
-		r.logger.Warn("unexpected rpc command", "error", fmt.Sprintf("%T", rpc.Command))
-		rpc.Respond(nil, fmt.Errorf("%w: unexpected command %T", ErrBadRequest, rpc.Command))
-	}
-	rpcProcessMetric(kind, start)
-}
-
-// checkHeader refuses requests in a protocol version outside this node's range, or without a
-// sender. It sets resp, the response's header, to answer in the request's version.
-func (r *Raft) checkHeader(h RPCHeader, resp *RPCHeader) error {
-	if h.ProtocolVersion < r.protocolMin || h.ProtocolVersion > r.protocolMax {
-		err := fmt.Errorf("%w: %s (%s) sends version %d, %s speaks %d to %d", ErrUnsupportedProtocol,
-			h.ID, h.Addr, h.ProtocolVersion, r.localID, r.protocolMin, r.protocolMax)
-		// The peer retries for as long as it runs: say it once a minute, not per request.
-		if now := time.Now(); now.Sub(r.protocolWarnAt) >= time.Minute {
-			r.protocolWarnAt = now
-			r.logger.Warn("refusing peer with unsupported protocol version", "peer", string(h.ID), "error", err)
-		}
-		return err
-	}
-	if h.ID == "" || h.Addr == "" {
-		return fmt.Errorf("%w: sender without ID or address", ErrBadRequest)
-	}
-	resp.ProtocolVersion = h.ProtocolVersion
-	return nil
-}
 
 // handleAppendEntries is the follower side of replication (Raft paper, Figure 2).
 func (r *Raft) handleAppendEntries(rpc RPC, a *AppendEntriesRequest) {
@@ -381,124 +335,4 @@ func (r *Raft) advanceFollowerCommit(commit uint64) {
 	r.commitIndex.Store(commit)
 	r.maybeConfirmSnapshot(commit)
 	r.applyCommitted(commit, nil)
-}
-
-// handleRequestVote decides a vote (Raft paper, Figure 2, and thesis section 4.2.3).
-func (r *Raft) handleRequestVote(rpc RPC, req *RequestVoteRequest) {
-	resp := &RequestVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	if req.Term < r.currentTerm.Load() {
-		rpc.Respond(resp, nil)
-		return
-	}
-	if !req.LeadershipTransfer && r.leaderRecentlyHeard() && r.leader.Load().id != req.ID {
-		// A live leader exists: do not let a node that merely lost touch depose it.
-		r.logger.Debug("rejecting vote request, leader is alive", "peer", string(req.ID), "term", req.Term)
-		rpc.Respond(resp, nil)
-		return
-	}
-	if req.Term > r.currentTerm.Load() {
-		r.logger.Info("newer term in vote request, stepping down", "peer", string(req.ID), "term", req.Term)
-		if !r.stepDown(req.Term, ErrLeadershipLost) {
-			rpc.Respond(nil, ErrRaftShutdown)
-			return
-		}
-		r.setLeader("", "")
-		resp.Term = req.Term
-	}
-	if r.votedTerm == req.Term && r.votedFor != "" {
-		resp.Granted = r.votedFor == req.ID
-		rpc.Respond(resp, nil)
-		return
-	}
-	if r.catchingUp() {
-		r.refuseWhileCatchingUp("vote", req.ID)
-		rpc.Respond(resp, nil)
-		return
-	}
-	if !r.logUpToDate(req.LastLogIndex, req.LastLogTerm) {
-		rpc.Respond(resp, nil)
-		return
-	}
-	if !r.persistVote(req.Term, req.ID) {
-		rpc.Respond(nil, ErrRaftShutdown)
-		return
-	}
-	resp.Granted = true
-	r.touchContact()
-	r.logger.Info("vote granted", "peer", string(req.ID), "term", req.Term)
-	rpc.Respond(resp, nil)
-}
-
-// handleRequestPreVote answers whether we would vote, without changing any state.
-func (r *Raft) handleRequestPreVote(rpc RPC, req *RequestPreVoteRequest) {
-	resp := &RequestPreVoteResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	switch {
-	case req.Term <= r.currentTerm.Load():
-		// The candidate would campaign in req.Term, and a real election there can only be
-		// won in a term newer than ours (in ours this node may have voted already, or it
-		// follows a leader). Strictly higher, as etcd does; the refusal carries our term,
-		// so a lagging candidate catches up with it.
-	case r.leaderRecentlyHeard():
-	case r.catchingUp():
-		r.refuseWhileCatchingUp("pre-vote", req.ID)
-	case !r.logUpToDate(req.LastLogIndex, req.LastLogTerm):
-	default:
-		resp.Granted = true
-	}
-	rpc.Respond(resp, nil)
-}
-
-// checkTimeoutNow decides whether a TimeoutNow may start a transfer election, which skips
-// pre-vote and makes voters ignore their leader stickiness: so only a request that is
-// certainly part of a live transfer may. It must come from the leader this node follows, in
-// the current term (a leader of an older term was deposed, and its transfer with it; one of a
-// newer term is unknown to this node), and this node's log must still end where the leader
-// saw it end when it sent the request (a log that moved on means the leader gave the transfer
-// up and appends again, and the request arrived late). A refused transfer fails on the
-// leader, which keeps leading.
-func (r *Raft) checkTimeoutNow(req *TimeoutNowRequest) error {
-	term := r.currentTerm.Load()
-	switch {
-	case req.Term != term:
-		return fmt.Errorf("%w: timeout now for term %d, this node is in term %d", ErrLeadershipTransferFailed, req.Term, term)
-	case r.getState() != Follower || r.leader.Load().id != req.ID:
-		return fmt.Errorf("%w: timeout now from %s, which is not the leader this node follows", ErrLeadershipTransferFailed, req.ID)
-	case !r.configurations.latest.isVoter(r.localID):
-		return ErrNotVoter
-	case r.localRestoreBusy():
-		return ErrInstallInProgress
-	case r.catchingUp():
-		return fmt.Errorf("%w: %s started without state and is still catching up", ErrLeadershipTransferFailed, r.localID)
-	}
-	if last, _ := r.lastLogIndexTerm(); req.LastLogIndex != 0 && last != req.LastLogIndex {
-		return fmt.Errorf("%w: stale timeout now: sent for a log ending at %d, this node's ends at %d", ErrLeadershipTransferFailed, req.LastLogIndex, last)
-	}
-	return nil
-}
-
-// handleTimeoutNow starts an election at once, skipping pre-vote (leadership transfer).
-func (r *Raft) handleTimeoutNow(rpc RPC, req *TimeoutNowRequest) {
-	resp := &TimeoutNowResponse{RPCHeader: r.header(), Term: r.currentTerm.Load()}
-	if err := r.checkHeader(req.RPCHeader, &resp.RPCHeader); err != nil {
-		rpc.Respond(nil, err)
-		return
-	}
-	if err := r.checkTimeoutNow(req); err != nil {
-		r.logger.Warn("refusing timeout now", "peer", string(req.ID), "error", err)
-		rpc.Respond(nil, err)
-		return
-	}
-	r.logger.Info("timeout now received, starting election", "peer", string(req.ID))
-	r.setLeader("", "")
-	r.transferElection = true
-	r.setState(Candidate)
-	rpc.Respond(resp, nil)
 }
