@@ -90,7 +90,10 @@ type fsmSnapshotResult struct {
 	term               uint64
 	configuration      Configuration
 	configurationIndex uint64
-	err                error
+	// base is the node's snapshot when this one was taken: takeSnapshot publishes this
+	// snapshot only if the node's snapshot is still base (see compactLogs).
+	base *indexTerm
+	err  error
 }
 
 // runFSM is the FSM goroutine: the only caller of the user's FSM. It exits on shutdown.
@@ -200,7 +203,8 @@ func (r *Raft) finishApply(commits []commitTuple, start time.Time) {
 // fsmSnapshot takes the FSM's point-in-time snapshot with the index it covers.
 func (r *Raft) fsmSnapshot() fsmSnapshotResult {
 	index, term := r.appliedIndexTerm()
-	if snapIndex, _ := r.snapshotIndexTerm(); index == 0 || index <= snapIndex {
+	base := r.snapshot.Load()
+	if index == 0 || index <= base.index {
 		return fsmSnapshotResult{err: ErrNothingNewToSnapshot}
 	}
 	start := time.Now()
@@ -209,7 +213,7 @@ func (r *Raft) fsmSnapshot() fsmSnapshotResult {
 	if err != nil {
 		return fsmSnapshotResult{err: fmt.Errorf("raft: FSM snapshot: %w", err)}
 	}
-	return fsmSnapshotResult{snapshot: snap, index: index, term: term,
+	return fsmSnapshotResult{snapshot: snap, index: index, term: term, base: base,
 		configuration: r.fsmConfig.Clone(), configurationIndex: r.fsmConfigIndex}
 }
 

@@ -87,6 +87,9 @@ type LogStore interface {
 	StoreLogs(logs []*Log) error
 
 	// DeleteRange removes the entries in [min, max], inclusive. Raft only ever deletes a
-	// prefix (log compaction) or a suffix (conflict truncation).
+	// prefix (log compaction), a suffix (conflict truncation) or the whole log. The part of
+	// the range that lies outside the log must be ignored, not refused: a compaction runs
+	// concurrently with the main loop and may pass a min below FirstIndex, or a range the
+	// log no longer reaches, when the log was replaced in between.
 	DeleteRange(min, max uint64) error
 }

@@ -150,9 +150,6 @@ type Raft struct {
 	fsmConfig      Configuration
 	fsmConfigIndex uint64
 
-	// snapshotMu serializes the snapshot goroutine against snapshot installs and restores.
-	snapshotMu sync.Mutex
-
 	// leaderCh reports leadership changes to LeaderCh readers. Buffer of one, newest wins.
 	leaderCh chan bool
 

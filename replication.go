@@ -184,6 +184,14 @@ func (s *replicator) replicate() bool {
 		if resp.Success && s.nextIndex > lastIndex {
 			return true
 		}
+		if !resp.Success && !resp.NeedSnapshot && s.nextIndex > req.PrevLogIndex {
+			// A refusal that moved nothing back would be sent again at once, forever: in
+			// a synctest bubble that loop stops virtual time, elsewhere it burns a core.
+			s.noteFailure(fmt.Errorf("raft: peer refused entry %d again", req.PrevLogIndex))
+			if !s.wait(s.backoff()) {
+				return false
+			}
+		}
 	}
 	return false
 }

@@ -732,3 +732,52 @@ func TestReplication_PipelineBatchesEntriesOnSlowFollowerDisks(t *testing.T) {
 		c.CheckSafety()
 	})
 }
+
+// TestReplication_LeaderRepairsAFollowerThatLostAcknowledgedEntries: a follower restarts with
+// the tail of its log gone (a damaged disk that lost acknowledged entries, as the wal
+// corruption nemesis produced) while the leader still counts it up to its old last index. The
+// follower refuses the next request with a hint below the leader's match index for it; the
+// leader used to clamp its next index to the match index and send the same request again at
+// once, forever: the follower was never repaired, a core spun, and inside a synctest bubble
+// virtual time stopped (the wal nemesis hung until the test timeout). The leader must send the
+// lost entries again (forgetMatch; TestCatchUpFence_WipedFollowerRepairedBySameLeader covers a
+// wiped follower, this a lost tail).
+//
+// Real time, not a bubble: there the bug froze virtual time and hung the test instead of
+// failing it.
+func TestReplication_LeaderRepairsAFollowerThatLostAcknowledgedEntries(t *testing.T) {
+	c := raftest.New(t, raftest.Options{Config: func(c *raft.Config) {
+		// A loaded machine must not move leadership: the leader's match index for the
+		// follower is what this test is about.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	}})
+	leader := c.WaitLeader(waitLong)
+	term := c.Node(leader).Raft().CurrentTerm()
+	follower := others(c, leader)[0]
+	c.WaitApplied(applyN(t, c, "a", 30), waitLong)
+
+	// The follower crashes and comes back without the last 10 entries it acknowledged.
+	c.Crash(follower)
+	logs := c.Node(follower).Logs
+	last, err := logs.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := logs.DeleteRange(last-9, last); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(follower)
+
+	want := applyN(t, c, "b", 5)
+	if !raftest.Eventually(waitLong, func() bool {
+		r := c.Node(follower).Raft()
+		return r != nil && r.LastIndex() >= want && r.AppliedIndex() >= want
+	}) {
+		t.Fatalf("follower %d holds up to %d, not %d: the leader never sent the lost entries again",
+			follower, c.Node(follower).Raft().LastIndex(), want)
+	}
+	if got := c.Node(leader).Raft().CurrentTerm(); got != term || c.Leader() != leader {
+		t.Fatalf("leadership moved (term %d to %d): the leader's match index for the follower was not tested", term, got)
+	}
+	c.CheckSafety()
+}

@@ -381,8 +381,6 @@ func (r *Raft) adoptRestoredSnapshot(index, term uint64, config Configuration, c
 // replaceLogWithSnapshot makes a restored snapshot the node's latest, deletes its whole log,
 // and moves its log tail, FSM hand-off point and configuration to the snapshot.
 func (r *Raft) replaceLogWithSnapshot(index, term uint64, config Configuration, configIndex uint64) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
 	r.moveToSnapshot(index, term, config, configIndex)
 	first, err := r.logs.FirstIndex()
 	if err != nil {

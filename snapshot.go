@@ -146,10 +146,11 @@ func (r *Raft) takeSnapshot() (string, error) {
 	snapshotPersistMetric(start)
 	r.logger.Info("snapshot complete", "index", res.index, "term", res.term)
 
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
-	if cur, _ := r.snapshotIndexTerm(); res.index > cur {
-		r.snapshot.Store(&indexTerm{index: res.index, term: res.term})
+	if !r.snapshot.CompareAndSwap(res.base, &indexTerm{index: res.index, term: res.term}) {
+		// The main loop replaced the node's snapshot meanwhile (see compactLogs): this one
+		// is superseded, and there is nothing to compact behind it.
+		r.logger.Info("snapshot superseded while it was persisted: not compacting", "index", res.index)
+		return sink.ID(), nil
 	}
 	if err := r.compactLogs(res.index); err != nil {
 		return sink.ID(), err
@@ -158,16 +159,47 @@ func (r *Raft) takeSnapshot() (string, error) {
 }
 
 // compactLogs deletes the log up to snapIndex, keeping TrailingLogs entries behind it so
-// slightly lagging followers still catch up from the log. Called with snapshotMu held.
+// slightly lagging followers still catch up from the log. Runs on the snapshot goroutine,
+// right after it published snapIndex as the node's snapshot.
+//
+// The snapshot goroutine takes no lock against the main loop, which may replace the node's
+// snapshot and whole log meanwhile: a follower installing a leader's snapshot, a leader's
+// Restore, a node resetting an unconfirmed snapshot from its leader (installSnapshot,
+// replaceLogWithSnapshot, finishInstall). The main loop never waits for a compaction, whose
+// DeleteRange can take as long as the disk makes it (a lock held across it stalled heartbeats
+// and appends, and froze synctest bubbles, where a goroutine waiting for a mutex is not
+// durably blocked). This is safe because:
+//   - The snapshot index has two writers. The main loop stores the snapshot it installs or
+//     restores. The snapshot goroutine publishes its own with a compare-and-swap against the
+//     snapshot the node had when the FSM snapshot was taken (fsmSnapshotResult.base): if the
+//     main loop replaced it in between, the goroutine's snapshot is superseded (it covers a
+//     state at or before the replacement, or one a reset discarded) and neither moves the
+//     index nor compacts. So the index never goes back to a stale snapshot.
+//   - Compaction deletes at or below upTo = min(snapIndex, commit index) - TrailingLogs, with
+//     the commit index read after the snapshot was published. A replacement puts its snapshot
+//     at an index S and writes only entries above S. A leader's Restore and a reset drop the
+//     whole log; an install reads the log's entry at S to keep the entries after it if they
+//     match (discardLogBehind), and is accepted only above the commit index, which stays
+//     below S until the log was replaced: so upTo < S, and the compaction deletes neither
+//     entry S nor anything the install keeps or writes. A reset moves the commit index to S
+//     first; a compaction that reads it then may delete entry S (with TrailingLogs 0), and
+//     the node then discards its whole log instead of keeping the entries after S, which is
+//     safe there: a resetting node acknowledged nothing in its leader's term, so no leader
+//     counts it for them.
+//   - The first index read here may be stale by the time DeleteRange runs (the main loop
+//     deleted the old log): DeleteRange ignores the part of a range that lies outside the log
+//     (see LogStore), so the late call deletes what is left of the old log below upTo, or
+//     nothing.
 func (r *Raft) compactLogs(snapIndex uint64) error {
-	if snapIndex <= r.conf.TrailingLogs {
+	limit := min(snapIndex, r.commitIndex.Load()) // the min matters only during an install: see above
+	if limit <= r.conf.TrailingLogs {
 		return nil
 	}
 	first, err := r.logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raft: compaction: reading first index: %w", err)
 	}
-	upTo := snapIndex - r.conf.TrailingLogs
+	upTo := limit - r.conf.TrailingLogs
 	if first == 0 || upTo < first {
 		return nil
 	}

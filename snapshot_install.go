@@ -174,8 +174,7 @@ func validateInstallSnapshot(req *InstallSnapshotRequest) (Configuration, error)
 // installSnapshot makes the log, the commit index and the configuration consistent with a
 // snapshot the FSM was just restored from. Main loop only.
 func (r *Raft) installSnapshot(req *InstallSnapshotRequest, config Configuration) error {
-	r.snapshotMu.Lock()
-	defer r.snapshotMu.Unlock()
+	// No lock against a concurrent compaction: see compactLogs.
 	if err := r.discardLogBehind(req.LastLogIndex, req.LastLogTerm); err != nil {
 		r.fatal(err)
 		return err

@@ -69,7 +69,7 @@ type published struct {
 	// if none: while it is set the FSM may hold a state the cluster never commits, and no read
 	// is served (waitApplied). Main loop.
 	unconfirmedIndex atomic.Uint64
-	snapshot         atomic.Pointer[indexTerm] // snapshot goroutine and main loop, under snapshotMu
+	snapshot         atomic.Pointer[indexTerm] // main loop; snapshot goroutine by CAS (see compactLogs)
 	fenced           atomic.Bool               // main loop: the catch-up fence holds
 	fenceTarget      atomic.Uint64             // main loop: the index the fenced node catches up to
 }

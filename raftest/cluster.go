@@ -131,6 +131,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		c.Net = memnet.New(seed)
 	}
 	c.checker = newChecker()
+	// A hung test never reaches the cleanup that prints the seed: the watchdog prints it
+	// shortly before the test binary's timeout, until the cluster's cleanup is over.
+	t.Cleanup(watch(t, seed))
 	t.Cleanup(c.cleanup)
 	var servers []raft.Server
 	initial := opts.Nodes

@@ -49,7 +49,11 @@
 // happened), so a restart recovers from what is on disk.
 //
 // Every random decision of a run comes from one seed (Options.Seed, or RAFTEST_SEED from the
-// environment, or a fresh one), printed together with the node logs when the test fails.
+// environment, or a fresh one), printed together with the node logs when the test fails. A
+// test that hangs until the go test timeout never gets to print it, so raftest prints the seed
+// of every cluster still running a few seconds before the timeout (to standard error), with
+// the goroutines of synctest bubbles that are not durably blocked: those are what keeps a hung
+// bubble's virtual time from advancing.
 //
 // While the cluster runs, a checker watches two safety properties: at most one leader per
 // term (taken from the leader observation each node fires as it becomes leader, with the term

@@ -78,11 +78,12 @@ func (p CrashPoint) String() string {
 // and with probability StallRate it stalls for Stall on top. The zero value is an instant
 // disk. Reads are never delayed (the page cache serves them).
 //
-// DeleteRange waits too only with SlowDeleteRange. raft holds a mutex across DeleteRange
-// (log compaction, discarding the log behind an installed or restored snapshot) that its main
-// loop can wait for, and inside a testing/synctest bubble a goroutine waiting for a mutex stops
-// virtual time: a delayed DeleteRange there can freeze the whole bubble. That is a bug of the
-// node (a lock held across disk I/O, issue 10's note), not of the model; turn it on to find it.
+// DeleteRange (log compaction, conflict truncation, discarding the log behind an installed or
+// restored snapshot) waits too only with SlowDeleteRange, so a test that slows a disk to delay
+// appends does not also delay compaction unless it asks; the randomized chaos tests turn it
+// on. Code that holds a mutex across a slow DeleteRange, which another goroutine then waits
+// for, freezes a testing/synctest bubble: a goroutine waiting for a mutex is not durably
+// blocked, so virtual time stops (raft did this until issue 10's fix).
 type DiskFaults struct {
 	MinLatency, MaxLatency time.Duration
 	StallRate              float64

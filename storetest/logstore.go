@@ -21,6 +21,7 @@ func TestLogStore(t *testing.T, newStore func(t *testing.T) raft.LogStore, opts 
 		{"DeletePrefix", caseDeletePrefix},
 		{"DeleteSuffixThenAppend", caseDeleteSuffix},
 		{"DeleteAllThenStoreAtAnyIndex", caseDeleteAll},
+		{"DeleteIgnoresRangeOutsideLog", caseDeleteOutside},
 		{"KeepsNoReferenceToInput", caseInputOwnership},
 		{"GetLogReturnsCallerOwnedCopy", caseOutputOwnership},
 		{"ConcurrentReadsDuringAppendAndCompaction", caseConcurrentReads},
@@ -128,6 +129,25 @@ func caseDeleteAll(t *testing.T, s raft.LogStore) {
 	low := MakeLogs(50, 10, 3, 32) // and below where the previous log started
 	mustStore(t, s, low)
 	CheckLogs(t, s, low)
+}
+
+// caseDeleteOutside deletes ranges that reach past the log, as a compaction does when it read
+// the first index before the log was compacted further or replaced.
+func caseDeleteOutside(t *testing.T, s raft.LogStore) {
+	model := MakeLogs(100, 100, 1, 32)
+	mustStore(t, s, model)
+	mustDelete(t, s, 50, 120) // a prefix starting below the first index
+	CheckLogs(t, s, model[21:])
+	mustDelete(t, s, 1, 99) // wholly below the log
+	CheckLogs(t, s, model[21:])
+	mustDelete(t, s, 300, 400) // wholly above it
+	CheckLogs(t, s, model[21:])
+	mustDelete(t, s, 60, 300) // the whole log, from below to above
+	CheckLogs(t, s, nil)
+	next := MakeLogs(500, 10, 2, 32) // a replaced log, then a stale compaction below it
+	mustStore(t, s, next)
+	mustDelete(t, s, 50, 499)
+	CheckLogs(t, s, next)
 }
 
 func caseInputOwnership(t *testing.T, s raft.LogStore) {
