@@ -188,7 +188,7 @@ func (s *replicator) replicate() bool {
 			// A refusal that moved nothing back would be sent again at once, forever: in
 			// a synctest bubble that loop stops virtual time, elsewhere it burns a core.
 			s.noteFailure(fmt.Errorf("raft: peer refused entry %d again", req.PrevLogIndex))
-			if !s.wait(s.backoff()) {
+			if !s.backOff() {
 				return false
 			}
 		}
