@@ -48,15 +48,14 @@ func (b *byteBudget) admit(n int) bool {
 	return true
 }
 
-// noteFailure counts a failed attempt to replicate to the peer. A run of failures is logged at
-// Warn when it starts and again only when its cause changes, at Debug in between: a peer that
-// stays unreachable, or a request the transport keeps refusing, is visible without flooding
-// the log.
+// noteFailure logs a failed attempt to replicate to the peer, which backOff then counts. A
+// run of failures is logged at Warn when it starts and again only when its cause changes, at
+// Debug in between: a peer that stays unreachable, or a request the transport keeps refusing,
+// is visible without flooding the log.
 func (s *replicator) noteFailure(err error) {
-	s.failures++
 	cause := errorShape(err)
 	peer := string(s.peer.Load().ID)
-	if s.failures == 1 || cause != s.failureCause {
+	if s.failures == 0 || cause != s.failureCause {
 		s.r.logger.Warn("replication to peer failed", "peer", peer, "error", err)
 	} else {
 		s.r.logger.Debug("replication to peer failed", "peer", peer, "error", err)

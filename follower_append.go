@@ -95,6 +95,7 @@ func (r *Raft) acceptLeader(h RPCHeader, term uint64) error {
 		}
 	}
 	r.setLeader(h.ID, h.Addr)
+	r.settleTransfer(h.ID)
 	r.touchContact()
 	return nil
 }
@@ -264,9 +265,19 @@ func (r *Raft) truncateSuffix(from, last uint64) error {
 	return nil
 }
 
-// termAt returns the term of the entry at index, from the snapshot or the log. An entry that
-// should exist but cannot be read is a local storage failure.
+// termAt returns the term of the entry at index, from the snapshot or the log (the follower's
+// store; the leader's replicators read through the term's cache). An entry that should exist
+// but cannot be read is a local storage failure.
 func (r *Raft) termAt(index uint64) (uint64, error) {
+	return r.termVia(index, func(i uint64) (*Log, error) {
+		l := new(Log)
+		return l, r.logs.GetLog(i, l)
+	})
+}
+
+// termVia is termAt reading entries with read: the snapshot and the log tail answer for their
+// own indexes without a read.
+func (r *Raft) termVia(index uint64, read func(uint64) (*Log, error)) (uint64, error) {
 	if index == 0 {
 		return 0, nil
 	}
@@ -276,8 +287,8 @@ func (r *Raft) termAt(index uint64) (uint64, error) {
 	if lastIndex, lastTerm := r.lastLogIndexTerm(); index == lastIndex {
 		return lastTerm, nil
 	}
-	var l Log
-	if err := r.logs.GetLog(index, &l); err != nil {
+	l, err := read(index)
+	if err != nil {
 		return 0, fmt.Errorf("raft: reading entry %d: %w", index, err)
 	}
 	return l.Term, nil

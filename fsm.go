@@ -159,12 +159,14 @@ func (r *Raft) applyBatch(fsm BatchingFSM, commits []commitTuple) bool {
 		resps = fsm.ApplyBatch(cmds)
 		if len(resps) != len(cmds) {
 			err := fmt.Errorf("%w: BatchingFSM.ApplyBatch returned %d responses for %d entries", ErrFSMContract, len(resps), len(cmds))
-			r.fatal(err)
+			// The futures first: once the node stops, a caller waiting on one may see the
+			// shutdown before the cause.
 			for _, c := range commits {
 				if c.future != nil {
 					c.future.respond(err)
 				}
 			}
+			r.fatal(err)
 			return false
 		}
 	}

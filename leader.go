@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -30,8 +31,10 @@ type leaderState struct {
 	// 1: one pending report is enough to make the main loop step down).
 	stepDownCh chan uint64
 
-	// stopCh is closed by leaderCleanup; every goroutine of this term exits on it.
-	stopCh chan struct{}
+	// ctx is done when leaderCleanup ends the term or the node stops (a child of r.ctx);
+	// every goroutine of this term exits on it, each replicator through its own child.
+	ctx  context.Context
+	stop context.CancelFunc
 
 	// logVersion is bumped by the main loop before it changes the log in any way other than
 	// appending this term's entries: at step-down (before the follower code can truncate or
@@ -51,11 +54,10 @@ type leaderState struct {
 	// uncommittedBytes is the entryBytes of inflight. Main loop only.
 	uncommittedBytes int
 
-	// Membership changes waiting their turn, the AddVoter waiting for its server to catch up,
-	// and a leadership transfer in progress. Main loop only.
+	// Membership changes waiting their turn and the AddVoter waiting for its server to catch
+	// up. Main loop only.
 	configQueue []*configChangeFuture
 	promotion   *promotion
-	transfer    *transferState
 
 	// reads batches reads into confirmation rounds and keeps the lease (read.go).
 	reads leaderReads
@@ -85,8 +87,8 @@ func (r *Raft) runLeader() {
 	noop := r.newLogFuture(Log{Type: LogNoop}, 0, nil)
 	r.dispatchLogs([]*logFuture{noop})
 
-	lease := time.NewTicker(max(r.conf.LeaderLeaseTimeout/4, time.Millisecond))
-	defer lease.Stop()
+	tick := time.NewTicker(max(r.conf.LeaderLeaseTimeout/4, time.Millisecond))
+	defer tick.Stop()
 	for r.getState() == Leader && r.leaderState != nil {
 		ls := r.leaderState
 		applyCh := r.applyCh
@@ -117,15 +119,11 @@ func (r *Raft) runLeader() {
 		case t := <-ls.stepDownCh:
 			r.logger.Info("newer term seen by replication, stepping down", "term", t)
 			r.stepDown(t, ErrLeadershipLost)
-		case <-lease.C:
-			r.checkLeaderLease()
-			if r.leaderState != nil {
-				r.maybeStartConfigChange()
-				r.progressTransfer()
-			}
+		case <-tick.C:
+			r.leaderTick()
 		case req := <-reqCh:
 			req.serve(r)
-		case err := <-ls.transferResult():
+		case err := <-r.transferResult():
 			r.handleTransferResult(err)
 		case b := <-r.bootstrapCh:
 			b.respond(ErrCantBootstrap)
@@ -144,13 +142,14 @@ func (r *Raft) setupLeaderState(term uint64) {
 		commitCh:    make(chan struct{}, 1),
 		replicators: make(map[ServerID]*replicator),
 		stepDownCh:  make(chan uint64, 1),
-		stopCh:      make(chan struct{}),
 		// Entries not yet written locally always stay (the writer's backlog bounds them);
 		// written ones up to two full requests, so followers that keep up are served from
 		// memory.
 		cache: newLogCache(2 * r.conf.MaxAppendEntriesBytes),
 	}
-	r.recent.truncateFrom(0) // a follower's cache; the leader reads through ls.cache
+	ls.ctx, ls.stop = context.WithCancel(r.ctx)
+	r.settleTransfer(r.localID) // one of an earlier term: this node won instead of its target
+	r.recent.truncateFrom(0)    // a follower's cache; the leader reads through ls.cache
 	// The term's first entry is the no-op at lastIndex+1: nothing before it is committed by
 	// counting replicas (Figure 8).
 	ls.commitment = newCommitment(ls.commitCh, r.configurations.latest.voters(), lastIndex+1)
@@ -185,14 +184,14 @@ func (r *Raft) startStopReplication() {
 		}
 		repl := newReplicator(r, ls, s, lastIndex+1)
 		ls.replicators[s.ID] = repl
-		r.goFunc(repl.run)       // exits on ls.stopCh, repl.stopCh or shutdown
+		r.goFunc(repl.run)       // exits once repl.done is closed
 		r.goFunc(repl.heartbeat) // likewise
 		r.logger.Info("added peer, starting replication", "peer", string(s.ID))
 		r.observe(PeerObservation{Peer: s})
 	}
 	for id, repl := range ls.replicators {
 		if !inConfig[id] {
-			close(repl.stopCh)
+			repl.stop()
 			delete(ls.replicators, id)
 			r.logger.Info("removed peer, stopping replication", "peer", string(id))
 			r.observe(PeerObservation{Removed: true, Peer: *repl.peer.Load()})
@@ -203,18 +202,10 @@ func (r *Raft) startStopReplication() {
 	r.resetLease()
 }
 
-// transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
-func (ls *leaderState) transferResult() <-chan error {
-	if ls.transfer == nil {
-		return nil
-	}
-	return ls.transfer.resultCh
-}
-
 // handleApply drains the apply queue into one batch (group commit) and dispatches it. The
 // batch holds at most MaxAppendEntries entries and MaxAppendEntriesBytes plus one entry.
 func (r *Raft) handleApply(first *logFuture) {
-	if r.leaderState.transfer != nil {
+	if r.transfer != nil {
 		first.respond(ErrLeadershipTransferInProgress)
 		return
 	}
@@ -358,14 +349,33 @@ func (r *Raft) processLeaderCommits() {
 	}
 }
 
-// checkLeaderLease steps down when no quorum was heard from within LeaderLeaseTimeout, or
-// when the local disk has been stuck in a write for longer than LogStoreTimeout.
-func (r *Raft) checkLeaderLease() {
-	ls := r.leaderState
-	if ls.writer.overdue(time.Now()) {
-		_ = r.writeOutcome(0, ErrLogStoreTimeout)
-		return
+// leaderTick runs the leader's periodic checks, every LeaderLeaseTimeout/4: two that may end
+// the term (the local disk stuck in a write, a quorum out of touch), then two that wait on
+// followers' progress the main loop is not told of (a promotion's catch-up, a transfer's
+// target catching up) or on time (a transfer's deadline).
+func (r *Raft) leaderTick() {
+	if r.checkDiskStall() || r.checkQuorumContact() {
+		return // stepped down
 	}
+	r.maybeStartConfigChange()
+	r.progressTransfer()
+}
+
+// checkDiskStall steps down when the local disk has been stuck in a write for longer than
+// LogStoreTimeout; true when it did.
+func (r *Raft) checkDiskStall() bool {
+	if !r.leaderState.writer.overdue(time.Now()) {
+		return false
+	}
+	_ = r.writeOutcome(0, ErrLogStoreTimeout)
+	return true
+}
+
+// checkQuorumContact steps down when no quorum of voters was heard from within
+// LeaderLeaseTimeout (check-quorum: a leader cut off from the majority stops acting as one);
+// true when it did.
+func (r *Raft) checkQuorumContact() bool {
+	ls := r.leaderState
 	contacted := 0
 	for _, s := range r.configurations.latest.Servers {
 		if s.Suffrage != Voter {
@@ -379,10 +389,12 @@ func (r *Raft) checkLeaderLease() {
 			contacted++
 		}
 	}
-	if contacted < r.configurations.latest.quorumSize() {
-		r.logger.Warn("failed to contact a quorum within the leader lease, stepping down", "term", ls.term)
-		r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	if contacted >= r.configurations.latest.quorumSize() {
+		return false
 	}
+	r.logger.Warn("failed to contact a quorum within the leader lease, stepping down", "term", ls.term)
+	r.stepDown(r.currentTerm.Load(), ErrLeadershipLost)
+	return true
 }
 
 // handleVerify asks every voter for a fresh heartbeat acknowledgement.
@@ -414,7 +426,7 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 // from the store.
 //
 // Replication and heartbeat goroutines are fenced rather than waited for (waiting would tie
-// the main loop to a peer's network timeout): closing stopCh ends them at their next step,
+// the main loop to a peer's network timeout): ending ls.ctx ends them at their next step,
 // and bumping logVersion, before anything below or after it can change the log, makes every
 // request they were building meanwhile fail its validation. A request validated earlier may
 // still be in flight; it is a consistent piece of this term's log, i.e. a delayed message of
@@ -422,7 +434,7 @@ func (r *Raft) handleVerify(v *verifyFuture) {
 func (r *Raft) leaderCleanup(err error) {
 	ls := r.leaderState
 	r.leaderState = nil
-	close(ls.stopCh)
+	ls.stop()
 	ls.logVersion.Add(1)
 	// The role changes before any caller hears ErrLeadershipLost, so a caller that then asks
 	// State or Leader never sees this node still leading.
@@ -445,13 +457,7 @@ func (r *Raft) leaderCleanup(err error) {
 	if ls.promotion != nil {
 		ls.promotion.future.respond(err)
 	}
-	if t := ls.transfer; t != nil {
-		if t.sent {
-			r.pendingTransfer = t // resolved once the new leader is known
-		} else {
-			t.future.respond(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
-		}
-	}
+	r.endTransfer()
 	// Followers may have committed entries the leader had not written yet, and this node
 	// may have applied them: its log must never end before what it applied, or it would
 	// have a gap once a new leader's entries follow. So the writer writes everything first.
@@ -478,16 +484,17 @@ func (r *Raft) commitTask(batch []commitTuple) fsmTask {
 }
 
 // committedEntry returns a committed entry for the FSM: a follower's from the entries it just
-// stored (decoded from the leader's request, not read back from the store), else through
-// getLog. Main loop only.
+// stored (decoded from the leader's request, not read back from the store), a leader's through
+// the term's cache, else from the store. Main loop only.
 func (r *Raft) committedEntry(index uint64) (*Log, error) {
-	if r.leaderState == nil {
-		if e := r.recent.get(index); e != nil {
-			return e, nil
-		}
+	if ls := r.leaderState; ls != nil {
+		return ls.entry(r.logs, index)
+	}
+	if e := r.recent.get(index); e != nil {
+		return e, nil
 	}
 	l := new(Log)
-	if err := r.getLog(index, l); err != nil {
+	if err := r.logs.GetLog(index, l); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -513,20 +520,15 @@ func (r *Raft) noteCommittedConfiguration(l *Log) {
 	r.setConfigurations(r.configurations.withCommitted(c, l.Index))
 }
 
-// getLog reads an entry: while leading, through the term's cache. Main loop only.
-func (r *Raft) getLog(index uint64, l *Log) error {
-	if ls := r.leaderState; ls != nil {
-		return ls.getEntry(r.logs, index, l)
-	}
-	return r.logs.GetLog(index, l)
-}
-
-// getEntry reads one of the leader's entries, from the term's cache first: an entry may not
-// be written locally yet. Safe from any goroutine.
-func (ls *leaderState) getEntry(logs LogStore, index uint64, l *Log) error {
+// entry reads one of the leader's entries, from the term's cache first: an entry may not be
+// written locally yet. The entry is shared, never to be modified. Safe from any goroutine.
+func (ls *leaderState) entry(logs LogStore, index uint64) (*Log, error) {
 	if e := ls.cache.get(index); e != nil {
-		*l = *e
-		return nil
+		return e, nil
 	}
-	return logs.GetLog(index, l)
+	l := new(Log)
+	if err := logs.GetLog(index, l); err != nil {
+		return nil, err
+	}
+	return l, nil
 }

@@ -117,7 +117,7 @@ func (r *Raft) requestConfigChange(kind changeKind, id ServerID, addr ServerAddr
 // handleConfigChange queues a membership change on the leader.
 func (r *Raft) handleConfigChange(f *configChangeFuture) {
 	ls := r.leaderState
-	if ls.transfer != nil {
+	if r.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}
@@ -127,7 +127,7 @@ func (r *Raft) handleConfigChange(f *configChangeFuture) {
 
 // maybeStartConfigChange starts the next membership change (or the pending promotion) once
 // the previous configuration committed and no leadership transfer is running. It runs after
-// every commit and on the lease tick, so changes held back by a transfer go ahead once it
+// every commit and on the leader's tick, so changes held back by a transfer go ahead once it
 // ended.
 func (r *Raft) maybeStartConfigChange() {
 	ls := r.leaderState
@@ -137,7 +137,7 @@ func (r *Raft) maybeStartConfigChange() {
 	if r.restoring != nil {
 		return // a Restore appends nothing until it is done; resumeAfterRestore calls back
 	}
-	if ls.transfer != nil {
+	if r.transfer != nil {
 		// A transferring leader appends nothing (Ongaro's thesis, section 3.10): the target
 		// must be able to catch up with a log that stops growing, and a configuration
 		// entry could even remove the target from the voters.

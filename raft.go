@@ -129,9 +129,9 @@ type Raft struct {
 	// readCounts counts successful reads by kind for the metrics.
 	readCounts readCounter
 
-	// pendingTransfer is a leadership transfer this node started as leader, still waiting to
-	// hear of the new leader after stepping down. Main loop only.
-	pendingTransfer *transferState
+	// transfer is the leadership transfer this node started as leader, from the request
+	// until it is settled (transfer.go); nil if none. Main loop only.
+	transfer *transferState
 
 	obs observers
 
@@ -153,7 +153,11 @@ type Raft struct {
 	// leaderCh reports leadership changes to LeaderCh readers. Buffer of one, newest wins.
 	leaderCh chan bool
 
-	shutdownCh    chan struct{}
+	shutdownCh chan struct{}
+	// ctx is done once shutdownCh is closed: the root of the leader's context chain (node,
+	// term, peer; see leaderState.ctx), so a replicator waits on one channel.
+	ctx           context.Context
+	cancelCtx     context.CancelFunc
 	shutdownOnce  sync.Once
 	shutdownCause atomic.Pointer[error]
 	wg            sync.WaitGroup
@@ -206,6 +210,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		readForwardCh:  make(chan *readFuture, readForwardBuffer),
 		shutdownCh:     make(chan struct{}),
 	}
+	r.ctx, r.cancelCtx = context.WithCancel(context.Background())
 	r.protocolVersion, r.protocolMin, r.protocolMax = conf.protocolRange()
 	if conf.BatchApplyCh {
 		r.applyCh = make(chan *logFuture, conf.MaxAppendEntries)
@@ -382,7 +387,6 @@ func (r *Raft) setLeader(id ServerID, addr ServerAddress) {
 		r.logger.Info("leader known", "leader", string(id), "term", r.currentTerm.Load())
 	}
 	r.observe(LeaderObservation{LeaderID: id, LeaderAddr: addr, Term: r.currentTerm.Load()})
-	r.noteLeaderForTransfer(id)
 }
 
 // setCurrentTerm persists a new term before anything acts on it; a persistence failure
@@ -410,7 +414,7 @@ func (r *Raft) persistVote(term uint64, candidate ServerID) bool {
 func (r *Raft) fatal(err error) {
 	r.logger.Error("stopping node after a local failure", "error", err)
 	r.shutdownCause.CompareAndSwap(nil, &err)
-	r.shutdownOnce.Do(func() { close(r.shutdownCh) })
+	r.shutdownOnce.Do(r.closeShutdown)
 	// Peers must not keep waiting on a node that stopped answering.
 	if cerr := r.trans.Close(); cerr != nil {
 		r.logger.Warn("closing transport", "error", cerr)
@@ -742,13 +746,19 @@ func (r *Raft) statsLastContact(state RaftState) string {
 func (r *Raft) Shutdown() Future {
 	r.shutdownOnce.Do(func() {
 		r.logger.Info("shutting down")
-		close(r.shutdownCh)
+		r.closeShutdown()
 	})
 	// Closing the transport makes in-flight RPCs of the node's goroutines return promptly.
 	if err := r.trans.Close(); err != nil {
 		r.logger.Warn("closing transport", "error", err)
 	}
 	return shutdownFuture{r}
+}
+
+// closeShutdown signals the stop to every goroutine; once, under shutdownOnce.
+func (r *Raft) closeShutdown() {
+	close(r.shutdownCh)
+	r.cancelCtx()
 }
 
 // stopping reports whether the node is shutting down or stopped.

@@ -577,10 +577,12 @@ func (r *Raft) awaitReadRound(ls *leaderState, round *readRound) {
 	next := readBatch(r.takeQueuedReads(nil))
 	select {
 	case r.leaderReqCh <- readRoundDone{ls: ls, round: round, next: next}:
-	case <-ls.stopCh:
+	case <-ls.ctx.Done(): // the term ended, or the node stopped (ls.ctx ends with r.ctx)
+		if r.stopping() {
+			failReads(next, ErrRaftShutdown)
+			return
+		}
 		next.reject(r.notLeaderErr()) // back to the batcher, for the next leader
-	case <-r.shutdownCh:
-		failReads(next, ErrRaftShutdown)
 	}
 }
 

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -34,8 +35,12 @@ type replicator struct {
 
 	// triggerCh is poked when new entries were dispatched (buffer 1, coalescing).
 	triggerCh chan struct{}
-	// stopCh is closed by the main loop when the peer leaves the configuration.
-	stopCh chan struct{}
+	// done is closed when this peer's replication ends: the main loop stopped it (stop) when
+	// the peer left the configuration, or the term ended, or the node stopped (its context
+	// is a child of the term's). Every wait of both goroutines selects on it.
+	done <-chan struct{}
+	ctx  context.Context
+	stop context.CancelFunc
 
 	lastContact atomic.Int64 // monotonic nanos since r.clockBase of the last response in this term; both goroutines write
 
@@ -56,9 +61,10 @@ func newReplicator(r *Raft, ls *leaderState, peer Server, nextIndex uint64) *rep
 		ls:        ls,
 		nextIndex: nextIndex,
 		triggerCh: make(chan struct{}, 1),
-		stopCh:    make(chan struct{}),
 		verifyCh:  make(chan struct{}, 1),
 	}
+	s.ctx, s.stop = context.WithCancel(ls.ctx)
+	s.done = s.ctx.Done()
 	s.peer.Store(&peer)
 	s.ackedSend.Store(math.MinInt64) // no acknowledgement yet
 	// The lease starts with the term: a new leader is not deposed before it could reach
@@ -85,19 +91,8 @@ func (s *replicator) trigger() {
 	}
 }
 
-// stopped reports whether the term or this peer's replication ended.
-func (s *replicator) stopped() bool {
-	select {
-	case <-s.ls.stopCh:
-		return true
-	case <-s.stopCh:
-		return true
-	case <-s.r.shutdownCh:
-		return true
-	default:
-		return false
-	}
-}
+// stopped reports whether this peer's replication ended (see done).
+func (s *replicator) stopped() bool { return s.ctx.Err() != nil }
 
 // wait blocks for d, or less if the replicator is stopped; false when stopped.
 func (s *replicator) wait(d time.Duration) bool { return s.waitOrWake(d, nil) }
@@ -110,9 +105,7 @@ func (s *replicator) waitOrWake(d time.Duration, wake <-chan struct{}) bool {
 	select {
 	case <-t.C:
 	case <-wake:
-	case <-s.ls.stopCh:
-	case <-s.stopCh:
-	case <-s.r.shutdownCh:
+	case <-s.done:
 	}
 	return !s.stopped()
 }
@@ -125,8 +118,12 @@ func (s *replicator) notifyStepDown(term uint64) {
 	}
 }
 
-// backoff is the pause after the replicator's consecutive failures.
-func (s *replicator) backoff() time.Duration { return backoff(s.failures, s.r.conf.HeartbeatTimeout) }
+// backOff counts a failed attempt, which the caller logged, and pauses for the backoff the
+// run of failures earned; false when the replicator stopped meanwhile.
+func (s *replicator) backOff() bool {
+	s.failures++
+	return s.wait(backoff(s.failures, s.r.conf.HeartbeatTimeout))
+}
 
 // backoff is the pause after n consecutive failures to reach a peer: doubling from 10ms,
 // capped at half a heartbeat timeout so a recovered peer is reached again promptly.
@@ -159,34 +156,28 @@ func (s *replicator) replicate() bool {
 			continue
 		}
 		req, lastIndex, err := s.buildRequest(s.nextIndex, true)
-		if errors.Is(err, errLogViewChanged) {
+		var resp AppendEntriesResponse
+		switch {
+		case errors.Is(err, errLogViewChanged):
 			continue // the loop condition ends a finished term; a restore rebuilds
-		}
-		if errors.Is(err, ErrLogNotFound) {
+		case errors.Is(err, ErrLogNotFound):
 			// The entries the peer needs were compacted away.
 			if !s.sendLatestSnapshot() {
 				return false
 			}
 			continue
+		case err != nil:
+			err = fmt.Errorf("building append entries: %w", err)
+		default:
+			err = s.sendAppend(req, &resp)
 		}
 		if err != nil {
-			s.noteFailure(fmt.Errorf("building append entries: %w", err))
-			if !s.wait(s.backoff()) {
-				return false
-			}
-			continue
-		}
-		var resp AppendEntriesResponse
-		peer := s.peer.Load()
-		start := time.Now()
-		if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, &resp); err != nil {
 			s.noteFailure(err)
-			if !s.wait(s.backoff()) {
+			if !s.backOff() {
 				return false
 			}
 			continue
 		}
-		rpcMetric("append_entries", peer.ID, start)
 		if !s.handleResponse(req, &resp) {
 			return false
 		}
@@ -197,12 +188,23 @@ func (s *replicator) replicate() bool {
 			// A refusal that moved nothing back would be sent again at once, forever: in
 			// a synctest bubble that loop stops virtual time, elsewhere it burns a core.
 			s.noteFailure(fmt.Errorf("raft: peer refused entry %d again", req.PrevLogIndex))
-			if !s.wait(s.backoff()) {
+			if !s.backOff() {
 				return false
 			}
 		}
 	}
 	return false
+}
+
+// sendAppend sends one AppendEntries to the peer.
+func (s *replicator) sendAppend(req *AppendEntriesRequest, resp *AppendEntriesResponse) error {
+	peer := s.peer.Load()
+	start := time.Now()
+	if err := s.r.trans.AppendEntries(peer.ID, peer.Address, req, resp); err != nil {
+		return err
+	}
+	rpcMetric("append_entries", peer.ID, start)
+	return nil
 }
 
 // handleResponse applies one AppendEntries response to nextIndex/matchIndex; false when the
@@ -288,20 +290,10 @@ func nextIndexAfterReject(prevIndex, matchIndex uint64, resp *AppendEntriesRespo
 	return max(next, matchIndex+1, 1)
 }
 
-// termAt returns the term of the leader's entry at index: from the snapshot, the cache or
-// the log store.
+// termAt returns the term of the leader's entry at index: from the snapshot, the log tail,
+// the term's cache or the log store.
 func (s *replicator) termAt(index uint64) (uint64, error) {
-	if index == 0 {
-		return 0, nil
-	}
-	if snapIndex, snapTerm := s.r.snapshotIndexTerm(); index == snapIndex {
-		return snapTerm, nil
-	}
-	var l Log
-	if err := s.ls.getEntry(s.r.logs, index, &l); err != nil {
-		return 0, err
-	}
-	return l.Term, nil
+	return s.r.termVia(index, func(i uint64) (*Log, error) { return s.ls.entry(s.r.logs, i) })
 }
 
 // errLogViewChanged reports that the leader's log changed under a request being built (the
@@ -364,12 +356,9 @@ func (s *replicator) readRequest(next, lastIndex uint64) (*AppendEntriesRequest,
 	// against the transport's message limit, except for one entry alone.
 	budget := byteBudget{maxEntries: s.r.conf.MaxAppendEntries, maxBytes: s.r.conf.MaxAppendEntriesBytes}
 	for i := next; i <= end; i++ {
-		e := s.ls.cache.get(i)
-		if e == nil {
-			e = new(Log)
-			if err := s.r.logs.GetLog(i, e); err != nil {
-				return nil, err
-			}
+		e, err := s.ls.entry(s.r.logs, i)
+		if err != nil {
+			return nil, err
 		}
 		if !budget.admit(entryBytes(e)) {
 			break
@@ -533,9 +522,7 @@ func (s *replicator) pipelineSend(pipe AppendPipeline, window chan struct{}, fai
 				return
 			}
 		case <-failed:
-		case <-s.ls.stopCh:
-		case <-s.stopCh:
-		case <-s.r.shutdownCh:
+		case <-s.done:
 		}
 		timer.Stop()
 		select {
@@ -569,9 +556,7 @@ func (s *replicator) acquireWindow(window chan struct{}, failed <-chan struct{})
 		}
 		return true
 	case <-failed:
-	case <-s.ls.stopCh:
-	case <-s.stopCh:
-	case <-s.r.shutdownCh:
+	case <-s.done:
 	}
 	return false
 }

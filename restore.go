@@ -191,7 +191,7 @@ func (r *Raft) leadsTerm(term uint64) bool {
 // Every path responds to f, here or once the restore's steps ended.
 func (r *Raft) handleRestore(f *restoreFuture) {
 	ls := r.leaderState
-	if ls.transfer != nil {
+	if r.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}

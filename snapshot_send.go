@@ -4,7 +4,6 @@ package raft
 // one. Runs on the peer's replication goroutine.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -15,14 +14,16 @@ import (
 const snapshotWarnInterval = 30 * time.Second
 
 // logSnapshotFailure logs a failed snapshot send at WARN at most once per
-// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise.
+// snapshotWarnInterval (the retries come every backoff), at DEBUG otherwise; backOff then
+// counts it (the line says the run's count with it).
 func (s *replicator) logSnapshotFailure(peer ServerID, index uint64, err error, now time.Time) {
+	failures := s.failures + 1
 	if now.Sub(s.snapshotWarned) >= snapshotWarnInterval {
-		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+		s.r.logger.Warn("sending snapshot failed", "peer", string(peer), "index", index, "failures", failures, "error", err)
 		s.snapshotWarned = now
 		return
 	}
-	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", s.failures, "error", err)
+	s.r.logger.Debug("sending snapshot failed", "peer", string(peer), "index", index, "failures", failures, "error", err)
 }
 
 // sendLatestSnapshot sends the newest snapshot to the peer (for a peer to reset, one newer
@@ -33,14 +34,12 @@ func (s *replicator) sendLatestSnapshot() bool {
 	latest, err := s.snapshotToSend()
 	if err != nil {
 		s.r.logger.Error("peer needs a snapshot but none can be sent", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	meta, rc, err := s.r.snaps.Open(latest.ID)
 	if err != nil {
 		s.r.logger.Error("opening snapshot to send failed", "peer", string(peer.ID), "error", err)
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	defer rc.Close()
 	if s.ls.logVersion.Load() != version {
@@ -63,9 +62,8 @@ func (s *replicator) sendLatestSnapshot() bool {
 	start := time.Now()
 	data := &sendingReader{r: rc, remaining: meta.Size, progress: newSnapshotProgress(peer.ID, meta.Size)}
 	if err := s.r.trans.InstallSnapshot(peer.ID, peer.Address, req, &resp, data); err != nil {
-		s.failures++
 		s.logSnapshotFailure(peer.ID, meta.Index, err, time.Now())
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	rpcMetric("install_snapshot", peer.ID, start)
 	if resp.Term > s.ls.term {
@@ -74,8 +72,7 @@ func (s *replicator) sendLatestSnapshot() bool {
 	}
 	s.setContact()
 	if !resp.Success {
-		s.failures++
-		return s.wait(s.backoff())
+		return s.backOff()
 	}
 	s.noteSuccess()
 	s.snapshotWarned = time.Time{}
@@ -127,19 +124,8 @@ func (s *replicator) snapshotForReset() error {
 		return fmt.Errorf("raft: applied entry %d (term %d) is not newer than the peer's unconfirmed snapshot at %d (term %d) yet",
 			applied, term, s.resetAbove.index, s.resetAbove.term)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Exits when the snapshot is done or the replicator stops, whichever is first.
-	s.r.goFunc(func() {
-		select {
-		case <-ctx.Done():
-		case <-s.ls.stopCh:
-		case <-s.stopCh:
-		case <-s.r.shutdownCh:
-		}
-		cancel()
-	})
-	if err := s.r.SnapshotContext(ctx).Error(); err != nil && !errors.Is(err, ErrNothingNewToSnapshot) {
+	// The replicator's context: the wait ends when the replicator stops.
+	if err := s.r.SnapshotContext(s.ctx).Error(); err != nil && !errors.Is(err, ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raft: taking a snapshot to reset the peer: %w", err)
 	}
 	return nil

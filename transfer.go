@@ -19,7 +19,11 @@ type transferFuture struct {
 	addr ServerAddress
 }
 
-// transferState is a transfer in progress on the leader.
+// transferState is a transfer this node started as leader, kept in r.transfer from the request
+// until it is settled. The leader fails it when the target leaves the configuration, TimeoutNow
+// fails or its deadline passes (progressTransfer, handleTransferResult); the end of the term
+// fails it unless TimeoutNow was sent (endTransfer); after that, the next leader this node
+// learns of settles it (settleTransfer): success if that is the target.
 type transferState struct {
 	future   *transferFuture
 	target   Server
@@ -71,7 +75,7 @@ func (r *Raft) transferLeadership(ctx context.Context, id ServerID, addr ServerA
 // handleTransfer starts a transfer on the leader.
 func (r *Raft) handleTransfer(f *transferFuture) {
 	ls := r.leaderState
-	if ls.transfer != nil {
+	if r.transfer != nil {
 		f.respond(ErrLeadershipTransferInProgress)
 		return
 	}
@@ -81,7 +85,7 @@ func (r *Raft) handleTransfer(f *transferFuture) {
 		return
 	}
 	r.logger.Info("starting leadership transfer", "peer", string(target.ID))
-	ls.transfer = &transferState{
+	r.transfer = &transferState{
 		future:   f,
 		target:   target,
 		deadline: time.Now().Add(2 * r.conf.ElectionTimeout),
@@ -124,16 +128,15 @@ func (r *Raft) pickTransferTarget(id ServerID, addr ServerAddress) (Server, erro
 }
 
 // progressTransfer sends TimeoutNow once the target holds the whole log, and fails the
-// transfer after its deadline. It runs on the lease tick and after commits.
+// transfer after its deadline. It runs on the leader's tick and after commits.
 func (r *Raft) progressTransfer() {
 	ls := r.leaderState
-	t := ls.transfer
+	t := r.transfer
 	if t == nil {
 		return
 	}
 	if time.Now().After(t.deadline) || isDone(&t.future.deferError) {
-		t.future.respond(fmt.Errorf("%w: %s did not take over in time", ErrLeadershipTransferFailed, t.target.ID))
-		ls.transfer = nil
+		r.failTransfer(fmt.Errorf("%w: %s did not take over in time", ErrLeadershipTransferFailed, t.target.ID))
 		return
 	}
 	if t.sent {
@@ -141,8 +144,7 @@ func (r *Raft) progressTransfer() {
 	}
 	repl, ok := ls.replicators[t.target.ID]
 	if !ok {
-		t.future.respond(fmt.Errorf("%w: %s left the configuration", ErrLeadershipTransferFailed, t.target.ID))
-		ls.transfer = nil
+		r.failTransfer(fmt.Errorf("%w: %s left the configuration", ErrLeadershipTransferFailed, t.target.ID))
 		return
 	}
 	lastIndex, _ := r.lastLogIndexTerm()
@@ -159,36 +161,54 @@ func (r *Raft) progressTransfer() {
 	})
 }
 
+// transferResult is the channel of the running transfer's TimeoutNow outcome, or nil.
+func (r *Raft) transferResult() <-chan error {
+	if r.transfer == nil {
+		return nil
+	}
+	return r.transfer.resultCh
+}
+
 // handleTransferResult records the outcome of the TimeoutNow RPC. On success the transfer
-// stays pending until a new leader shows up (see noteLeaderForTransfer).
+// stays pending until a new leader shows up (see settleTransfer).
 func (r *Raft) handleTransferResult(err error) {
-	ls := r.leaderState
-	t := ls.transfer
+	t := r.transfer
+	if t == nil || err == nil {
+		// On success the target starts its election now; this node steps down when its
+		// vote request arrives.
+		return
+	}
+	r.logger.Warn("leadership transfer failed", "peer", string(t.target.ID), "error", err)
+	r.failTransfer(fmt.Errorf("%w: TimeoutNow to %s: %v", ErrLeadershipTransferFailed, t.target.ID, err))
+}
+
+// failTransfer ends the transfer with err.
+func (r *Raft) failTransfer(err error) {
+	r.transfer.future.respond(err)
+	r.transfer = nil
+}
+
+// endTransfer is the end of the leader's term for its transfer: one whose TimeoutNow was sent
+// waits for the next leader (settleTransfer), any other fails. leaderCleanup calls it.
+func (r *Raft) endTransfer() {
+	if t := r.transfer; t != nil && !t.sent {
+		r.failTransfer(fmt.Errorf("%w: leadership lost before the transfer", ErrLeadershipTransferFailed))
+	}
+}
+
+// settleTransfer resolves a transfer this node started once the next leader, id, is known:
+// this node follows a leader (acceptLeader) or won an election itself (setupLeaderState).
+func (r *Raft) settleTransfer(id ServerID) {
+	t := r.transfer
 	if t == nil {
 		return
 	}
-	if err != nil {
-		r.logger.Warn("leadership transfer failed", "peer", string(t.target.ID), "error", err)
-		t.future.respond(fmt.Errorf("%w: TimeoutNow to %s: %v", ErrLeadershipTransferFailed, t.target.ID, err))
-		ls.transfer = nil
+	r.transfer = nil
+	if id == t.target.ID {
+		t.future.respond(nil)
 		return
 	}
-	// The target starts its election now; this node steps down when its vote request
-	// arrives, and the pending transfer moves to r.pendingTransfer in leaderCleanup.
-}
-
-// noteLeaderForTransfer resolves a transfer this node started once a new leader is known.
-func (r *Raft) noteLeaderForTransfer(id ServerID) {
-	p := r.pendingTransfer
-	if p == nil || id == "" {
-		return
-	}
-	r.pendingTransfer = nil
-	if id == p.target.ID {
-		p.future.respond(nil)
-		return
-	}
-	p.future.respond(fmt.Errorf("%w: %s became leader instead of %s", ErrLeadershipTransferFailed, id, p.target.ID))
+	t.future.respond(fmt.Errorf("%w: %s became leader instead of %s", ErrLeadershipTransferFailed, id, t.target.ID))
 }
 
 // checkTimeoutNow decides whether a TimeoutNow may start a transfer election, which skips

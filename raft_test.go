@@ -1,3 +1,7 @@
+// Tests of the Raft type as a user meets it: construction and its checks, leadership
+// notifications, Barrier and VerifyLeader, Stats keys, BatchingFSM, calls after Shutdown and
+// the goroutines Shutdown leaves (none).
+
 package raft_test
 
 import (
