@@ -22,8 +22,10 @@
 //     records after it, a complete record that fails its CRC, anything in a sealed segment,
 //     the marker or the stable file) fails Open with ErrCorrupt naming the file and offset,
 //     and the bytes are left on disk. With WithNoSync nothing is ever synced, so condition 1
-//     is dropped: interrupted-looking damage in the last segment is cut even with intact
-//     records after it. A segment with a newer format version fails Open with
+//     is dropped for a zeroed sector: it is cut even with intact records after it. A record
+//     that claims more bytes than the file holds, with an intact record after its header,
+//     has a damaged length field and is ErrCorrupt with or without fsync. A segment with a
+//     newer format version fails Open with
 //     ErrUnsupportedVersion, also without touching it.
 //   - GetLog re-verifies each record it reads from disk; a record that fails makes GetLog
 //     return ErrCorrupt and the store refuse every later write (ErrFailed).

@@ -27,8 +27,10 @@ const tornSectorBytes = 512
 //     or the record holds a zeroed sector.
 //
 // Everything else, a checksum mismatch in a record that is all there, say, is ErrCorrupt.
-// With WithNoSync nothing is ever synced, so condition 1 proves nothing and only condition 2
-// applies.
+// With WithNoSync nothing is ever synced, so for a zeroed sector condition 1 proves nothing
+// and only condition 2 applies. A record that runs past the end of the file is different:
+// an intact record after its header shows the file does not end inside it, so its length
+// field is damaged (a bit flip), and that is ErrCorrupt with or without fsync.
 func (s *Store) tailIsTorn(seg *segment, prob *scanProblem) (bool, string, error) {
 	fileBytes := prob.fileBytes
 	if prob.offset == 0 && fileBytes < segmentHeaderBytes {
@@ -41,7 +43,7 @@ func (s *Store) tailIsTorn(seg *segment, prob *scanProblem) (bool, string, error
 	if !looksTorn {
 		return false, "the damaged record is complete and holds no zeroed sector: not an interrupted write", nil
 	}
-	if s.opts.noSync {
+	if s.opts.noSync && !prob.torn {
 		// Without fsync nothing was ever synced: after a machine crash any unwritten
 		// sector may read as zeros, with later batches intact after it. The caller chose
 		// to lose the tail in that case (WithNoSync), so condition 1 does not apply.
@@ -50,6 +52,9 @@ func (s *Store) tailIsTorn(seg *segment, prob *scanProblem) (bool, string, error
 	later, err := seg.intactRecordAfter(prob.offset, fileBytes)
 	if err != nil {
 		return false, "", fmt.Errorf("wal: read %s: %w", seg.path, err)
+	}
+	if later >= 0 && prob.torn {
+		return false, fmt.Sprintf("an intact record follows at offset %d, so the file does not end inside the damaged record: its length field is damaged", later), nil
 	}
 	if later >= 0 {
 		return false, fmt.Sprintf("an intact record follows at offset %d, so the damaged data had been synced", later), nil
