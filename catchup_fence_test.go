@@ -38,14 +38,18 @@ func TestCatchUpFence_WipedVoterCannotElectStaleLeader(t *testing.T) {
 		c.Crash(leader)
 		c.Heal()
 		// Give b and c many election timeouts: neither may become leader.
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		elected := -1
+		raftest.Eventually(5*time.Second, func() bool {
 			for _, i := range []int{b, stale} {
-				if st := c.Node(i).Raft().State(); st == raft.Leader {
-					t.Fatalf("node %d became leader with the wiped node's vote; the acknowledged writes up to %d are on neither", i, commit)
+				if c.Node(i).Raft().State() == raft.Leader {
+					elected = i
+					return true
 				}
 			}
+			return false
+		})
+		if elected >= 0 {
+			t.Fatalf("node %d became leader with the wiped node's vote; the acknowledged writes up to %d are on neither", elected, commit)
 		}
 		if got := c.Node(b).Raft().Stats()["catching_up"]; got != "until a leader replicates" {
 			t.Fatalf("wiped node's catching_up = %q, want it fenced and waiting for a leader", got)
@@ -131,9 +135,9 @@ func TestCatchUpFence_SingleBootstrapNeedsEmptyStartVotes(t *testing.T) {
 			}
 			raftest.Run(t, opts, func(t *testing.T, c *raftest.Cluster) {
 				if !votes {
-					time.Sleep(5 * time.Second)
-					if l := c.Leader(); l >= 0 {
-						t.Fatalf("node %d became leader with votes of servers that started empty", l)
+					// Many election timeouts: no leader may appear in any of them.
+					if raftest.Eventually(5*time.Second, func() bool { return c.Leader() >= 0 }) {
+						t.Fatalf("node %d became leader with votes of servers that started empty", c.Leader())
 					}
 					if got := c.Node(1).Raft().Stats()["catching_up"]; got != "until a leader replicates" {
 						t.Fatalf("empty server's catching_up = %q", got)

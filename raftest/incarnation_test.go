@@ -80,7 +80,7 @@ func TestIncarnation_CrashDuringASlowWriteSettlesItAtOnce(t *testing.T) {
 		logs := inc.LogStore(disk)
 		done := make(chan error, 1)
 		go func() { done <- logs.StoreLogs(makeLogs(1, 8)) }()
-		time.Sleep(500 * time.Millisecond) // virtual time: the write is waiting for the disk
+		synctest.Wait() // the write is waiting for the disk (every goroutine of the bubble blocked)
 		inc.Crash()
 		after := lastIndexOf(t, disk)
 		if err := <-done; !errors.Is(err, raftest.ErrCrashed) {
@@ -324,7 +324,7 @@ func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
 		c.SetDiskFaults(leader, raftest.DiskFaults{MinLatency: time.Hour, MaxLatency: time.Hour})
 		r := c.Node(leader).Raft()
 		f := r.Apply([]byte("stalled"), 0) // the leader's own write hangs on its disk
-		time.Sleep(10 * time.Millisecond)  // virtual time: the write reaches the stalled disk
+		synctest.Wait()                    // the write reached the stalled disk: everything else waits
 		start := time.Now()
 		c.Crash(leader)
 		if d := time.Since(start); d > 0 {
