@@ -333,27 +333,74 @@ func runChaos(t *testing.T, c *raftest.Cluster, seed int64, membership bool) {
 			what = chaosStep(c, rng)
 		}
 		t.Logf("step %d: %s", step, what)
+		c.Logf("step %d: %s", step, what)
 		// Let the cluster run a while under this fault.
 		raftest.Eventually(time.Duration(50+rng.Intn(300))*time.Millisecond, func() bool { return false })
 		if err := c.SafetyErr(); err != nil {
 			t.Fatalf("after step %d (%s): %v", step, what, err)
 		}
 	}
-	// Liveness phase: heal everything; the cluster must converge.
 	close(stop)
+	converge(t, c, &wg, membership)
+	c.CheckSafety()
+	checkAcked(t, c, acks)
+}
+
+// TestRandomized_ConvergesWhenTheLeaderLosesItsLeaseAfterTheHeal is the liveness phase's own
+// hard case (seen once in 220 seeds: 156563991280828191): the leader is cut off for a little
+// less than its lease and the network heals. WaitLeader finds it again, since its followers
+// still follow it, but its heartbeats sent while it was cut off fail only after the network
+// timeout, its lease lapses before one gets through, and check-quorum steps it down: a write
+// handed to it then fails with ErrLeadershipLost, its outcome unknown. That is the library
+// working as designed; the liveness phase must still converge, with another write.
+func TestRandomized_ConvergesWhenTheLeaderLosesItsLeaseAfterTheHeal(t *testing.T) {
+	steppedDown := 0
+	runs := 0
+	for _, cut := range []time.Duration{92, 95, 98} {
+		forEachSeed(t, func(t *testing.T, seed int64) {
+			raftest.Run(t, raftest.Options{Nodes: 5, Seed: seed}, func(t *testing.T, c *raftest.Cluster) {
+				leader := c.WaitLeader(waitLong)
+				mustApply(t, c, "before")
+				term := c.Node(leader).Raft().CurrentTerm()
+				c.Isolate(leader)
+				c.Logf("isolated the leader %d for %v", leader, cut*time.Millisecond)
+				raftest.Eventually(cut*time.Millisecond, func() bool { return false })
+				var wg sync.WaitGroup
+				converge(t, c, &wg, false)
+				runs++
+				if c.Node(c.Leader()).Raft().CurrentTerm() > term {
+					steppedDown++
+				}
+			})
+		})
+	}
+	t.Logf("the leader stepped down after the heal in %d of %d runs", steppedDown, runs)
+	if runs > 0 && steppedDown == 0 {
+		t.Fatalf("no run had the leader step down after the heal: the test no longer exercises its case")
+	}
+}
+
+// converge is the liveness phase of the randomized suites: it heals the network, clears every
+// fault, disarms the crash points and restarts the nodes that are down, waits for the clients
+// (told to stop) in wg, and then requires a leader and a write committed and applied on every
+// node within waitLong. With membership it first makes every node a voter again.
+func converge(t *testing.T, c *raftest.Cluster, wg *sync.WaitGroup, membership bool) {
+	t.Helper()
+	c.Logf("liveness phase: heal, clear faults and slowness, restart the nodes that are down")
 	c.Heal()
 	c.Net.ClearFaults()
 	clearSlowness(c)
 	restartDown(c)
 	wg.Wait()
-	c.WaitLeader(waitLong)
+	c.Logf("liveness phase: clients stopped; waiting for a stable leader")
+	c.Logf("liveness phase: node %d leads", c.WaitLeader(waitLong))
 	if membership {
 		readdAll(t, c)
+		c.Logf("liveness phase: every node is a voter again")
 	}
-	f := mustApply(t, c, "final")
+	f := commitSome(t, c, "final")
+	c.Logf("liveness phase: a final command committed at index %d", f.Index())
 	c.WaitApplied(f.Index(), waitLong)
-	c.CheckSafety()
-	checkAcked(t, c, acks)
 }
 
 // checkAcked checks that every acknowledged command is in every FSM exactly once and no

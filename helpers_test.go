@@ -2,6 +2,8 @@ package raft_test
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"strconv"
@@ -174,6 +176,28 @@ func mustApply(t *testing.T, c *raftest.Cluster, cmd string) raft.ApplyFuture {
 		t.Fatalf("apply %q: %v", cmd, err)
 	}
 	return f
+}
+
+// commitSome writes until one write commits within waitLong and returns its future: prefix-1,
+// then prefix-2 and so on. A write that failed with ErrLeadershipLost may or may not commit
+// later, so the next attempt is a different command, never the same one again. It is the
+// liveness check after a heal: a leader found just after healing may still step down (see
+// raftest.Cluster.WaitLeader), and the claim is that the cluster commits writes again, not
+// that the first leader it shows keeps its lease.
+func commitSome(t *testing.T, c *raftest.Cluster, prefix string) raft.ApplyFuture {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for attempt := 1; ; attempt++ {
+		cmd := fmt.Sprintf("%s-%d", prefix, attempt)
+		f, err := c.Apply([]byte(cmd), time.Until(deadline))
+		if err == nil {
+			return f
+		}
+		if !errors.Is(err, raft.ErrLeadershipLost) || time.Now().After(deadline) {
+			t.Fatalf("apply %q (attempt %d): %v", cmd, attempt, err)
+		}
+		c.Logf("apply %q: %v; its outcome is unknown, trying another command", cmd, err)
+	}
 }
 
 // others returns the indexes of the nodes other than i.

@@ -248,6 +248,14 @@ func (c *Cluster) config(n *Node) *raft.Config {
 	return conf
 }
 
+// Logf writes a line into the node logs (printed when the test fails), stamped as they are,
+// so that a test's own steps (a partition, a heal, a restart) appear in time order among what
+// the nodes logged. It writes whatever Options.LogLevel says.
+func (c *Cluster) Logf(format string, args ...any) {
+	line := fmt.Sprintf("%s [TEST]  %s\n", time.Now().Format("15:04:05.000000"), fmt.Sprintf(format, args...))
+	_, _ = c.logs.Write([]byte(line))
+}
+
 // logger returns a logger named name writing into the cluster's log buffer at the level of
 // Options.LogLevel or RAFTEST_LOG.
 func (c *Cluster) logger(name string) hclog.Logger {
@@ -302,7 +310,8 @@ func (c *Cluster) Start(i int) {
 	c.mu.Lock()
 	disk, fsmFaults := n.disk, n.fsmFaults
 	c.mu.Unlock()
-	inc := NewIncarnation(c.rng.Int63(), nil)
+	id := n.ID
+	inc := NewIncarnation(c.rng.Int63(), func() { c.Logf("%s is down (crashed)", id) })
 	inc.SetDiskFaults(disk)
 	inc.SetFSMFaults(fsmFaults)
 	conf := c.config(n)
@@ -326,6 +335,7 @@ func (c *Cluster) Start(i int) {
 	c.mu.Lock()
 	n.raft, n.fsm, n.inc = r, fsm, inc
 	c.mu.Unlock()
+	c.Logf("%s started", n.ID)
 }
 
 // newTransport builds a transport for n: on the in-memory network, or from
@@ -521,6 +531,12 @@ func (c *Cluster) Leader() int {
 // WaitLeader waits until a running node in the highest term considers itself leader and a
 // majority of the voters of its configuration agree on it, and returns its index. It fails
 // the test after timeout.
+//
+// The leader it returns may still step down at once: a leader cut off for most of its lease
+// just before a Heal is found again (its followers still follow it), but it steps down by
+// check-quorum if no heartbeat gets through before the lease lapses, and a write handed to it
+// fails with raft.ErrLeadershipLost. A liveness check after a heal should retry with a new
+// command rather than expect the first write to commit.
 func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	c.t.Helper()
 	leader := -1

@@ -136,6 +136,13 @@ type Incarnation struct {
 	mu      sync.RWMutex
 	crashed atomic.Bool   // set under mu held exclusively
 	down    chan struct{} // closed by Crash
+	// dying is set when an armed crash point is hit, just before that goroutine calls Crash:
+	// from then on Crashed reports true, so a test never takes the node for running (and
+	// leaves it down) in between.
+	dying atomic.Bool
+	// over is closed once a crash fully took effect (transports closed, onCrash run): a
+	// Crash that finds another one under way returns only then.
+	over chan struct{}
 
 	// pmu guards the fields below it. It is never held while waiting.
 	pmu      sync.Mutex
@@ -155,10 +162,11 @@ type Incarnation struct {
 
 // NewIncarnation returns a running incarnation whose random choices come from seed. onCrash,
 // if not nil, runs once after a crash took effect, on the goroutine that crashed it (the test,
-// or a node goroutine that hit an armed crash point); it must not block.
+// or a node goroutine that hit an armed crash point); it must not block or call Crash.
 func NewIncarnation(seed int64, onCrash func()) *Incarnation {
 	return &Incarnation{
 		down:    make(chan struct{}),
+		over:    make(chan struct{}),
 		rng:     rand.New(rand.NewSource(seed)),
 		pending: make(map[uint64]func(*rand.Rand)),
 		sinks:   make(map[*crashSink]struct{}),
@@ -166,11 +174,14 @@ func NewIncarnation(seed int64, onCrash func()) *Incarnation {
 	}
 }
 
-// Crash kills the incarnation now; see Incarnation. Calling it again does nothing.
+// Crash kills the incarnation now; see Incarnation. It returns once the crash took effect,
+// also when another goroutine (one that hit an armed crash point) crashed it first. Calling
+// it again does nothing.
 func (inc *Incarnation) Crash() {
 	inc.mu.Lock()
 	if inc.crashed.Load() {
 		inc.mu.Unlock()
+		<-inc.over
 		return
 	}
 	inc.pmu.Lock()
@@ -193,10 +204,12 @@ func (inc *Incarnation) Crash() {
 	if inc.onCrash != nil {
 		inc.onCrash()
 	}
+	close(inc.over)
 }
 
-// Crashed reports whether the incarnation crashed.
-func (inc *Incarnation) Crashed() bool { return inc.crashed.Load() }
+// Crashed reports whether the incarnation crashed, or is crashing: it hit an armed crash
+// point and the crash is under way.
+func (inc *Incarnation) Crashed() bool { return inc.crashed.Load() || inc.dying.Load() }
 
 // Down returns a channel closed when the incarnation crashes.
 func (inc *Incarnation) Down() <-chan struct{} { return inc.down }
@@ -238,6 +251,7 @@ func (inc *Incarnation) hitLocked(p CrashPoint) bool {
 		// An InstallSnapshot is being handled and its crash is armed: count its operations.
 		if inc.install--; inc.install == 0 {
 			inc.armed = 0
+			inc.dying.Store(true)
 			return true
 		}
 		return false
@@ -250,6 +264,7 @@ func (inc *Incarnation) hitLocked(p CrashPoint) bool {
 		return false
 	}
 	inc.armed = 0
+	inc.dying.Store(true)
 	return true
 }
 
@@ -279,6 +294,7 @@ func (inc *Incarnation) endInstall() bool {
 		return false
 	}
 	inc.install, inc.armed = 0, 0
+	inc.dying.Store(true)
 	return true
 }
 

@@ -346,3 +346,37 @@ func TestCluster_CrashDoesNotWaitForAStalledDisk(t *testing.T) {
 		}
 	})
 }
+
+// A Crash that finds another under way returns only once that one took effect, its
+// transports closed: the test restarting the node reuses the address at once.
+func TestIncarnation_CrashWaitsForACrashUnderWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := raft.NewInmemNetwork()
+		inner, err := net.NewTransport("n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold := make(chan struct{})
+		var inc *raftest.Incarnation
+		inc = raftest.NewIncarnation(1, func() { <-hold }) // the first crash lingers in onCrash
+		inc.Transport(inner)
+		go inc.Crash()
+		synctest.Wait()
+		second := make(chan struct{})
+		go func() {
+			inc.Crash()
+			close(second)
+		}()
+		synctest.Wait()
+		select {
+		case <-second:
+			t.Fatal("the second Crash returned while the first was still under way")
+		default:
+		}
+		close(hold)
+		<-second
+		if _, err := net.NewTransport("n1"); err != nil {
+			t.Fatalf("the address is not free once Crash returned: %v", err)
+		}
+	})
+}
