@@ -357,8 +357,7 @@ func TestIncarnation_CrashWaitsForACrashUnderWay(t *testing.T) {
 			t.Fatal(err)
 		}
 		hold := make(chan struct{})
-		var inc *raftest.Incarnation
-		inc = raftest.NewIncarnation(1, func() { <-hold }) // the first crash lingers in onCrash
+		inc := raftest.NewIncarnation(1, func() { <-hold }) // the first crash lingers in onCrash
 		inc.Transport(inner)
 		go inc.Crash()
 		synctest.Wait()
