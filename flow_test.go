@@ -69,26 +69,12 @@ func TestDefaultConfig_OneMiBValueFits(t *testing.T) {
 }
 
 func TestValidateConfig_ByteLimits(t *testing.T) {
-	cases := []struct {
-		name string
-		mod  func(c *raft.Config)
-		want string
-	}{
+	checkInvalidConfigs(t, []invalidConfig{
 		{"zero MaxEntryBytes", func(c *raft.Config) { c.MaxEntryBytes = 0 }, "MaxEntryBytes"},
 		{"zero MaxAppendEntriesBytes", func(c *raft.Config) { c.MaxAppendEntriesBytes = 0 }, "MaxAppendEntriesBytes"},
 		{"zero MaxInflightBytes", func(c *raft.Config) { c.MaxInflightBytes = 0 }, "MaxInflightBytes"},
 		{"window below one request", func(c *raft.Config) { c.MaxInflightBytes = c.MaxAppendEntriesBytes - 1 }, "MaxInflightBytes"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			conf := fastConfig("n1")
-			tc.mod(conf)
-			err := raft.ValidateConfig(conf)
-			if !errors.Is(err, raft.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want ErrInvalidConfig naming %s", err, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // lineCounter collects log lines for assertions.

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,6 +198,30 @@ func commitSome(t *testing.T, c *raftest.Cluster, prefix string) raft.ApplyFutur
 			t.Fatalf("apply %q (attempt %d): %v", cmd, attempt, err)
 		}
 		c.Logf("apply %q: %v; its outcome is unknown, trying another command", cmd, err)
+	}
+}
+
+// invalidConfig is a change that makes a valid Config invalid, and part of the message that
+// must name the problem.
+type invalidConfig struct {
+	name string
+	mod  func(c *raft.Config)
+	want string
+}
+
+// checkInvalidConfigs checks that ValidateConfig refuses each case with ErrInvalidConfig and a
+// message naming the problem.
+func checkInvalidConfigs(t *testing.T, cases []invalidConfig) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := fastConfig("n1")
+			tc.mod(conf)
+			err := raft.ValidateConfig(conf)
+			if !errors.Is(err, raft.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrInvalidConfig naming %s", err, tc.want)
+			}
+		})
 	}
 }
 

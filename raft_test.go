@@ -26,11 +26,7 @@ import (
 // leadership notifications, Barrier, BatchingFSM, VerifyLeader and Stats.
 
 func TestValidateConfig_RejectsInvalidCombinations(t *testing.T) {
-	cases := []struct {
-		name string
-		mod  func(c *raft.Config)
-		want string // part of the message that names the problem
-	}{
+	checkInvalidConfigs(t, []invalidConfig{
 		{"empty LocalID", func(c *raft.Config) { c.LocalID = "" }, "LocalID"},
 		{"lease above heartbeat", func(c *raft.Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }, "LeaderLeaseTimeout"},
 		{"tiny heartbeat timeout", func(c *raft.Config) { c.HeartbeatTimeout = time.Millisecond }, "HeartbeatTimeout"},
@@ -46,17 +42,7 @@ func TestValidateConfig_RejectsInvalidCombinations(t *testing.T) {
 		{"MaxAppendEntries above 1024", func(c *raft.Config) { c.MaxAppendEntries = 1025 }, "MaxAppendEntries"},
 		{"tiny snapshot interval", func(c *raft.Config) { c.SnapshotInterval = time.Millisecond }, "SnapshotInterval"},
 		{"zero snapshot threshold", func(c *raft.Config) { c.SnapshotThreshold = 0 }, "SnapshotThreshold"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			conf := fastConfig("n1")
-			tc.mod(conf)
-			err := raft.ValidateConfig(conf)
-			if !errors.Is(err, raft.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want ErrInvalidConfig naming %s", err, tc.want)
-			}
-		})
-	}
+	})
 	if err := raft.ValidateConfig(nil); !errors.Is(err, raft.ErrInvalidConfig) {
 		t.Fatalf("nil config: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 // slowReader hands out its data a few bytes at a time, waiting delay before each piece
 // (virtual time in raftest's bubble): a backup read from a slow source.
 type slowReader struct {
+	read  atomic.Bool // set by the first Read
 	data  []byte
 	chunk int
 	delay time.Duration
@@ -23,6 +25,7 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	if len(s.data) == 0 {
 		return 0, io.EOF
 	}
+	s.read.Store(true)
 	time.Sleep(s.delay)
 	n := copy(p[:min(len(p), s.chunk)], s.data)
 	s.data = s.data[n:]
@@ -33,14 +36,18 @@ func (s *slowReader) Read(p []byte) (int, error) {
 const slowRestoreTime = 20 * time.Second
 
 // slowRestore sets up a Restore on the leader whose data streams in over slowRestoreTime, or
-// whose FSM restore takes that long, and returns the reader to restore from.
-func slowRestore(c *raftest.Cluster, leader int, data []byte, slowFSM bool) io.Reader {
+// whose FSM restore takes that long, and returns the reader to restore from and a function
+// that reports whether the slow part began.
+func slowRestore(c *raftest.Cluster, leader int, data []byte, slowFSM bool) (io.Reader, func() bool) {
 	if slowFSM {
-		fsmOf(c, leader).restoreDelay.Store(int64(slowRestoreTime))
-		return &slowReader{data: data, chunk: len(data)}
+		fsm := fsmOf(c, leader)
+		before := fsm.restores.Load()
+		fsm.restoreDelay.Store(int64(slowRestoreTime))
+		return &slowReader{data: data, chunk: len(data)}, func() bool { return fsm.restores.Load() > before }
 	}
 	const pieces = 40
-	return &slowReader{data: data, chunk: max(1, len(data)/pieces), delay: slowRestoreTime / pieces}
+	r := &slowReader{data: data, chunk: max(1, len(data)/pieces), delay: slowRestoreTime / pieces}
+	return r, r.read.Load
 }
 
 // A slow Restore on the leader (its data streams in slowly, or its FSM restores slowly) must
@@ -69,7 +76,8 @@ func testSlowRestoreConnected(t *testing.T, slowFSM bool) {
 		term := r.CurrentTerm()
 		applyN(t, c, "overwritten", 2)
 		start := time.Now()
-		if err := r.Restore(meta, slowRestore(c, leader, data, slowFSM), 0); err != nil {
+		reader, _ := slowRestore(c, leader, data, slowFSM)
+		if err := r.Restore(meta, reader, 0); err != nil {
 			t.Fatalf("restore: %v", err)
 		}
 		if took := time.Since(start); took < slowRestoreTime {
@@ -92,10 +100,10 @@ func testSlowRestoreCutOff(t *testing.T, slowFSM bool) {
 		leader, meta, data := keptAndBackedUp(t, c, 3)
 		r := c.Node(leader).Raft()
 		applyN(t, c, "later", 2)
-		reader := slowRestore(c, leader, data, slowFSM)
+		reader, slowPartBegan := slowRestore(c, leader, data, slowFSM)
 		done := make(chan error, 1)
 		go func() { done <- r.Restore(meta, reader, 0) }()
-		time.Sleep(slowRestoreTime / 10) // well inside the slow part
+		c.WaitFor(slowRestoreTime/2, "the slow part of the restore to begin", slowPartBegan)
 		c.Isolate(leader)
 		cutOff := time.Now()
 		c.WaitFor(slowRestoreTime/2, "the cut-off leader to step down", func() bool {
